@@ -1,0 +1,2 @@
+//! Adapter stub, being written.
+pub mod mapping;

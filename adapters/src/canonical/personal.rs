@@ -1,0 +1,94 @@
+//! Wrappers that keep personal data out of logs: `Debug` and `Display` print a mask, serde sees the value.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A personal value (name, birth date). Read it with [`Personal::expose`], on purpose.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Personal<T>(T);
+
+impl<T> Personal<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> fmt::Debug for Personal<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Personal(***)")
+    }
+}
+
+impl<T> fmt::Display for Personal<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The social security number (*NIR*) exactly as received (13 or 15 characters).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Nir(String);
+
+impl Nir {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The full value, for the one place allowed to see it: the payload sent to AGORA.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The first 13 characters, which AGORA takes and which correlate sources.
+    pub fn nir13(&self) -> &str {
+        match self.0.char_indices().nth(13) {
+            Some((i, _)) => &self.0[..i],
+            None => &self.0,
+        }
+    }
+    pub fn masked(&self) -> String {
+        mask_nir(&self.0)
+    }
+}
+
+/// Masks a NIR for logs and errors: only the sex digit survives, and the length.
+pub fn mask_nir(nir: &str) -> String {
+    let mut out = String::with_capacity(nir.len());
+    for (i, c) in nir.chars().enumerate() {
+        out.push(if i == 0 { c } else { '*' });
+    }
+    out
+}
+
+impl fmt::Debug for Nir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nir({})", self.masked())
+    }
+}
+
+impl fmt::Display for Nir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let nir = Nir::new("185077512345608");
+        assert_eq!(format!("{nir:?}"), "Nir(1**************)");
+        assert_eq!(nir.to_string(), "1**************");
+        let name = Personal::new("DUPONT".to_string());
+        assert!(!format!("{name:?}{name}").contains("DUPONT"));
+        assert_eq!(nir.nir13(), "1850775123456");
+    }
+}

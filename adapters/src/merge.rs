@@ -1,0 +1,1 @@
+//! Merging sources (being written).

@@ -1,0 +1,10 @@
+//! Field table.
+use crate::canonical::System;
+use crate::mapping::{FieldMap, MappingTable};
+
+pub const TABLE: MappingTable = MappingTable {
+    system: System::PoleEmploi,
+    one_based: false,
+    rows: ROWS,
+};
+const ROWS: &[FieldMap] = &[];

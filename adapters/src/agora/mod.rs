@@ -1,2 +1,3 @@
 //! Adapter stub, being written.
 pub mod mapping;
+pub mod model;

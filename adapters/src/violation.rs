@@ -192,3 +192,44 @@ pub fn rules_in_source_terms(
         })
         .collect()
 }
+
+/// Parses a JSON body, or says where it stops being JSON: one `json.syntax` violation at the root
+/// pointer, with line and column. serde_json's own message is not used, as a future version could
+/// quote the input (which may hold a NIR).
+pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, Violation> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        let what = match e.classify() {
+            Category::Eof => "ends before the JSON value is complete",
+            Category::Syntax => "is not valid JSON",
+            // Only I/O and data errors remain; from bytes into a `Value` neither names a field.
+            Category::Io | Category::Data => "cannot be read as JSON",
+        };
+        Violation::new(
+            "",
+            Rule::JsonSyntax,
+            format!("the body {what} (line {}, column {})", e.line(), e.column()),
+        )
+    })
+}
+
+/// Appends the rule violations on fields the schema has not already reported: a field whose shape
+/// is wrong does not need a second line saying its key is wrong too.
+///
+/// A reported field covers itself, its parts and the objects it sits in. An unknown property
+/// reported on an object is about a sibling, not the object's own fields, so it covers nothing.
+pub fn add_uncovered(out: &mut Vec<Violation>, more: Vec<Violation>) {
+    let covers = |reported: &Violation, p: &str| {
+        let q = reported.pointer.as_str();
+        reported.rule != Rule::SchemaAdditional
+            && !q.is_empty()
+            && (p == q
+                || p.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
+                || q.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+    };
+    for v in more {
+        if !out.iter().any(|o| covers(o, &v.pointer)) {
+            out.push(v);
+        }
+    }
+}

@@ -140,11 +140,7 @@ fn describe(e: jsonschema::ValidationError<'_>) -> SchemaViolation {
                 "is required".to_string(),
             )
         }
-        K::Type { kind } => (
-            "type",
-            pointer,
-            format!("must be of type {kind:?}").to_lowercase(),
-        ),
+        K::Type { kind } => ("type", pointer, format!("must be {}", type_name(kind))),
         K::Enum { options } => ("enum", pointer, format!("must be one of {options}")),
         K::Constant { expected_value } => ("const", pointer, format!("must be {expected_value}")),
         K::Pattern { pattern } => (
@@ -156,12 +152,12 @@ fn describe(e: jsonschema::ValidationError<'_>) -> SchemaViolation {
         K::MinLength { limit } => (
             "minLength",
             pointer,
-            format!("must have at least {limit} characters"),
+            format!("must have at least {limit} character(s)"),
         ),
         K::MaxLength { limit } => (
             "maxLength",
             pointer,
-            format!("must have at most {limit} characters"),
+            format!("must have at most {limit} character(s)"),
         ),
         K::Minimum { limit } => ("minimum", pointer, format!("must be at least {limit}")),
         K::Maximum { limit } => ("maximum", pointer, format!("must be at most {limit}")),
@@ -195,12 +191,12 @@ fn describe(e: jsonschema::ValidationError<'_>) -> SchemaViolation {
         K::MinItems { limit } => (
             "minItems",
             pointer,
-            format!("must have at least {limit} items"),
+            format!("must have at least {limit} item(s)"),
         ),
         K::MaxItems { limit } => (
             "maxItems",
             pointer,
-            format!("must have at most {limit} items"),
+            format!("must have at most {limit} item(s)"),
         ),
         K::OneOfNotValid { .. } | K::AnyOf { .. } => (
             "oneOf",
@@ -217,6 +213,21 @@ fn describe(e: jsonschema::ValidationError<'_>) -> SchemaViolation {
         pointer,
         keyword,
         detail,
+    }
+}
+
+/// "a string", "an integer or null": the JSON types a value may have, in words.
+fn type_name(kind: &jsonschema::error::TypeKind) -> String {
+    use jsonschema::error::TypeKind;
+    let one = |t: &jsonschema::JsonType| match t.to_string().as_str() {
+        "array" => "an array".to_string(),
+        "integer" => "an integer".to_string(),
+        "object" => "an object".to_string(),
+        other => format!("a {other}"),
+    };
+    match kind {
+        TypeKind::Single(t) => one(t),
+        TypeKind::Multiple(ts) => ts.iter().map(|t| one(&t)).collect::<Vec<_>>().join(" or "),
     }
 }
 

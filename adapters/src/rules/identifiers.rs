@@ -72,7 +72,7 @@ pub fn siret(value: &str) -> Check {
     }
     if &b[..9] == LA_POSTE_SIREN {
         let sum: u32 = b.iter().map(|d| u32::from(d - b'0')).sum();
-        if sum % 5 == 0 || luhn(b) {
+        if sum.is_multiple_of(5) || luhn(b) {
             return Ok(());
         }
         return Err((
@@ -106,7 +106,7 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Intercarif numbers (`numeroFormation`, `numeroAction`, `numeroSession`).

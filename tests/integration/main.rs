@@ -1,1 +1,4 @@
+//! The one integration test binary: every end-to-end test of the workspace, one module per area.
 
+mod atexo_sem;
+mod cli;

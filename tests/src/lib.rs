@@ -1,1 +1,5 @@
-//! placeholder
+//! Test support for passerelle: generators of realistic inputs (with the truth of what each
+//! generated record should become), and, with the synchronous flow, the simulators of the external
+//! systems.
+
+pub mod generate;

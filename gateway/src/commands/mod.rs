@@ -1,0 +1,5 @@
+//! One module per command.
+
+pub mod mapping;
+pub mod rules;
+pub mod validate;

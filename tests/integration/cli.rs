@@ -1,0 +1,164 @@
+//! The commands of contract §5 that exist so far, driven through the gateway's library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use passerelle::cli::{InputSystem, MappingFormat, ValidateFormat};
+use passerelle::commands;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn validate(system: InputSystem, file: &Path, format: ValidateFormat) -> (ExitCode, String) {
+    let mut out = Vec::new();
+    let code = commands::validate::run(system, file, format, &mut out).expect("the command runs");
+    (code, String::from_utf8(out).expect("UTF-8 output"))
+}
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no fixture in {dir}");
+    v
+}
+
+#[test]
+fn docs_mapping_md_is_the_generated_document() {
+    let mut out = Vec::new();
+    commands::mapping::run(MappingFormat::Markdown, &mut out).expect("renders");
+    let generated = String::from_utf8(out).expect("UTF-8");
+    let committed = std::fs::read_to_string(root().join("docs/mapping.md")).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/mapping.md is stale: run `cargo run -- mapping > docs/mapping.md`"
+    );
+}
+
+#[test]
+fn docs_rules_md_is_the_generated_list() {
+    let committed = std::fs::read_to_string(root().join("docs/rules.md")).unwrap_or_default();
+    assert!(
+        committed == commands::rules::render(),
+        "docs/rules.md is stale: run `cargo run -- rules > docs/rules.md`"
+    );
+}
+
+#[test]
+fn mapping_csv_has_a_row_per_canonical_field_and_every_trigger() {
+    let mut out = Vec::new();
+    commands::mapping::run(MappingFormat::Csv, &mut out).expect("renders");
+    let csv = String::from_utf8(out).expect("UTF-8");
+    for pointer in [
+        "/trainee/nir",
+        "/training/numero_session",
+        "/fundings/*/committed_cents",
+        "/exit/reason",
+    ] {
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with(&format!("field,{pointer},"))),
+            "{pointer} missing"
+        );
+    }
+    let triggers = csv.lines().filter(|l| l.starts_with("trigger,")).count();
+    assert_eq!(triggers, passerelle_adapters::State::ALL.len());
+    // Each row of every adapter's own table appears in the document.
+    for table in passerelle_adapters::mapping::tables() {
+        for row in table.rows {
+            assert!(
+                csv.contains(row.system),
+                "{:?} {} missing",
+                table.system,
+                row.system
+            );
+        }
+    }
+}
+
+#[test]
+fn validate_accepts_every_valid_fixture_and_exits_zero() {
+    for (system, dir) in [
+        (InputSystem::AtexoSem, "tests/fixtures/atexo_sem/valid"),
+        (InputSystem::Ouiform, "tests/fixtures/ouiform/valid"),
+    ] {
+        for file in files(dir) {
+            let (code, out) = validate(system, &file, ValidateFormat::Json);
+            assert_eq!(code, ExitCode::SUCCESS, "{}: {out}", file.display());
+            for line in out.lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).expect("one JSON object per line");
+                assert_eq!(v["valid"], true, "{}", file.display());
+                assert!(v["id"].is_string());
+                // The canonical dossier printed is valid against the published schema.
+                let errors =
+                    passerelle_schemas::check(passerelle_schemas::SchemaId::Dossier, &v["dossier"]);
+                assert!(errors.is_empty(), "{}: {errors:?}", file.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn validate_rejects_every_invalid_fixture_naming_field_and_rule() {
+    for (system, dir) in [
+        (InputSystem::AtexoSem, "tests/fixtures/atexo_sem/invalid"),
+        (InputSystem::Ouiform, "tests/fixtures/ouiform/invalid"),
+    ] {
+        for file in files(dir) {
+            let (code, out) = validate(system, &file, ValidateFormat::Json);
+            assert_eq!(code, ExitCode::from(1), "{}: {out}", file.display());
+            let invalid: Vec<serde_json::Value> = out
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+                .filter(|v| v["valid"] == false)
+                .collect();
+            assert!(!invalid.is_empty(), "{}", file.display());
+            for v in invalid {
+                for e in v["errors"].as_array().expect("errors") {
+                    let rule = e["rule"].as_str().expect("rule");
+                    assert!(
+                        passerelle_adapters::Rule::from_code(rule).is_some(),
+                        "{rule}"
+                    );
+                    assert!(
+                        e["pointer"]
+                            .as_str()
+                            .is_some_and(|p| p.is_empty() || p.starts_with('/')),
+                        "{e}"
+                    );
+                    assert!(!e["detail"].as_str().unwrap_or_default().is_empty());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn validate_text_output_summarises() {
+    let file = files("tests/fixtures/atexo_sem/valid").remove(0);
+    let (code, out) = validate(InputSystem::AtexoSem, &file, ValidateFormat::Text);
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.contains("dossier(s):") && l.contains("0 invalid")),
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_an_unreadable_file_is_an_error_not_a_verdict() {
+    let mut out = Vec::new();
+    let r = commands::validate::run(
+        InputSystem::AtexoSem,
+        Path::new("/nonexistent/export.xml"),
+        ValidateFormat::Text,
+        &mut out,
+    );
+    assert!(r.is_err());
+}

@@ -1,0 +1,321 @@
+//! The ledger (*registre*): passerelle's durable memory.
+//!
+//! Per dossier it keeps the latest record of each source, the merged **desired** canonical state
+//! with a monotonic version, and per destination the state already **delivered** (with AGORA's
+//! number), the attempts and the last error; plus the message journal (payload hash, source, time,
+//! outcome; masked payloads for the configured retention), the AGORA operations performed, and the
+//! dead letters. Design.md principle 2: the worker compares desired and delivered and sends what is
+//! owed, so duplicates are harmless and order does not matter.
+//!
+//! Two implementations behind one trait: SQLite (embedded mode) and PostgreSQL (production). One
+//! conformance suite ([`conformance`]) runs against both.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use passerelle_adapters::agora::model::Anomaly;
+use passerelle_adapters::canonical::{Dossier, System};
+use passerelle_adapters::merge::Precedence;
+use passerelle_adapters::planner::{Delivered, Operation};
+use passerelle_adapters::Violation;
+use serde::{Deserialize, Serialize};
+
+/// The destination a dossier is delivered to. Only AGORA for now; the type leaves room for more.
+pub const AGORA: &str = "agora";
+
+/// Which flow brought a record: the backfill runs on its own queue at a lower priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    Sync,
+    Backfill,
+}
+
+impl Flow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::Sync => "sync",
+            Flow::Backfill => "backfill",
+        }
+    }
+}
+
+/// One single-source canonical record of an inbound message, already decoded and validated.
+#[derive(Debug, Clone)]
+pub struct InboundRecord {
+    /// passerelle's stable id of the dossier (derived from the correlation key).
+    pub dossier_id: String,
+    /// The record as its source sent it (one entry in `sources`).
+    pub record: Dossier,
+    /// Whether AGORA should hear of it (an out-of-perimeter dossier is recorded, never sent).
+    pub in_perimeter: bool,
+}
+
+/// An inbound message: accepted whole or not at all.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub system: System,
+    pub flow: Flow,
+    /// SHA-256 of the raw body, hex: a repeated identical POST is recognised by it.
+    pub payload_hash: String,
+    /// The body with personal fields masked, kept for the configured retention; `None` to keep
+    /// nothing.
+    pub masked_payload: Option<Vec<u8>>,
+    /// The request id of the HTTP call, carried to the worker's logs.
+    pub request_id: Option<String>,
+    pub records: Vec<InboundRecord>,
+}
+
+/// What the ledger made of an inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The journal entry's id; the same for a repeated identical payload.
+    pub message_id: String,
+    /// Whether this exact payload had already been accepted.
+    pub duplicate: bool,
+    pub dossiers: Vec<AcceptedDossier>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedDossier {
+    pub dossier_id: String,
+    pub in_perimeter: bool,
+    /// Whether the desired state changed (a new version): only then is anything owed.
+    pub changed: bool,
+    pub desired_version: i64,
+}
+
+/// Where a dossier stands toward a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Operations are owed and not yet done (or being retried).
+    Pending,
+    /// Everything owed was delivered for the current desired version.
+    Delivered,
+    /// The merged dossier lacks what AGORA requires; it waits for another source.
+    Incomplete,
+    /// Out of AGORA's perimeter: recorded, never sent.
+    OutOfPerimeter,
+    /// In the dead letters, waiting for an operator.
+    Dead,
+}
+
+/// A dossier as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DossierRow {
+    pub dossier_id: String,
+    pub desired: Dossier,
+    pub desired_version: i64,
+    pub flow: Flow,
+    pub in_perimeter: bool,
+    /// The latest record of each source, as received.
+    pub sources: Vec<Dossier>,
+    pub delivery: DeliveryRow,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The delivery state toward one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    pub destination: String,
+    pub delivered: Delivered,
+    /// The desired version the last successful reconciliation reached.
+    pub delivered_version: i64,
+    pub status: DeliveryStatus,
+    /// Consecutive failed attempts since the last success.
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// What the dossier waits for when `Incomplete` (canonical pointers and rules).
+    pub waiting_for: Vec<Violation>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// One AGORA call performed for a dossier, for the trace and the "no operation twice" checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationRecord {
+    pub operation: Operation,
+    /// HTTP status answered, or `None` for a transport failure.
+    pub status: Option<u16>,
+    /// A short description of the outcome, with no personal value.
+    pub outcome: String,
+    pub numero_agora: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// One entry of the message journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub message_id: String,
+    pub system: System,
+    pub flow: Flow,
+    pub payload_hash: String,
+    pub received_at: DateTime<Utc>,
+    pub dossier_ids: Vec<String>,
+    pub request_id: Option<String>,
+}
+
+/// Why a dossier was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeadReason {
+    /// AGORA rejected it (422): its anomalies.
+    Rejected { anomalies: Vec<Anomaly> },
+    /// Transient failures exhausted the configured attempts: the last one.
+    Exhausted {
+        last_error: String,
+        status: Option<u16>,
+    },
+    /// A state pair no AGORA operation can reconcile (planner error), or AGORA's state conflicts.
+    Irreconcilable { detail: String },
+}
+
+impl DeadReason {
+    /// The code operators filter on: an AGORA anomaly code, `http.<status>`, or a planner code.
+    pub fn code(&self) -> String {
+        match self {
+            DeadReason::Rejected { anomalies } => anomalies
+                .first()
+                .map_or_else(|| "agora.rejected".to_string(), |a| a.code.clone()),
+            DeadReason::Exhausted {
+                status: Some(s), ..
+            } => format!("http.{s}"),
+            DeadReason::Exhausted { status: None, .. } => "transport".to_string(),
+            DeadReason::Irreconcilable { .. } => "lifecycle.irreconcilable".to_string(),
+        }
+    }
+}
+
+/// A dead letter (*lettre morte*): a dossier an operator must look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub dossier_id: String,
+    pub destination: String,
+    pub reason: DeadReason,
+    pub attempts: i32,
+    pub first_failure: DateTime<Utc>,
+    pub last_failure: DateTime<Utc>,
+    /// When it was replayed, if it was: the dead letter stays, marked, for the lineage.
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of the dead-letter list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    pub destination: Option<String>,
+    pub code: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub include_replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database does not answer or refused the statement: the caller answers 503 and retries.
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
+    /// The message contradicts what the ledger holds (e.g. a lifecycle transition not allowed):
+    /// nothing was stored.
+    #[error("the message is refused: {} violation(s)", .0.len())]
+    Rejected(Vec<Violation>),
+    /// A stored row could not be read back (a bug or a manual edit).
+    #[error("corrupt ledger row for {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("no such {what}")]
+    NotFound { what: &'static str },
+}
+
+/// The ledger's operations. Each is one transaction.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Answers when the database answers (for `/readyz`).
+    async fn health(&self) -> Result<(), LedgerError>;
+
+    /// Records an inbound message: one journal entry (deduplicated on system + payload hash) and
+    /// each record merged into its dossier with `precedence`. A record whose source version is
+    /// older than the one held is kept out (stale); a merged state behind the previous desired
+    /// state keeps the previous state; a merged state that cannot follow it is refused
+    /// (`lifecycle.transition`) and nothing of the message is stored.
+    async fn accept(
+        &self,
+        inbound: Inbound,
+        precedence: &Precedence,
+    ) -> Result<Accepted, LedgerError>;
+
+    /// A dossier with its sources and delivery state.
+    async fn dossier(&self, dossier_id: &str) -> Result<Option<DossierRow>, LedgerError>;
+
+    /// Takes the dossier's lease for `ttl` if nobody holds it (or the holder's lease expired):
+    /// one worker at a time per dossier, whatever the queue.
+    async fn try_lease(
+        &self,
+        dossier_id: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, LedgerError>;
+
+    /// Gives the lease back (only if `holder` holds it).
+    async fn release(&self, dossier_id: &str, holder: &str) -> Result<(), LedgerError>;
+
+    /// Records an AGORA call and the delivered state it leads to (in one transaction).
+    async fn record_operation(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        op: &OperationRecord,
+        delivered: &Delivered,
+    ) -> Result<(), LedgerError>;
+
+    /// Sets the delivery status once a reconciliation ends: `Delivered` at `desired_version`,
+    /// `Incomplete` with what is missing, or `OutOfPerimeter`; resets the attempts on success.
+    async fn settle_delivery(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        status: DeliveryStatus,
+        desired_version: i64,
+        waiting_for: &[Violation],
+    ) -> Result<(), LedgerError>;
+
+    /// Counts a failed attempt (transient); returns the attempts so far.
+    async fn record_failure(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        error: &str,
+    ) -> Result<i32, LedgerError>;
+
+    /// Puts the dossier in the dead letters (status `Dead`); returns the dead letter's id.
+    async fn dead_letter(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        reason: &DeadReason,
+    ) -> Result<String, LedgerError>;
+
+    async fn dead_letters(&self, filter: &DeadLetterFilter)
+        -> Result<Vec<DeadLetter>, LedgerError>;
+
+    /// Marks a dead letter replayed (it stays, for the lineage), sets the dossier back to
+    /// `Pending` with its attempts reset, and returns the dossier id to reconcile again.
+    async fn replay(&self, dead_letter_id: &str) -> Result<String, LedgerError>;
+
+    /// The journal entries that shaped a dossier, oldest first.
+    async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError>;
+
+    /// The AGORA calls performed for a dossier, oldest first.
+    async fn operations(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+    ) -> Result<Vec<OperationRecord>, LedgerError>;
+
+    /// Dossiers whose delivery is `Pending` (to re-enqueue after a crash, or by a sweeper).
+    async fn pending(&self, destination: &str, limit: i64) -> Result<Vec<String>, LedgerError>;
+
+    /// Deletes masked payloads older than `retention` and returns how many were deleted.
+    async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError>;
+}

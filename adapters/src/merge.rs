@@ -51,7 +51,7 @@ impl FieldGroup {
 
 /// Which source wins, per field group (configuration `merge.precedence.<group>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Precedence {
     pub trainee: Vec<System>,
     pub offer: Vec<System>,

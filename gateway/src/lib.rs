@@ -9,3 +9,4 @@ pub mod cli;
 pub mod commands;
 pub mod ledger;
 pub mod queue;
+pub mod settings;

@@ -8,7 +8,28 @@
 //! owed, so duplicates are harmless and order does not matter.
 //!
 //! Two implementations behind one trait: SQLite (embedded mode) and PostgreSQL (production). One
-//! conformance suite ([`conformance`]) runs against both.
+//! conformance suite (`conformance.rs`, test-only) runs against both.
+//!
+//! - [`connect`] opens the ledger a `ledger.url` names and runs its migrations;
+//! - [`sqlite::SqliteLedger`]: one file, WAL, writers serialised by `BEGIN IMMEDIATE`;
+//! - [`postgres::PostgresLedger`]: concurrent replicas, a dossier's messages serialised by a row lock.
+//!
+//! Choices the rest of the system relies on (both backends):
+//!
+//! - **Perimeter.** Each source record keeps the verdict the ingress gave it; the dossier is in
+//!   AGORA's perimeter only if every latest source record is (an exclusion by any source wins, and
+//!   a corrected source lifts it, since only its latest record counts).
+//! - **Flow.** A dossier's flow is `sync` once any sync message touched it (the higher priority
+//!   lane), `backfill` otherwise.
+//! - **Delivery status on accept.** A new dossier is `Pending` (`OutOfPerimeter` out of the
+//!   perimeter). When the desired version changes or the perimeter verdict flips, the status becomes
+//!   `Pending` (or `OutOfPerimeter`), **including from `Dead`**: a corrected source is what an
+//!   operator waits for, so a new desired version revives a dead dossier, with its attempts reset.
+//!   The dead letter itself stays as it was (not marked replayed: only an operator replays).
+//! - **Settling a stale version.** `settle_delivery` for a version older than the current desired
+//!   version records what was reached but leaves the status `Pending`: a newer state is owed.
+//! - **Time.** Timestamps are taken by the gateway (UTC, truncated to microseconds, the precision
+//!   both databases keep), leases included: replicas are expected to run NTP.
 
 use std::time::Duration;
 
@@ -20,6 +41,12 @@ use passerelle_adapters::merge::Precedence;
 use passerelle_adapters::planner::{Delivered, Operation};
 use passerelle_adapters::Violation;
 use serde::{Deserialize, Serialize};
+
+#[cfg(test)]
+mod conformance;
+mod logic;
+pub mod postgres;
+pub mod sqlite;
 
 /// The destination a dossier is delivered to. Only AGORA for now; the type leaves room for more.
 pub const AGORA: &str = "agora";
@@ -37,6 +64,15 @@ impl Flow {
         match self {
             Flow::Sync => "sync",
             Flow::Backfill => "backfill",
+        }
+    }
+
+    /// The inverse of [`Flow::as_str`].
+    pub fn parse(s: &str) -> Option<Flow> {
+        match s {
+            "sync" => Some(Flow::Sync),
+            "backfill" => Some(Flow::Backfill),
+            _ => None,
         }
     }
 }
@@ -100,6 +136,32 @@ pub enum DeliveryStatus {
     OutOfPerimeter,
     /// In the dead letters, waiting for an operator.
     Dead,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 5] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Incomplete,
+        DeliveryStatus::OutOfPerimeter,
+        DeliveryStatus::Dead,
+    ];
+
+    /// The stored spelling (the serde one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Incomplete => "incomplete",
+            DeliveryStatus::OutOfPerimeter => "out_of_perimeter",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    /// The inverse of [`DeliveryStatus::as_str`].
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
 }
 
 /// A dossier as the ledger holds it.
@@ -202,7 +264,9 @@ pub struct DeadLetter {
     pub replayed_at: Option<DateTime<Utc>>,
 }
 
-/// Filters of the dead-letter list.
+/// Filters of the dead-letter list. `since` (inclusive) and `until` (exclusive) bound the last
+/// failure, i.e. when the dossier was dead-lettered. Replayed dead letters are left out unless
+/// `include_replayed`. The list is ordered by last failure, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadLetterFilter {
     pub destination: Option<String>,
@@ -318,4 +382,64 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Deletes masked payloads older than `retention` and returns how many were deleted.
     async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError>;
+}
+
+/// Opens the ledger `url` names and brings its schema up to date:
+///
+/// - `sqlite://path` (e.g. `sqlite://./data/passerelle.db`): the file and its directory are created
+///   if missing;
+/// - `postgres://…` or `postgresql://…`.
+///
+/// Errors never quote a password: the URL is shown through [`mask_url`].
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Ledger>, LedgerError> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("sqlite") => Ok(std::sync::Arc::new(sqlite::SqliteLedger::connect(url).await?)),
+        Some("postgres" | "postgresql") => {
+            Ok(std::sync::Arc::new(postgres::PostgresLedger::connect(url).await?))
+        }
+        Some(other) => Err(LedgerError::Unavailable(format!(
+            "ledger.url {}: unsupported scheme {other:?} (expected sqlite://, postgres:// or postgresql://)",
+            mask_url(url)
+        ))),
+        None => Err(LedgerError::Unavailable(format!(
+            "ledger.url {}: no scheme (expected sqlite://, postgres:// or postgresql://)",
+            mask_url(url)
+        ))),
+    }
+}
+
+/// A URL fit for logs and errors: the password of its user-info part, if any, is replaced by `***`,
+/// and so is a `password=` query parameter.
+pub fn mask_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    match scheme {
+        Some(s) => format!("{s}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
+    }
 }

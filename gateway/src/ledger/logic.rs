@@ -1,0 +1,360 @@
+//! What both backends share, with no I/O: how one inbound record changes its dossier (source
+//! versions, merge, lifecycle check, version bump, delivery status), time, ids, and the mapping of
+//! database and JSON errors to [`LedgerError`] without quoting any stored value.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use passerelle_adapters::canonical::{Dossier, System};
+use passerelle_adapters::merge::{check_transition, merge, Precedence};
+use passerelle_adapters::planner::Operation;
+use passerelle_adapters::violation::Rule;
+use passerelle_adapters::Violation;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{DeliveryStatus, Flow, InboundRecord, LedgerError};
+use passerelle_adapters::canonical::Advance;
+
+/// Now, in UTC, truncated to the microsecond: what PostgreSQL keeps, so values read back compare
+/// equal to the ones written, whatever the backend.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A new time-ordered id (UUID v7).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The inverse of [`System::as_str`].
+pub(crate) fn parse_system(s: &str) -> Option<System> {
+    [
+        System::AtexoSem,
+        System::Ouiform,
+        System::PoleEmploi,
+        System::Agora,
+    ]
+    .into_iter()
+    .find(|sys| sys.as_str() == s)
+}
+
+pub(crate) fn parse_status(what: &str, s: &str) -> Result<DeliveryStatus, LedgerError> {
+    DeliveryStatus::parse(s).ok_or_else(|| corrupt(what, format!("unknown delivery status {s:?}")))
+}
+
+pub(crate) fn parse_flow(what: &str, s: &str) -> Result<Flow, LedgerError> {
+    Flow::parse(s).ok_or_else(|| corrupt(what, format!("unknown flow {s:?}")))
+}
+
+pub(crate) fn parse_system_col(what: &str, s: &str) -> Result<System, LedgerError> {
+    parse_system(s).ok_or_else(|| corrupt(what, format!("unknown system {s:?}")))
+}
+
+pub(crate) fn parse_operation(what: &str, s: &str) -> Result<Operation, LedgerError> {
+    Operation::ALL
+        .into_iter()
+        .find(|o| o.name() == s)
+        .ok_or_else(|| corrupt(what, format!("unknown operation {s:?}")))
+}
+
+/// A `std` duration as a chrono one, capped at a century (a TTL or a retention longer than that
+/// is "forever" for a ledger, and keeps timestamps in range).
+pub(crate) fn capped(d: std::time::Duration) -> chrono::Duration {
+    let century = chrono::Duration::days(36_525);
+    chrono::Duration::from_std(d).map_or(century, |d| d.min(century))
+}
+
+pub(crate) fn corrupt(what: &str, detail: impl Into<String>) -> LedgerError {
+    LedgerError::Corrupt {
+        what: what.to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// Serialises a value of ours; failing is a bug (maps with non-string keys), reported as corrupt.
+pub(crate) fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String, LedgerError> {
+    serde_json::to_string(value).map_err(|e| corrupt(what, json_error_detail(&e)))
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, LedgerError> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, json_error_detail(&e)))
+}
+
+/// serde_json's messages may quote the offending value (a name in the wrong place): keep only its
+/// category and position.
+fn json_error_detail(e: &serde_json::Error) -> String {
+    format!(
+        "invalid JSON ({:?} error at line {}, column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+/// Maps a database error: a value that cannot be decoded is a corrupt row, anything else (I/O,
+/// timeouts, pool, refused statements) makes the ledger unavailable. sqlx's messages name columns
+/// and constraints, not values nor connection strings.
+pub(crate) fn db_error(context: &str, e: sqlx::Error) -> LedgerError {
+    match e {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => corrupt(context, e.to_string()),
+        other => LedgerError::Unavailable(format!("{context}: {other}")),
+    }
+}
+
+/// Keeps an error text to a sane size (on a character boundary).
+pub(crate) fn clip(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// A latest source record of a dossier, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredSource {
+    pub record: Dossier,
+    pub in_perimeter: bool,
+}
+
+/// A dossier as loaded (under lock) before a record is merged into it.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    pub desired: Dossier,
+    pub desired_version: i64,
+    pub flow: Flow,
+    pub in_perimeter: bool,
+    pub sources: Vec<StoredSource>,
+}
+
+/// The source row to write (insert or replace the record of that system).
+#[derive(Debug, Clone)]
+pub(crate) struct SourceWrite {
+    pub system: System,
+    pub version: Option<i64>,
+    pub record_json: String,
+    pub in_perimeter: bool,
+}
+
+/// What to write for one inbound record.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub is_new: bool,
+    /// `None` when the record is older than the one held (stale): it is kept out.
+    pub source: Option<SourceWrite>,
+    pub desired_json: String,
+    pub desired_version: i64,
+    pub changed: bool,
+    pub in_perimeter: bool,
+    pub flow: Flow,
+    /// The delivery status to set, `None` to leave it as it is.
+    pub status: Option<DeliveryStatus>,
+}
+
+#[derive(Debug)]
+pub(crate) enum PlanError {
+    /// The record contradicts the dossier: the whole message is refused.
+    Refused(Violation),
+    /// The stored rows or the record are inconsistent (a bug, or a manual edit).
+    Corrupt(LedgerError),
+}
+
+fn system_of(d: &Dossier) -> Option<System> {
+    d.sources.first().map(|s| s.system)
+}
+
+/// Decides what one record does to its dossier (`loaded` is `None` for a new dossier).
+pub(crate) fn plan(
+    dossier_id: &str,
+    loaded: Option<&Loaded>,
+    inbound: &InboundRecord,
+    flow: Flow,
+    precedence: &Precedence,
+) -> Result<Plan, PlanError> {
+    let what = format!("dossier {dossier_id}");
+    let record = &inbound.record;
+    let Some(system) = system_of(record) else {
+        return Err(PlanError::Refused(Violation::new(
+            "/sources",
+            Rule::FieldRequired,
+            "the record names no source",
+        )));
+    };
+    let incoming_version = record.sources.first().and_then(|s| s.version);
+
+    let mut sources: Vec<StoredSource> = loaded.map(|l| l.sources.clone()).unwrap_or_default();
+    let held = sources
+        .iter()
+        .position(|s| system_of(&s.record) == Some(system));
+    if let (Some(i), Some(l)) = (held, loaded) {
+        let held_version = sources[i].record.sources.first().and_then(|s| s.version);
+        if let (Some(old), Some(new)) = (held_version, incoming_version) {
+            if old > new {
+                // Stale: an older version of a record we already hold. Nothing changes.
+                return Ok(Plan {
+                    is_new: false,
+                    source: None,
+                    desired_json: to_json(&what, &l.desired).map_err(PlanError::Corrupt)?,
+                    desired_version: l.desired_version,
+                    changed: false,
+                    in_perimeter: l.in_perimeter,
+                    flow: merge_flow(l.flow, flow),
+                    status: None,
+                });
+            }
+        }
+    }
+    let stored = StoredSource {
+        record: record.clone(),
+        in_perimeter: inbound.in_perimeter,
+    };
+    match held {
+        Some(i) => sources[i] = stored,
+        None => sources.push(stored),
+    }
+
+    let records: Vec<Dossier> = sources.iter().map(|s| s.record.clone()).collect();
+    let merged = merge(&records, precedence)
+        .map_err(|e| PlanError::Corrupt(corrupt(&what, format!("merge: {e}"))))?;
+    for c in &merged.conflicts {
+        tracing::info!(
+            dossier_id,
+            kept = c.kept.as_str(),
+            kept_state = c.kept_state.as_str(),
+            ignored = c.ignored.as_str(),
+            ignored_state = c.ignored_state.as_str(),
+            "Sources disagree on the dossier's state; the one with precedence was kept."
+        );
+    }
+    let mut desired = merged.dossier;
+    if let Some(l) = loaded {
+        match check_transition(l.desired.state, desired.state) {
+            Ok(Advance::Forward | Advance::Same) => {}
+            // Stale state news: the rest of the merge is taken, the state is not.
+            Ok(Advance::Behind) => desired.state = l.desired.state,
+            Err(violation) => return Err(PlanError::Refused(violation)),
+        }
+    }
+    let desired_json = to_json(&what, &desired).map_err(PlanError::Corrupt)?;
+    let in_perimeter = sources.iter().all(|s| s.in_perimeter);
+    let source = SourceWrite {
+        system,
+        version: incoming_version.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+        record_json: to_json(&what, record).map_err(PlanError::Corrupt)?,
+        in_perimeter: inbound.in_perimeter,
+    };
+    let target_status = if in_perimeter {
+        DeliveryStatus::Pending
+    } else {
+        DeliveryStatus::OutOfPerimeter
+    };
+    Ok(match loaded {
+        None => Plan {
+            is_new: true,
+            source: Some(source),
+            desired_json,
+            desired_version: 1,
+            changed: true,
+            in_perimeter,
+            flow,
+            status: Some(target_status),
+        },
+        Some(l) => {
+            let previous_json = to_json(&what, &l.desired).map_err(PlanError::Corrupt)?;
+            let changed = previous_json != desired_json;
+            let perimeter_flipped = in_perimeter != l.in_perimeter;
+            Plan {
+                is_new: false,
+                source: Some(source),
+                desired_json,
+                desired_version: l.desired_version + i64::from(changed),
+                changed,
+                in_perimeter,
+                flow: merge_flow(l.flow, flow),
+                // A new desired version (or perimeter verdict) is owed again, even by a dead
+                // dossier: a corrected source is what its dead letter waited for.
+                status: (changed || perimeter_flipped).then_some(target_status),
+            }
+        }
+    })
+}
+
+/// A dossier any sync message touched is on the sync lane (the higher priority).
+fn merge_flow(stored: Flow, incoming: Flow) -> Flow {
+    if stored == Flow::Sync || incoming == Flow::Sync {
+        Flow::Sync
+    } else {
+        Flow::Backfill
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_on_a_char_boundary() {
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip("éééé", 2), "éé…");
+    }
+
+    #[test]
+    fn urls_are_masked() {
+        use super::super::mask_url;
+        assert_eq!(
+            mask_url("postgres://app:s3cret@db:5432/passerelle"),
+            "postgres://app:***@db:5432/passerelle"
+        );
+        assert_eq!(
+            mask_url("postgres://app@db/passerelle?password=s3cret&sslmode=require"),
+            "postgres://app@db/passerelle?password=***&sslmode=require"
+        );
+        assert_eq!(
+            mask_url("sqlite://./data/passerelle.db"),
+            "sqlite://./data/passerelle.db"
+        );
+        assert_eq!(mask_url("mysql://u:p@h/x"), "mysql://u:***@h/x");
+        assert_eq!(mask_url("u:p@h"), "u:***@h");
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_refused_without_secrets() {
+        let err = match super::super::connect("mysql://app:s3cret@db/x").await {
+            Ok(_) => panic!("a MySQL URL must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("\"mysql\""), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = match super::super::connect("nothing").await {
+            Ok(_) => panic!("a URL without scheme must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("no scheme"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_postgres_is_unavailable_without_secrets() {
+        // Port 1 refuses connections; the password must not leak into the error.
+        let err = match super::super::connect("postgres://app:s3cret@127.0.0.1:1/x").await {
+            Ok(_) => panic!("nothing listens on port 1"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, LedgerError::Unavailable(_)), "{err:?}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn systems_parse_back() {
+        for s in [
+            System::AtexoSem,
+            System::Ouiform,
+            System::PoleEmploi,
+            System::Agora,
+        ] {
+            assert_eq!(parse_system(s.as_str()), Some(s));
+        }
+        assert_eq!(parse_system("nope"), None);
+    }
+}

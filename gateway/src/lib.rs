@@ -6,6 +6,7 @@
 //! - [`queue`]: the "reconcile this dossier" tasks (embedded, RabbitMQ).
 
 pub mod cli;
+pub mod clients;
 pub mod commands;
 pub mod ledger;
 pub mod queue;

@@ -9,8 +9,16 @@
 //! Two implementations behind one trait: RabbitMQ (durable quorum queues, publisher confirms with
 //! `mandatory`, manual acks, prefetch, a dead-letter exchange, per-delay TTL queues that
 //! dead-letter back) and an embedded durable queue in SQLite (a table with a visibility time). One
-//! conformance suite ([`conformance`]) runs against both.
+//! conformance suite (`conformance.rs`, test builds only) runs against both.
+//!
+//! Layout:
+//! - this file: the traits, the task, the errors, and [`connect`] choosing an implementation from
+//!   `queue.url`;
+//! - [`amqp`]: RabbitMQ through lapin;
+//! - [`embedded`]: the SQLite table used in embedded mode.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -109,4 +117,100 @@ pub trait Acker: Send + Sync + std::fmt::Debug {
     async fn requeue(self: Box<Self>) -> Result<(), QueueError>;
     /// The task itself is unusable: to the queue's dead-letter exchange/table.
     async fn dead_letter(self: Box<Self>) -> Result<(), QueueError>;
+}
+
+pub mod amqp;
+pub mod embedded;
+
+#[cfg(test)]
+mod conformance;
+
+/// The file of the embedded queue inside the data directory (`queue.url = "embedded"`).
+pub const EMBEDDED_FILE: &str = "queue.db";
+
+/// Opens the queue named by `queue.url` (contract §6).
+///
+/// - `embedded`: the SQLite queue in `data_dir/queue.db`;
+/// - `embedded:<path>` or `sqlite://<path>`: the SQLite queue in that file;
+/// - `amqp://…` or `amqps://…`: RabbitMQ; the topology is declared at once (idempotent).
+///
+/// Anything else is refused. A password in the URL never appears in an error.
+pub async fn connect(url: &str, data_dir: &Path) -> Result<Arc<dyn Queue>, QueueError> {
+    let url = url.trim();
+    if url == "embedded" {
+        let queue = embedded::EmbeddedQueue::open(
+            &data_dir.join(EMBEDDED_FILE),
+            embedded::EmbeddedOptions::default(),
+        )
+        .await?;
+        return Ok(Arc::new(queue));
+    }
+    if let Some(path) = url
+        .strip_prefix("embedded:")
+        .or_else(|| url.strip_prefix("sqlite://"))
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() {
+            return Err(QueueError::Unavailable(format!(
+                "queue.url {url:?} names no file"
+            )));
+        }
+        let queue =
+            embedded::EmbeddedQueue::open(Path::new(path), embedded::EmbeddedOptions::default())
+                .await?;
+        return Ok(Arc::new(queue));
+    }
+    if url.starts_with("amqp://") || url.starts_with("amqps://") {
+        let queue = amqp::AmqpQueue::connect(url, amqp::AmqpOptions::default()).await?;
+        return Ok(Arc::new(queue));
+    }
+    Err(QueueError::Unavailable(format!(
+        "queue.url {} is neither `embedded`, `embedded:<file>`, `sqlite://<file>`, `amqp://…` nor `amqps://…`",
+        mask_url(url)
+    )))
+}
+
+/// The URL with its password (if any) replaced by `***`, for logs and errors.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_url_hides_the_password_only() {
+        assert_eq!(
+            mask_url("amqp://guest:s3cret@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(mask_url("amqp://rabbit:5672"), "amqp://rabbit:5672");
+        assert_eq!(mask_url("amqp://user@rabbit"), "amqp://user@rabbit");
+        assert_eq!(mask_url("amqps://u:p@h/v?x=y@z"), "amqps://u:***@h/v?x=y@z");
+        assert_eq!(mask_url("embedded"), "embedded");
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_an_unknown_scheme_without_leaking_the_password() {
+        let dir = std::env::temp_dir();
+        let err = match connect("redis://me:hunter2@host", &dir).await {
+            Ok(_) => panic!("a redis URL was accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("redis://me:***@host"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

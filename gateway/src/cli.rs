@@ -19,6 +19,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway. With no configuration it runs embedded (SQLite ledger, embedded queue
+    /// under ./data) with AGORA pointed at the built-in sandbox.
+    Serve {
+        /// A TOML file layered over the defaults (then PASSERELLE__… variables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the simulators of AGORA, Pôle emploi and ATEXO SEM's return endpoint, for rehearsals.
+    Sandbox {
+        #[arg(long, default_value_t = 8090)]
+        port: u16,
+    },
     /// Decode and validate a file, sending nothing; exit 1 when any dossier is invalid.
     Validate {
         /// Which system's format the file is in.
@@ -73,6 +85,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result = match cli.command {
+        Command::Serve { config } => crate::commands::serve::run(config.as_deref()),
+        Command::Sandbox { port } => crate::commands::serve::sandbox(port),
         Command::Validate {
             system,
             file,

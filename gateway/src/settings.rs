@@ -269,10 +269,15 @@ impl Settings {
             ));
         }
         let queue = self.queue.url.expose_secret();
-        if !(queue == "embedded" || queue.starts_with("amqp://") || queue.starts_with("amqps://")) {
+        if !(queue == "embedded"
+            || queue.starts_with("embedded:")
+            || queue.starts_with("sqlite:")
+            || queue.starts_with("amqp://")
+            || queue.starts_with("amqps://"))
+        {
             return Err(invalid(
                 "queue.url",
-                "must be `embedded` or start with amqp:// or amqps://",
+                "must be `embedded` (or embedded:<file>) or start with amqp:// or amqps://",
             ));
         }
         if self.agora.base_url != "sandbox" {

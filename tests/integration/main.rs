@@ -2,3 +2,4 @@
 
 mod atexo_sem;
 mod cli;
+mod sync_flow;

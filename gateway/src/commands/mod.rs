@@ -2,4 +2,5 @@
 
 pub mod mapping;
 pub mod rules;
+pub mod serve;
 pub mod validate;

@@ -1,0 +1,56 @@
+//! `passerelle serve` and `passerelle sandbox`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::settings::Settings;
+use crate::startup::{sample_hint, Application};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(config, std::env::vars())?;
+    crate::telemetry::init();
+    runtime()?.block_on(async move {
+        let data_dir = settings.data.dir.clone();
+        let app = Application::build(settings)
+            .await
+            .context("cannot start the gateway")?;
+        eprintln!("{}", sample_hint(app.port(), &data_dir));
+        app.run_until_stopped()
+            .await
+            .context("the HTTP server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn sandbox(port: u16) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init();
+    runtime()?.block_on(async move {
+        let config = passerelle_sandbox::SandboxConfig {
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            ..Default::default()
+        };
+        let sb = passerelle_sandbox::Sandbox::start(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the sandbox: {e}"))?;
+        eprintln!(
+            "sandbox listening on {}\n  AGORA: {} (token {})\n  Pôle emploi: {}\n  ATEXO SEM returns: {}",
+            sb.base_url(),
+            sb.agora_url(),
+            sb.agora_token(),
+            sb.pole_emploi_url(),
+            sb.atexo_sem_returns_url()
+        );
+        tokio::signal::ctrl_c().await.ok();
+        sb.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

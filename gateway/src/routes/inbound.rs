@@ -1,0 +1,267 @@
+//! Inbound routes: OUIFORM orientations and ATEXO SEM dossiers.
+//!
+//! A post is decoded and validated whole before anything is stored; then it is committed to the
+//! ledger, a task is published for each dossier with the broker's confirm, and only then does the
+//! caller get `202` (design.md principle 3). A failure after the ledger commit answers `503`: the
+//! caller retries, the ledger recognises the payload, and the tasks are published again (a task is
+//! harmless twice).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use hmac::{Hmac, Mac};
+use passerelle_adapters::atexo_sem::{self, Flow as SemFlow, Perimeter};
+use passerelle_adapters::canonical::System;
+use passerelle_adapters::{ouiform, Rule, Violation};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::problem::ApiError;
+use super::{authenticate, request_id, AppState, Caller};
+use crate::ledger::{Accepted, Flow, Inbound, InboundRecord, LedgerError};
+use crate::queue::{Lane, Task};
+
+fn require_caller(req: &HttpRequest, state: &AppState, system: System) -> Result<(), ApiError> {
+    match authenticate(req, &state.credentials)? {
+        Caller::System(s) if s == system => {}
+        _ => return Err(ApiError::Forbidden),
+    }
+    if !state.limiter.allow(system) {
+        return Err(ApiError::RateLimited);
+    }
+    Ok(())
+}
+
+fn require_content_type(
+    req: &HttpRequest,
+    accepted: &[&str],
+    expected: &'static str,
+) -> Result<(), ApiError> {
+    let ct = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if accepted.contains(&ct.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(expected))
+    }
+}
+
+/// Reads the body up to the configured limit (413 past it, before reading the rest).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::Unparseable(vec![Violation::new(
+                "",
+                Rule::JsonSyntax,
+                "the body could not be read to its end",
+            )])
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn hash(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+fn rejected(state: &AppState, system: System, violations: Vec<Violation>) -> ApiError {
+    for v in &violations {
+        state
+            .metrics
+            .rejected
+            .get_or_create(&crate::metrics::RuleLabel {
+                system: system.as_str().into(),
+                rule: v.rule.code().into(),
+            })
+            .inc();
+    }
+    if violations.iter().all(|v| v.rule.is_syntax()) {
+        ApiError::Unparseable(violations)
+    } else {
+        ApiError::Invalid(violations)
+    }
+}
+
+/// Commits to the ledger, then publishes a task per in-perimeter dossier and waits for confirms.
+async fn commit(state: &AppState, inbound: Inbound) -> Result<Accepted, ApiError> {
+    let system = inbound.system;
+    let request_id = inbound.request_id.clone();
+    let accepted = match state.ledger.accept(inbound, &state.precedence).await {
+        Ok(a) => a,
+        Err(LedgerError::Rejected(v)) => return Err(rejected(state, system, v)),
+        Err(e) => {
+            return Err(ApiError::Unavailable(format!(
+                "the ledger is unavailable ({e})"
+            )))
+        }
+    };
+    let publishes = accepted
+        .dossiers
+        .iter()
+        .filter(|d| d.in_perimeter)
+        .map(|d| {
+            let task = Task {
+                dossier_id: d.dossier_id.clone(),
+                request_id: request_id.clone(),
+                attempt: 0,
+            };
+            async move { state.queue.publish(Lane::Sync, &task).await }
+        });
+    for r in futures_util::future::join_all(publishes).await {
+        r.map_err(|e| ApiError::Unavailable(format!("the queue did not confirm ({e})")))?;
+    }
+    state
+        .metrics
+        .received
+        .get_or_create(&crate::metrics::SystemLabel {
+            system: system.as_str().into(),
+        })
+        .inc();
+    Ok(accepted)
+}
+
+/// `POST /v1/inbound/ouiform/orientations`
+pub async fn ouiform_orientation(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    require_caller(&req, &state, System::Ouiform)?;
+    require_content_type(&req, &["application/json"], "application/json")?;
+    let body = read_body(payload, state.body_limit).await?;
+    verify_signature(&req, &body, state.credentials.ouiform_hmac.expose_secret())?;
+    let dossier =
+        ouiform::decode(&body, &state.rules).map_err(|v| rejected(&state, System::Ouiform, v))?;
+    let dossier_id = dossier
+        .key()
+        .dossier_id(state.credentials.dossier_salt.expose_secret().as_bytes());
+    let inbound = Inbound {
+        system: System::Ouiform,
+        flow: Flow::Sync,
+        payload_hash: hash(&body),
+        masked_payload: state.keep_payloads.then(|| mask_ouiform(&body)).flatten(),
+        request_id: Some(request_id(&req)),
+        records: vec![InboundRecord {
+            dossier_id: dossier_id.clone(),
+            record: dossier,
+            in_perimeter: true,
+        }],
+    };
+    let accepted = commit(&state, inbound).await?;
+    state
+        .metrics
+        .ingress_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Accepted().json(json!({
+        "message_id": accepted.message_id,
+        "dossier_id": dossier_id,
+        "status": "accepted",
+    })))
+}
+
+/// `POST /v1/inbound/atexo-sem/dossiers`
+pub async fn atexo_sem_dossiers(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    require_caller(&req, &state, System::AtexoSem)?;
+    require_content_type(&req, &["application/xml", "text/xml"], "application/xml")?;
+    let body = read_body(payload, state.body_limit).await?;
+    let decoded = atexo_sem::decode_document(&body, SemFlow::Sync, &state.decode)
+        .map_err(|v| rejected(&state, System::AtexoSem, v.0))?;
+    let salt = state
+        .credentials
+        .dossier_salt
+        .expose_secret()
+        .as_bytes()
+        .to_vec();
+    let records: Vec<InboundRecord> = decoded
+        .into_iter()
+        .map(|d| InboundRecord {
+            dossier_id: d.dossier.key().dossier_id(&salt),
+            in_perimeter: d.perimeter == Perimeter::In,
+            record: d.dossier,
+        })
+        .collect();
+    let statuses: Vec<_> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "dossier_id": r.dossier_id,
+                "status": if r.in_perimeter { "accepted" } else { "out_of_perimeter" },
+            })
+        })
+        .collect();
+    let inbound = Inbound {
+        system: System::AtexoSem,
+        flow: Flow::Sync,
+        payload_hash: hash(&body),
+        // Known limit: the XML is not kept (masking it needs a rewrite of the document).
+        masked_payload: None,
+        request_id: Some(request_id(&req)),
+        records,
+    };
+    let accepted = commit(&state, inbound).await?;
+    state
+        .metrics
+        .ingress_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Accepted().json(json!({
+        "message_id": accepted.message_id,
+        "dossiers": statuses,
+    })))
+}
+
+/// `X-Ouiform-Signature: sha256=<hex HMAC-SHA256 of the raw body>`; 401 when missing or wrong.
+pub fn verify_signature(req: &HttpRequest, body: &[u8], secret: &str) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get("x-ouiform-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthorized(
+            "the X-Ouiform-Signature header is required",
+        ))?;
+    let sig = header
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(ApiError::Unauthorized(
+            "X-Ouiform-Signature must be sha256=<hex>",
+        ))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|_| ApiError::Unauthorized("the signature cannot be checked"))?;
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&sig)
+        .map_err(|_| ApiError::Unauthorized("the X-Ouiform-Signature does not match the body"))
+}
+
+/// The orientation with the trainee's personal fields masked, for the journal.
+fn mask_ouiform(body: &[u8]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if let Some(b) = v.get_mut("beneficiaire").and_then(|b| b.as_object_mut()) {
+        for k in ["nir", "nomNaissance", "prenom", "dateNaissance"] {
+            if let Some(x) = b.get_mut(k) {
+                *x = json!("***");
+            }
+        }
+    }
+    serde_json::to_vec(&v).ok()
+}

@@ -1,0 +1,139 @@
+//! Errors of the HTTP API as RFC 9457 problem details (`application/problem+json`): one enum, one
+//! table from each variant to its status, type and title.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use passerelle_adapters::Violation;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body cannot be parsed")]
+    Unparseable(Vec<Violation>),
+    #[error("missing or invalid credentials")]
+    Unauthorized(&'static str),
+    #[error("this route belongs to another system")]
+    Forbidden,
+    #[error("the body is over {0} bytes")]
+    TooLarge(usize),
+    #[error("wrong content type")]
+    UnsupportedMediaType(&'static str),
+    #[error("the payload is invalid")]
+    Invalid(Vec<Violation>),
+    #[error("over the rate allowed to this system")]
+    RateLimited,
+    #[error("not ready: {0}")]
+    Unavailable(String),
+    #[error("not found")]
+    NotFound(&'static str),
+}
+
+#[derive(Debug, Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "<[Violation]>::is_empty")]
+    errors: &'a [Violation],
+}
+
+impl ApiError {
+    fn table(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Unparseable(_) => (
+                StatusCode::BAD_REQUEST,
+                "urn:passerelle:problem:unparseable",
+                "Unparseable body",
+            ),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "urn:passerelle:problem:unauthorized",
+                "Unauthorized",
+            ),
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "urn:passerelle:problem:forbidden",
+                "Forbidden",
+            ),
+            ApiError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:passerelle:problem:too-large",
+                "Body too large",
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "urn:passerelle:problem:unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "urn:passerelle:problem:invalid",
+                "Invalid payload",
+            ),
+            ApiError::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "urn:passerelle:problem:rate-limited",
+                "Too many requests",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:passerelle:problem:unavailable",
+                "Not ready",
+            ),
+            ApiError::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "urn:passerelle:problem:not-found",
+                "Not found",
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Unparseable(v) | ApiError::Invalid(v) => {
+                format!("{} violation(s); nothing was stored", v.len())
+            }
+            ApiError::Unauthorized(why) => (*why).to_string(),
+            ApiError::Forbidden => "the credentials are those of another system".into(),
+            ApiError::TooLarge(limit) => format!("the body is over the limit of {limit} bytes"),
+            ApiError::UnsupportedMediaType(expected) => {
+                format!("the content type must be {expected}")
+            }
+            ApiError::RateLimited => "retry after a second".into(),
+            ApiError::Unavailable(part) => format!("{part}; nothing was accepted, retry later"),
+            ApiError::NotFound(what) => format!("no such {what}"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.table().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, kind, title) = self.table();
+        let errors: &[Violation] = match self {
+            ApiError::Unparseable(v) | ApiError::Invalid(v) => v,
+            _ => &[],
+        };
+        let body = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors,
+        };
+        let mut r = HttpResponse::build(status);
+        r.content_type("application/problem+json");
+        if matches!(self, ApiError::RateLimited | ApiError::Unavailable(_)) {
+            r.insert_header(("Retry-After", "1"));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            r.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        r.json(body)
+    }
+}

@@ -1,0 +1,461 @@
+//! Building and running the gateway (`passerelle serve`): connects the ledger and the queue, builds
+//! the AGORA client (or starts the built-in sandbox), binds the HTTP API on the configured address
+//! (port 0 picks one: tests read [`Application::port`]), starts the reconcile workers and the
+//! sweeper that re-enqueues dossiers left pending by a crash, and stops gracefully.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use passerelle_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::clients::agora::{AgoraClient, AgoraClientConfig};
+use crate::clients::atexo_sem::{AtexoReturnsClient, AtexoReturnsConfig};
+use crate::ledger::{self, Ledger, AGORA};
+use crate::metrics::Metrics;
+use crate::queue::{self, Lane, Queue, Task};
+use crate::routes::{self, AppState, Credentials, RateLimiter};
+use crate::settings::{resolve_secret, Settings};
+use crate::worker::{RetryPolicy, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::LedgerError),
+    #[error("queue: {0}")]
+    Queue(#[from] queue::QueueError),
+    #[error("cannot bind the HTTP API on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("AGORA client: {0}")]
+    Client(String),
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    #[error("credentials file {path}: {detail}")]
+    Credentials { path: String, detail: String },
+}
+
+/// A running gateway.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    sandbox: Option<RunningSandbox>,
+    pub ledger: Arc<dyn Ledger>,
+    pub queue: Arc<dyn Queue>,
+    /// Where the credentials were generated, when they were.
+    pub credentials_file: Option<std::path::PathBuf>,
+    pub credentials: Credentials,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        passerelle_schemas::compile_all().map_err(|e| StartError::Client(e.to_string()))?;
+        let (credentials, credentials_file) = load_credentials(&settings)?;
+
+        let ledger = ledger::connect(settings.ledger.url.expose_secret()).await?;
+        let queue = queue::connect(settings.queue.url.expose_secret(), &settings.data.dir).await?;
+
+        // `agora.base_url = "sandbox"`: the simulators run in this process (embedded mode).
+        let (sandbox, agora_url, agora_token) = if settings.agora.base_url == "sandbox" {
+            let sb = Sandbox::start(SandboxConfig::default())
+                .await
+                .map_err(|e| StartError::Sandbox(e.to_string()))?;
+            let url = sb.agora_url();
+            let token = SecretString::from(sb.agora_token().to_string());
+            info!(agora = %url, "AGORA is the built-in sandbox");
+            (Some(sb), url, token)
+        } else {
+            let token = resolve_secret(
+                "agora.token",
+                &settings.agora.token,
+                &settings.agora.token_file,
+            )?
+            .unwrap_or_else(|| SecretString::from(String::new()));
+            (None, settings.agora.base_url.clone(), token)
+        };
+        let mut cfg = AgoraClientConfig::new(agora_url, agora_token);
+        cfg.connect_timeout = Duration::from_millis(settings.agora.connect_timeout_ms);
+        cfg.request_timeout = Duration::from_millis(settings.agora.request_timeout_ms);
+        let agora =
+            Arc::new(AgoraClient::new(&cfg).map_err(|e| StartError::Client(e.to_string()))?);
+        let returns = AtexoReturnsClient::new(&AtexoReturnsConfig::new(
+            settings.atexo_sem.returns_url.clone(),
+        ))
+        .map_err(|e| StartError::Client(e.to_string()))?
+        .map(Arc::new);
+
+        let metrics = Arc::new(Metrics::new());
+        let state = web::Data::new(AppState {
+            ledger: ledger.clone(),
+            queue: queue.clone(),
+            agora: agora.clone(),
+            credentials: credentials.clone(),
+            decode: settings.atexo_decode_settings()?,
+            rules: settings.rule_settings(),
+            precedence: settings.merge.precedence.clone(),
+            body_limit: settings.server.body_limit_bytes,
+            limiter: RateLimiter::new(settings.server.rate_per_second, settings.server.rate_burst),
+            metrics: metrics.clone(),
+            keep_payloads: settings.journal.payload_retention_days > 0,
+        });
+
+        let addr = settings.bind_addr()?;
+        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?
+            .port();
+        let limit = settings.server.body_limit_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(limit))
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+                .route("/metrics", web::get().to(routes::health::metrics))
+                .route("/openapi.json", web::get().to(routes::health::openapi))
+                .service(
+                    web::scope("/v1")
+                        .route(
+                            "/inbound/ouiform/orientations",
+                            web::post().to(routes::inbound::ouiform_orientation),
+                        )
+                        .route(
+                            "/inbound/atexo-sem/dossiers",
+                            web::post().to(routes::inbound::atexo_sem_dossiers),
+                        )
+                        .route(
+                            "/dossiers/{dossier_id}",
+                            web::get().to(routes::admin::dossier),
+                        )
+                        .route("/dead-letters", web::get().to(routes::admin::dead_letters))
+                        .route(
+                            "/dead-letters/{id}/replay",
+                            web::post().to(routes::admin::replay),
+                        ),
+                )
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?
+        .shutdown_timeout(30)
+        .disable_signals()
+        .run();
+
+        let (shutdown, rx) = watch::channel(false);
+        let worker = Worker {
+            ledger: ledger.clone(),
+            queue: queue.clone(),
+            agora,
+            returns,
+            retry: RetryPolicy {
+                base: Duration::from_millis(settings.retry.base_ms),
+                max: Duration::from_millis(settings.retry.max_ms),
+                max_attempts: settings.retry.max_attempts,
+            },
+            lease_ttl: Duration::from_secs(settings.worker.lease_ttl_s),
+            id: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
+            metrics,
+        };
+        let mut workers = Vec::new();
+        for (lane, n) in [
+            (Lane::Sync, settings.worker.sync_concurrency),
+            (Lane::Backfill, settings.worker.backfill_concurrency),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            let w = worker.clone();
+            let rx = rx.clone();
+            workers.push(tokio::spawn(async move {
+                if let Err(e) = w.run(lane, n, rx).await {
+                    warn!(lane = lane.as_str(), error = %e, "a worker stopped");
+                }
+            }));
+        }
+        workers.push(tokio::spawn(sweeper(ledger.clone(), queue.clone(), rx)));
+
+        Ok(Application {
+            port,
+            server,
+            shutdown,
+            workers,
+            sandbox,
+            ledger,
+            queue,
+            credentials_file,
+            credentials,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn sandbox(&self) -> Option<&RunningSandbox> {
+        self.sandbox.as_ref()
+    }
+
+    /// Serves until SIGINT/SIGTERM (or `stop`), then stops accepting, lets the workers finish the
+    /// tasks in flight, and returns.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("stopping: finishing the requests and tasks in flight");
+            let _ = shutdown.send(true);
+            handle.stop(true).await;
+        });
+        let served = self.server.await;
+        let _ = self.shutdown.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        if let Some(sb) = self.sandbox {
+            sb.shutdown().await;
+        }
+        served
+    }
+
+    /// Runs in the background (for tests); the handle stops it.
+    pub fn spawn(self) -> RunningApp {
+        let handle = self.server.handle();
+        let shutdown = self.shutdown.clone();
+        let port = self.port;
+        let task = tokio::spawn(self.run_until_stopped());
+        RunningApp {
+            port,
+            handle,
+            shutdown,
+            task,
+        }
+    }
+}
+
+/// A gateway running in the background.
+#[derive(Debug)]
+pub struct RunningApp {
+    pub port: u16,
+    handle: actix_web::dev::ServerHandle,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApp {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Re-enqueues dossiers the ledger holds as pending: after a crash between the ledger commit and
+/// the publish, or a lost task. A task twice is harmless (the lease and the plan see to it).
+async fn sweeper(
+    ledger: Arc<dyn Ledger>,
+    queue: Arc<dyn Queue>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+        first = false;
+        match ledger.pending(AGORA, 10_000).await {
+            Ok(ids) => {
+                for id in ids {
+                    let task = Task {
+                        dossier_id: id,
+                        request_id: None,
+                        attempt: 0,
+                    };
+                    if let Err(e) = queue.publish(Lane::Sync, &task).await {
+                        warn!(error = %e, "sweeper cannot publish; will try again");
+                        break;
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "sweeper cannot read the ledger; will try again"),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "passerelle".into())
+}
+
+/// The API's secrets: from settings, else from `data.dir/credentials`, generated on first start
+/// (mode 0600) — the path is printed, the secrets never are.
+fn load_credentials(
+    settings: &Settings,
+) -> Result<(Credentials, Option<std::path::PathBuf>), StartError> {
+    let t = &settings.auth.tokens;
+    let given = [
+        (
+            "auth.tokens.ouiform",
+            resolve_secret("auth.tokens.ouiform", &t.ouiform, &t.ouiform_file)?,
+        ),
+        (
+            "auth.tokens.atexo_sem",
+            resolve_secret("auth.tokens.atexo_sem", &t.atexo_sem, &t.atexo_sem_file)?,
+        ),
+        (
+            "auth.tokens.admin",
+            resolve_secret("auth.tokens.admin", &t.admin, &t.admin_file)?,
+        ),
+        (
+            "ouiform.hmac_secret",
+            resolve_secret(
+                "ouiform.hmac_secret",
+                &settings.ouiform.hmac_secret,
+                &settings.ouiform.hmac_secret_file,
+            )?,
+        ),
+    ];
+    let path = settings.data.dir.join("credentials");
+    let mut stored = read_credentials_file(&path)?;
+    let mut generated = false;
+    let mut get = |key: &str, given: Option<SecretString>| -> SecretString {
+        if let Some(s) = given {
+            return s;
+        }
+        if let Some(v) = stored.get(key) {
+            return SecretString::from(v.clone());
+        }
+        let mut bytes = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let v = hex::encode(bytes);
+        stored.insert(key.to_string(), v.clone());
+        generated = true;
+        SecretString::from(v)
+    };
+    let [(k1, v1), (k2, v2), (k3, v3), (k4, v4)] = given;
+    let creds = Credentials {
+        ouiform: get(k1, v1),
+        atexo_sem: get(k2, v2),
+        admin: get(k3, v3),
+        ouiform_hmac: get(k4, v4),
+        dossier_salt: get("identity.salt", None),
+    };
+    if generated {
+        write_credentials_file(&path, &stored)?;
+        info!(path = %path.display(), "generated credentials were written (mode 0600)");
+        eprintln!(
+            "passerelle: credentials written to {} (mode 0600)",
+            path.display()
+        );
+        return Ok((creds, Some(path)));
+    }
+    Ok((creds, None))
+}
+
+fn read_credentials_file(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, StartError> {
+    let err = |detail: String| StartError::Credentials {
+        path: path.display().to_string(),
+        detail,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+fn write_credentials_file(
+    path: &Path,
+    values: &std::collections::BTreeMap<String, String>,
+) -> Result<(), StartError> {
+    let err = |detail: String| StartError::Credentials {
+        path: path.display().to_string(),
+        detail,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let mut text =
+        String::from("# passerelle credentials, generated on first start. Keep secret.\n");
+    for (k, v) in values {
+        text.push_str(&format!("{k} = \"{v}\"\n"));
+    }
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| err(e.to_string()))?;
+    f.write_all(text.as_bytes()).map_err(|e| err(e.to_string()))
+}
+
+/// What `serve` prints at start: where it listens and how to post a sample.
+pub fn sample_hint(port: u16, data_dir: &Path) -> String {
+    let creds = data_dir.join("credentials");
+    format!(
+        "passerelle listens on http://127.0.0.1:{port} (AGORA: see /readyz)\n\
+         post a sample ATEXO SEM export:\n  \
+         TOKEN=$(sed -n 's/^auth.tokens.atexo_sem = \"\\(.*\\)\"/\\1/p' {creds})\n  \
+         curl -i -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/xml' \\\n    \
+         --data-binary @tests/fixtures/atexo_sem/valid/entre.xml http://127.0.0.1:{port}/v1/inbound/atexo-sem/dossiers",
+        creds = creds.display()
+    )
+}

@@ -1,0 +1,476 @@
+//! The reconcile worker (design.md, "reconcile worker"): consumes "reconcile this dossier" tasks,
+//! compares the ledger's desired and delivered states, performs the AGORA operations still owed,
+//! records each answer, and acknowledges the task only then.
+//!
+//! - One worker per dossier at a time: the ledger's lease. A task whose dossier is leased elsewhere
+//!   is published again with a short delay, so it never blocks a worker slot.
+//! - Transient failures (timeouts, dropped connections, 5xx, 429) are retried by publishing the
+//!   task again with an exponential backoff and jitter (or AGORA's `Retry-After`), never by
+//!   sleeping; after `retry.max_attempts`, or at once on a business rejection (422), the dossier goes
+//!   to the dead letters with its reason.
+//! - A crash at any line loses nothing: the task is redelivered, the plan is recomputed from what
+//!   the ledger recorded, and AGORA's `409` on a repeated creation gives the existing number.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use passerelle_adapters::agora::{self, Outcome};
+use passerelle_adapters::atexo_sem::AgoraReturn;
+use passerelle_adapters::canonical::System;
+use passerelle_adapters::planner::{self, AgoraState, Delivered, Operation};
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tracing::{info, warn, Instrument};
+
+use crate::clients::agora::AgoraClient;
+use crate::clients::atexo_sem::AtexoReturnsClient;
+use crate::ledger::{DeadReason, DeliveryStatus, Ledger, LedgerError, OperationRecord, AGORA};
+use crate::queue::{Delivery, Lane, Queue, QueueError, Task};
+
+/// Backoff of transient failures (`retry.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter in [d/2, d], at least what AGORA asked for.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.min(20));
+        let capped = exp.min(self.max);
+        let half = capped / 2;
+        let jitter = rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64);
+        let d = half + Duration::from_millis(jitter);
+        retry_after.map_or(d, |r| d.max(r.min(self.max)))
+    }
+}
+
+/// What the worker needs, shared by every task.
+#[derive(Clone)]
+pub struct Worker {
+    pub ledger: Arc<dyn Ledger>,
+    pub queue: Arc<dyn Queue>,
+    pub agora: Arc<AgoraClient>,
+    pub returns: Option<Arc<AtexoReturnsClient>>,
+    pub retry: RetryPolicy,
+    pub lease_ttl: Duration,
+    /// This process's name in the leases.
+    pub id: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEnd {
+    Delivered,
+    NothingOwed,
+    Incomplete,
+    OutOfPerimeter,
+    Retrying(Duration),
+    DeadLettered(String),
+    LeaseBusy,
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// The most operations one task performs before it yields (a guard against ping-pong with AGORA).
+const MAX_STEPS: usize = 16;
+
+impl Worker {
+    /// Consumes a lane until `shutdown` is signalled, with at most `concurrency` tasks in flight;
+    /// waits for those in flight before returning.
+    pub async fn run(
+        self,
+        lane: Lane,
+        concurrency: u16,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
+        let concurrency = concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(usize::from(concurrency)));
+        let mut consumer = self.queue.consume(lane, concurrency).await?;
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.changed() => break,
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                None => break,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    warn!(lane = lane.as_str(), error = %e, "the queue gave an unusable delivery");
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let worker = self.clone();
+            tokio::spawn(async move {
+                worker.handle(lane, delivery).await;
+                drop(permit);
+            });
+        }
+        // Graceful: let the tasks in flight finish (their acks are what makes them durable).
+        let _ = slots.acquire_many(u32::from(concurrency)).await;
+        Ok(())
+    }
+
+    /// Handles one delivery and settles it with the queue.
+    pub async fn handle(&self, lane: Lane, delivery: Delivery) {
+        let Delivery { task, acker, .. } = delivery;
+        let span = tracing::info_span!(
+            "reconcile",
+            dossier_id = %task.dossier_id,
+            request_id = task.request_id.as_deref().unwrap_or(""),
+            lane = lane.as_str(),
+            attempt = task.attempt
+        );
+        let result = self.reconcile(lane, &task).instrument(span.clone()).await;
+        let _enter = span.enter();
+        match result {
+            Ok(end) => {
+                self.metrics.task_end(&end);
+                if let Err(e) = acker.ack().await {
+                    warn!(error = %e, "cannot acknowledge a task; it will be redelivered (harmless)");
+                }
+            }
+            Err(e) => {
+                // The ledger or the queue failed: give the task back rather than lose it.
+                warn!(error = %e, "reconciliation interrupted; the task goes back to the queue");
+                if let Err(e) = acker.requeue().await {
+                    warn!(error = %e, "cannot requeue a task; the broker will redeliver it");
+                }
+            }
+        }
+    }
+
+    /// Reconciles one dossier: the heart of the relay.
+    pub async fn reconcile(&self, lane: Lane, task: &Task) -> Result<TaskEnd, WorkerError> {
+        let id = task.dossier_id.as_str();
+        if !self.ledger.try_lease(id, &self.id, self.lease_ttl).await? {
+            let delay = Duration::from_millis(rand::thread_rng().gen_range(100..400));
+            self.queue.publish_delayed(lane, task, delay).await?;
+            return Ok(TaskEnd::LeaseBusy);
+        }
+        let end = self.reconcile_leased(lane, task).await;
+        if let Err(e) = self.ledger.release(id, &self.id).await {
+            warn!(error = %e, "cannot release a lease; it expires by itself");
+        }
+        end
+    }
+
+    async fn reconcile_leased(&self, lane: Lane, task: &Task) -> Result<TaskEnd, WorkerError> {
+        let id = task.dossier_id.as_str();
+        for _ in 0..MAX_STEPS {
+            let Some(row) = self.ledger.dossier(id).await? else {
+                warn!("a task names a dossier the ledger does not know");
+                return Ok(TaskEnd::Unknown);
+            };
+            if !row.in_perimeter {
+                self.ledger
+                    .settle_delivery(
+                        id,
+                        AGORA,
+                        DeliveryStatus::OutOfPerimeter,
+                        row.desired_version,
+                        &[],
+                    )
+                    .await?;
+                return Ok(TaskEnd::OutOfPerimeter);
+            }
+            if row.delivery.status == DeliveryStatus::Dead {
+                // Waits for an operator's replay (or a corrected source, which resets it).
+                return Ok(TaskEnd::DeadLettered("already dead".into()));
+            }
+            let delivered = row.delivery.delivered.clone();
+            let ops = match planner::plan(&delivered, row.desired.state) {
+                Ok(ops) => ops,
+                Err(e) => {
+                    let reason = DeadReason::Irreconcilable {
+                        detail: e.to_string(),
+                    };
+                    let dl = self.ledger.dead_letter(id, AGORA, &reason).await?;
+                    warn!(dead_letter = %dl, reason = %reason.code(), "dossier dead-lettered");
+                    return Ok(TaskEnd::DeadLettered(reason.code()));
+                }
+            };
+            let Some(&op) = ops.first() else {
+                let first_time = row.delivery.delivered_version == 0
+                    && matches!(delivered, Delivered::Unknown | Delivered::Absent);
+                self.ledger
+                    .settle_delivery(
+                        id,
+                        AGORA,
+                        DeliveryStatus::Delivered,
+                        row.desired_version,
+                        &[],
+                    )
+                    .await?;
+                return Ok(if first_time {
+                    TaskEnd::NothingOwed
+                } else {
+                    TaskEnd::Delivered
+                });
+            };
+            if op != Operation::Search {
+                let missing = agora::missing_for_agora(&row.desired);
+                if !missing.is_empty() {
+                    self.ledger
+                        .settle_delivery(
+                            id,
+                            AGORA,
+                            DeliveryStatus::Incomplete,
+                            row.desired_version,
+                            &missing,
+                        )
+                        .await?;
+                    info!(
+                        missing = missing.len(),
+                        "dossier incomplete for AGORA; it waits for another source"
+                    );
+                    return Ok(TaskEnd::Incomplete);
+                }
+            }
+            let numero = match &delivered {
+                Delivered::Present { numero_agora, .. } => Some(numero_agora.as_str()),
+                _ => None,
+            };
+            let started = std::time::Instant::now();
+            let outcome = match self.agora.perform(op, id, &row.desired, numero).await {
+                Ok(o) => o,
+                Err(missing) => {
+                    self.ledger
+                        .settle_delivery(
+                            id,
+                            AGORA,
+                            DeliveryStatus::Incomplete,
+                            row.desired_version,
+                            &missing,
+                        )
+                        .await?;
+                    return Ok(TaskEnd::Incomplete);
+                }
+            };
+            self.metrics.agora_call(op, &outcome, started.elapsed());
+            let (next, numero_after, status) = match &outcome {
+                Outcome::Found { numero_agora, etat } => (
+                    Some(present(numero_agora, *etat)),
+                    Some(numero_agora.clone()),
+                    Some(200),
+                ),
+                Outcome::NotFound => (Some(Delivered::Absent), None, Some(404)),
+                Outcome::Created { numero_agora } => (
+                    Some(present(numero_agora, AgoraState::Cree)),
+                    Some(numero_agora.clone()),
+                    Some(201),
+                ),
+                // It existed (a creation whose answer was lost, or another path): search to learn
+                // its state before doing anything else.
+                Outcome::AlreadyExists { numero_agora } => (
+                    Some(Delivered::Unknown),
+                    Some(numero_agora.clone()),
+                    Some(409),
+                ),
+                Outcome::Accepted => {
+                    let after = match &delivered {
+                        Delivered::Present {
+                            numero_agora,
+                            state,
+                        } => state.after(op).map(|s| present(numero_agora, s)),
+                        _ => None,
+                    };
+                    (
+                        Some(after.unwrap_or(Delivered::Unknown)),
+                        numero.map(str::to_owned),
+                        Some(200),
+                    )
+                }
+                Outcome::StateConflict => (
+                    Some(Delivered::Unknown),
+                    numero.map(str::to_owned),
+                    Some(409),
+                ),
+                Outcome::Rejected { .. } => (None, numero.map(str::to_owned), Some(422)),
+                Outcome::Transient { .. } => (None, numero.map(str::to_owned), None),
+                Outcome::Unexpected { status, .. } => {
+                    (None, numero.map(str::to_owned), Some(*status))
+                }
+            };
+            let record = OperationRecord {
+                operation: op,
+                status,
+                outcome: describe(&outcome),
+                numero_agora: numero_after.clone(),
+                at: chrono::Utc::now(),
+            };
+            let delivered_now = next.clone().unwrap_or(delivered.clone());
+            self.ledger
+                .record_operation(id, AGORA, &record, &delivered_now)
+                .await?;
+
+            match outcome {
+                Outcome::Rejected { anomalies } => {
+                    self.send_return(&row.desired, numero_after, None, anomalies.clone())
+                        .await;
+                    let reason = DeadReason::Rejected { anomalies };
+                    let dl = self.ledger.dead_letter(id, AGORA, &reason).await?;
+                    warn!(dead_letter = %dl, reason = %reason.code(), "AGORA rejected the dossier");
+                    return Ok(TaskEnd::DeadLettered(reason.code()));
+                }
+                Outcome::Transient {
+                    retry_after,
+                    reason,
+                } => {
+                    return self
+                        .retry_later(lane, task, reason.to_string(), None, retry_after)
+                        .await;
+                }
+                Outcome::Unexpected { status, detail } => {
+                    return self
+                        .retry_later(
+                            lane,
+                            task,
+                            format!("unexpected answer: {detail}"),
+                            Some(status),
+                            None,
+                        )
+                        .await;
+                }
+                Outcome::Created { numero_agora } => {
+                    self.send_return(
+                        &row.desired,
+                        Some(numero_agora),
+                        Some(AgoraState::Cree),
+                        vec![],
+                    )
+                    .await;
+                }
+                Outcome::Accepted => {
+                    if let Some(Delivered::Present {
+                        numero_agora,
+                        state,
+                    }) = &next
+                    {
+                        self.send_return(
+                            &row.desired,
+                            Some(numero_agora.clone()),
+                            Some(*state),
+                            vec![],
+                        )
+                        .await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Too many steps: something ping-pongs with AGORA; try again later rather than spin.
+        self.retry_later(
+            lane,
+            task,
+            "too many steps in one reconciliation".into(),
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn retry_later(
+        &self,
+        lane: Lane,
+        task: &Task,
+        error: String,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    ) -> Result<TaskEnd, WorkerError> {
+        let id = task.dossier_id.as_str();
+        let attempts = self.ledger.record_failure(id, AGORA, &error).await?;
+        if attempts >= self.retry.max_attempts as i32 {
+            let reason = DeadReason::Exhausted {
+                last_error: error,
+                status,
+            };
+            let dl = self.ledger.dead_letter(id, AGORA, &reason).await?;
+            warn!(dead_letter = %dl, attempts, reason = %reason.code(), "retries exhausted");
+            return Ok(TaskEnd::DeadLettered(reason.code()));
+        }
+        let delay = self.retry.delay(attempts.max(1) as u32 - 1, retry_after);
+        let next = Task {
+            attempt: task.attempt + 1,
+            ..task.clone()
+        };
+        self.queue.publish_delayed(lane, &next, delay).await?;
+        info!(attempts, delay_ms = delay.as_millis() as u64, error = %error, "transient failure; retrying later");
+        Ok(TaskEnd::Retrying(delay))
+    }
+
+    /// Tells ATEXO SEM what AGORA said (contract §4), when the dossier came from it.
+    async fn send_return(
+        &self,
+        d: &passerelle_adapters::Dossier,
+        numero_agora: Option<String>,
+        etat: Option<AgoraState>,
+        anomalies: Vec<agora::model::Anomaly>,
+    ) {
+        let (Some(client), Some(src)) = (&self.returns, d.source(System::AtexoSem)) else {
+            return;
+        };
+        let ret = AgoraReturn {
+            dossier: src.id.clone(),
+            numero_agora,
+            etat,
+            date: chrono::Utc::now().date_naive(),
+            anomalies,
+        };
+        if let Err(e) = client.post(&ret).await {
+            // Known limit: a return that fails is logged and counted, not retried.
+            self.metrics.return_failed();
+            warn!(error = %e, "cannot post AGORA's return to ATEXO SEM");
+        }
+    }
+}
+
+fn present(numero: &str, state: AgoraState) -> Delivered {
+    Delivered::Present {
+        numero_agora: numero.to_string(),
+        state,
+    }
+}
+
+/// A short outcome for the operations journal, with no personal value (anomaly codes only).
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Found { etat, .. } => format!("found {}", etat.as_str()),
+        Outcome::NotFound => "not found".into(),
+        Outcome::Created { .. } => "created".into(),
+        Outcome::AlreadyExists { .. } => "already exists".into(),
+        Outcome::Accepted => "accepted".into(),
+        Outcome::Rejected { anomalies } => format!(
+            "rejected: {}",
+            anomalies
+                .iter()
+                .map(|a| a.code.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Outcome::StateConflict => "state conflict (AG-ETAT)".into(),
+        Outcome::Transient { reason, .. } => format!("transient: {reason}"),
+        Outcome::Unexpected { status, .. } => format!("unexpected status {status}"),
+    }
+}

@@ -27,8 +27,66 @@ fn fixture(p: &str) -> Vec<u8> {
 }
 
 async fn embedded_gateway() -> Gateway {
+    gateway(None).await
+}
+
+/// A fresh PostgreSQL database and RabbitMQ vhost for this run (the real services, as in
+/// production). Fails, never skips, when either is missing: `bash tests/services.sh` starts them.
+fn production_urls() -> (String, String) {
+    let name = format!("passerelle_e2e_{}", std::process::id());
+    let run = |cmd: &str, args: &[&str]| {
+        let out = std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{cmd} is not runnable ({e}); run `bash tests/services.sh`")
+            });
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?} failed: {}; run `bash tests/services.sh`",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let psql = |sql: String| {
+        run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                &sql,
+            ],
+        )
+    };
+    psql(format!("DROP DATABASE IF EXISTS {name}"));
+    psql(format!("CREATE DATABASE {name}"));
+    let _ = std::process::Command::new("rabbitmqctl")
+        .args(["delete_vhost", &name])
+        .output();
+    run("rabbitmqctl", &["add_vhost", &name]);
+    run(
+        "rabbitmqctl",
+        &["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"],
+    );
+    (
+        format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        format!("amqp://guest:guest@127.0.0.1:5672/{name}"),
+    )
+}
+
+async fn gateway(production: Option<(String, String)>) -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display().to_string();
+    let (ledger, queue) = production.unwrap_or_else(|| {
+        (
+            format!("sqlite://{d}/passerelle.db"),
+            format!("embedded:{d}/queue.db"),
+        )
+    });
     let settings = Settings::load(
         None,
         vec![
@@ -37,14 +95,8 @@ async fn embedded_gateway() -> Gateway {
                 "127.0.0.1:0".to_string(),
             ),
             ("PASSERELLE__DATA__DIR".to_string(), d.clone()),
-            (
-                "PASSERELLE__LEDGER__URL".to_string(),
-                format!("sqlite://{d}/passerelle.db"),
-            ),
-            (
-                "PASSERELLE__QUEUE__URL".to_string(),
-                format!("embedded:{d}/queue.db"),
-            ),
+            ("PASSERELLE__LEDGER__URL".to_string(), ledger),
+            ("PASSERELLE__QUEUE__URL".to_string(), queue),
             ("PASSERELLE__RETRY__BASE_MS".to_string(), "50".to_string()),
             ("PASSERELLE__RETRY__MAX_MS".to_string(), "500".to_string()),
         ],
@@ -130,7 +182,24 @@ fn states(agora: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orientation_then_the_atexo_dossier_reach_agora_as_one_dossier() {
-    let gw = embedded_gateway().await;
+    one_dossier_from_two_sources(embedded_gateway().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_over_rabbitmq_and_postgresql() {
+    let urls = production_urls();
+    one_dossier_from_two_sources(gateway(Some(urls)).await).await;
+    let name = format!("passerelle_e2e_{}", std::process::id());
+    let _ = std::process::Command::new("rabbitmqctl")
+        .args(["delete_vhost", &name])
+        .output();
+    let _ = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .output();
+}
+
+async fn one_dossier_from_two_sources(gw: Gateway) {
     let r = gw
         .post_ouiform(fixture("ouiform/valid/acceptee.json"), true)
         .await;

@@ -168,6 +168,7 @@ impl Metrics {
             TaskEnd::OutOfPerimeter => "out_of_perimeter",
             TaskEnd::Retrying(_) => "retrying",
             TaskEnd::DeadLettered(_) => "dead_lettered",
+            TaskEnd::AwaitingOperator => "awaiting_operator",
             TaskEnd::LeaseBusy => "lease_busy",
             TaskEnd::Unknown => "unknown_dossier",
         };

@@ -39,6 +39,8 @@ pub enum StartError {
     },
     #[error("AGORA client: {0}")]
     Client(String),
+    #[error("embedded JSON Schemas: {0}")]
+    Schemas(String),
     #[error("sandbox: {0}")]
     Sandbox(String),
     #[error("credentials file {path}: {detail}")]
@@ -69,7 +71,7 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
-        passerelle_schemas::compile_all().map_err(|e| StartError::Client(e.to_string()))?;
+        passerelle_schemas::compile_all().map_err(|e| StartError::Schemas(e.to_string()))?;
         let (credentials, credentials_file) = load_credentials(&settings)?;
 
         let ledger = ledger::connect(settings.ledger.url.expose_secret()).await?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use passerelle_adapters::agora::{self, Outcome};
 use passerelle_adapters::atexo_sem::AgoraReturn;
 use passerelle_adapters::canonical::System;
-use passerelle_adapters::planner::{self, AgoraState, Delivered, Operation};
+use passerelle_adapters::planner::{self, AgoraState, Delivered};
 use rand::Rng;
 use tokio::sync::Semaphore;
 use tracing::{info, warn, Instrument};
@@ -78,6 +78,8 @@ pub enum TaskEnd {
     OutOfPerimeter,
     Retrying(Duration),
     DeadLettered(String),
+    /// Already in the dead letters: nothing to do until a replay or a corrected source.
+    AwaitingOperator,
     LeaseBusy,
     Unknown,
 }
@@ -197,7 +199,7 @@ impl Worker {
             }
             if row.delivery.status == DeliveryStatus::Dead {
                 // Waits for an operator's replay (or a corrected source, which resets it).
-                return Ok(TaskEnd::DeadLettered("already dead".into()));
+                return Ok(TaskEnd::AwaitingOperator);
             }
             let delivered = row.delivery.delivered.clone();
             let ops = match planner::plan(&delivered, row.desired.state) {
@@ -229,33 +231,20 @@ impl Worker {
                     TaskEnd::Delivered
                 });
             };
-            if op != Operation::Search {
-                let missing = agora::missing_for_agora(&row.desired);
-                if !missing.is_empty() {
-                    self.ledger
-                        .settle_delivery(
-                            id,
-                            AGORA,
-                            DeliveryStatus::Incomplete,
-                            row.desired_version,
-                            &missing,
-                        )
-                        .await?;
-                    info!(
-                        missing = missing.len(),
-                        "dossier incomplete for AGORA; it waits for another source"
-                    );
-                    return Ok(TaskEnd::Incomplete);
-                }
-            }
             let numero = match &delivered {
                 Delivered::Present { numero_agora, .. } => Some(numero_agora.as_str()),
                 _ => None,
             };
             let started = std::time::Instant::now();
+            // The client encodes the body first: a dossier lacking what AGORA requires is
+            // refused there with what it waits for, and nothing is sent.
             let outcome = match self.agora.perform(op, id, &row.desired, numero).await {
                 Ok(o) => o,
                 Err(missing) => {
+                    info!(
+                        missing = missing.len(),
+                        "dossier incomplete for AGORA; it waits for another source"
+                    );
                     self.ledger
                         .settle_delivery(
                             id,

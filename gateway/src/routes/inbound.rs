@@ -57,13 +57,17 @@ fn require_content_type(
 }
 
 /// Reads the body up to the configured limit (413 past it, before reading the rest).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    syntax: Rule,
+) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| {
             ApiError::Unparseable(vec![Violation::new(
                 "",
-                Rule::JsonSyntax,
+                syntax,
                 "the body could not be read to its end",
             )])
         })?;
@@ -144,7 +148,7 @@ pub async fn ouiform_orientation(
     let started = std::time::Instant::now();
     require_caller(&req, &state, System::Ouiform)?;
     require_content_type(&req, &["application/json"], "application/json")?;
-    let body = read_body(payload, state.body_limit).await?;
+    let body = read_body(payload, state.body_limit, Rule::JsonSyntax).await?;
     verify_signature(&req, &body, state.credentials.ouiform_hmac.expose_secret())?;
     let dossier =
         ouiform::decode(&body, &state.rules).map_err(|v| rejected(&state, System::Ouiform, v))?;
@@ -184,7 +188,7 @@ pub async fn atexo_sem_dossiers(
     let started = std::time::Instant::now();
     require_caller(&req, &state, System::AtexoSem)?;
     require_content_type(&req, &["application/xml", "text/xml"], "application/xml")?;
-    let body = read_body(payload, state.body_limit).await?;
+    let body = read_body(payload, state.body_limit, Rule::XmlSyntax).await?;
     let decoded = atexo_sem::decode_document(&body, SemFlow::Sync, &state.decode)
         .map_err(|v| rejected(&state, System::AtexoSem, v.0))?;
     let salt = state

@@ -203,7 +203,14 @@ impl Application {
                 }
             }));
         }
-        workers.push(tokio::spawn(sweeper(ledger.clone(), queue.clone(), rx)));
+        // Longer than any backoff: a pending dossier quiet for that long has lost its task.
+        let quiet_for = Duration::from_millis(settings.retry.max_ms) + Duration::from_secs(30);
+        workers.push(tokio::spawn(sweeper(
+            ledger.clone(),
+            queue.clone(),
+            quiet_for,
+            rx,
+        )));
 
         Ok(Application {
             port,
@@ -304,6 +311,7 @@ async fn wait_for_signal() {
 async fn sweeper(
     ledger: Arc<dyn Ledger>,
     queue: Arc<dyn Queue>,
+    quiet_for: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut first = true;
@@ -315,7 +323,7 @@ async fn sweeper(
             }
         }
         first = false;
-        match ledger.pending(AGORA, 10_000).await {
+        match ledger.pending(AGORA, quiet_for, 10_000).await {
             Ok(ids) => {
                 for id in ids {
                     let task = Task {

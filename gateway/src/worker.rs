@@ -14,17 +14,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use passerelle_adapters::agora::{self, Outcome};
+use passerelle_adapters::agora::{self, Outcome, TransientReason};
 use passerelle_adapters::atexo_sem::AgoraReturn;
 use passerelle_adapters::canonical::System;
-use passerelle_adapters::planner::{self, AgoraState, Delivered};
+use passerelle_adapters::planner::{self, AgoraState, Delivered, Operation};
 use rand::Rng;
 use tokio::sync::Semaphore;
 use tracing::{info, warn, Instrument};
 
 use crate::clients::agora::AgoraClient;
 use crate::clients::atexo_sem::AtexoReturnsClient;
-use crate::ledger::{DeadReason, DeliveryStatus, Ledger, LedgerError, OperationRecord, AGORA};
+use crate::ledger::{
+    DeadReason, DeliveryStatus, Lease, Ledger, LedgerError, OperationRecord, AGORA,
+};
 use crate::queue::{Delivery, Lane, Queue, QueueError, Task};
 
 /// Backoff of transient failures (`retry.*`).
@@ -106,28 +108,57 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let concurrency = concurrency.max(1);
         let slots = Arc::new(Semaphore::new(usize::from(concurrency)));
-        let mut consumer = self.queue.consume(lane, concurrency).await?;
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.changed() => break,
-                next = consumer.next() => next,
-            };
-            let delivery = match next {
-                None => break,
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    warn!(lane = lane.as_str(), error = %e, "the queue gave an unusable delivery");
-                    continue;
+        let mut pause = Duration::from_millis(200);
+        'consume: loop {
+            // A broker restart or a lost connection ends the consumer: consume again (the queue
+            // reconnects), with a growing pause so a broker that stays down is not hammered.
+            let mut consumer = loop {
+                match self.queue.consume(lane, concurrency).await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        warn!(lane = lane.as_str(), error = %e, "cannot consume; trying again");
+                        tokio::select! {
+                            _ = shutdown.changed() => break 'consume,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(10));
+                    }
                 }
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            let worker = self.clone();
-            tokio::spawn(async move {
-                worker.handle(lane, delivery).await;
-                drop(permit);
-            });
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.changed() => break 'consume,
+                    next = consumer.next() => next,
+                };
+                let delivery = match next {
+                    None => {
+                        warn!(
+                            lane = lane.as_str(),
+                            "the queue ended the consumer; consuming again"
+                        );
+                        tokio::select! {
+                            _ = shutdown.changed() => break 'consume,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(10));
+                        continue 'consume;
+                    }
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => {
+                        warn!(lane = lane.as_str(), error = %e, "the queue gave an unusable delivery");
+                        continue;
+                    }
+                };
+                pause = Duration::from_millis(200);
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break 'consume;
+                };
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    worker.handle(lane, delivery).await;
+                    drop(permit);
+                });
+            }
         }
         // Graceful: let the tasks in flight finish (their acks are what makes them durable).
         let _ = slots.acquire_many(u32::from(concurrency)).await;
@@ -166,19 +197,45 @@ impl Worker {
     /// Reconciles one dossier: the heart of the relay.
     pub async fn reconcile(&self, lane: Lane, task: &Task) -> Result<TaskEnd, WorkerError> {
         let id = task.dossier_id.as_str();
-        if !self.ledger.try_lease(id, &self.id, self.lease_ttl).await? {
+        // One holder per task, not per process: two tasks of one dossier in this process must not
+        // both hold its lease.
+        let holder = format!("{}/{}", self.id, uuid::Uuid::now_v7());
+        let lease = self.ledger.try_lease(id, &holder, self.lease_ttl).await?;
+        if !lease.is_held() {
             let delay = Duration::from_millis(rand::thread_rng().gen_range(100..400));
             self.queue.publish_delayed(lane, task, delay).await?;
             return Ok(TaskEnd::LeaseBusy);
         }
-        let end = self.reconcile_leased(lane, task).await;
-        if let Err(e) = self.ledger.release(id, &self.id).await {
+        let in_doubt = lease == Lease::TakenOver;
+        if in_doubt {
+            info!("the previous worker died mid-dossier; AGORA is searched before anything else");
+        }
+        tracing::debug!(holder = %holder, lease = ?lease, "lease taken");
+        let end = self.reconcile_leased(lane, task, in_doubt).await;
+        let released = if end.is_ok() {
+            self.ledger.release(id, &holder).await
+        } else {
+            // Interrupted, perhaps between an AGORA call and its record: leave the lease expired
+            // rather than released, so that whoever takes the dossier next searches AGORA first.
+            self.ledger
+                .try_lease(id, &holder, Duration::ZERO)
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = released {
             warn!(error = %e, "cannot release a lease; it expires by itself");
         }
         end
     }
 
-    async fn reconcile_leased(&self, lane: Lane, task: &Task) -> Result<TaskEnd, WorkerError> {
+    /// `in_doubt`: what AGORA holds may differ from what the ledger recorded (a worker died between
+    /// a call and its record), so the first step searches instead of trusting the ledger.
+    async fn reconcile_leased(
+        &self,
+        lane: Lane,
+        task: &Task,
+        mut in_doubt: bool,
+    ) -> Result<TaskEnd, WorkerError> {
         let id = task.dossier_id.as_str();
         for _ in 0..MAX_STEPS {
             let Some(row) = self.ledger.dossier(id).await? else {
@@ -201,7 +258,11 @@ impl Worker {
                 // Waits for an operator's replay (or a corrected source, which resets it).
                 return Ok(TaskEnd::AwaitingOperator);
             }
-            let delivered = row.delivery.delivered.clone();
+            let delivered = if std::mem::take(&mut in_doubt) {
+                Delivered::Unknown
+            } else {
+                row.delivery.delivered.clone()
+            };
             let ops = match planner::plan(&delivered, row.desired.state) {
                 Ok(ops) => ops,
                 Err(e) => {
@@ -258,6 +319,7 @@ impl Worker {
                 }
             };
             self.metrics.agora_call(op, &outcome, started.elapsed());
+            tracing::debug!(operation = op.name(), delivered = ?delivered, outcome = %describe(&outcome), "AGORA answered");
             let (next, numero_after, status) = match &outcome {
                 Outcome::Found { numero_agora, etat } => (
                     Some(present(numero_agora, *etat)),
@@ -297,6 +359,14 @@ impl Worker {
                     Some(409),
                 ),
                 Outcome::Rejected { .. } => (None, numero.map(str::to_owned), Some(422)),
+                // A call that failed without a word may still have taken effect (AGORA applied it,
+                // then the answer was lost): search before sending it again, so that nothing is
+                // sent twice. A 429 refuses at the door: nothing happened.
+                Outcome::Transient { reason, .. }
+                    if op != Operation::Search && *reason != TransientReason::RateLimited =>
+                {
+                    (Some(Delivered::Unknown), numero.map(str::to_owned), None)
+                }
                 Outcome::Transient { .. } => (None, numero.map(str::to_owned), None),
                 Outcome::Unexpected { status, .. } => {
                     (None, numero.map(str::to_owned), Some(*status))

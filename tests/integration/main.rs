@@ -2,4 +2,7 @@
 
 mod atexo_sem;
 mod cli;
+mod crash;
+mod faults;
+mod support;
 mod sync_flow;

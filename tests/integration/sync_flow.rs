@@ -1,184 +1,17 @@
-//! The synchronous flow end to end, over real HTTP: the gateway (embedded ledger and queue) with
-//! AGORA played by the sandbox it starts.
+//! The synchronous flow end to end, over real HTTP: the gateway (embedded, or over RabbitMQ and
+//! PostgreSQL) with AGORA played by the sandbox it starts.
 
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use passerelle::settings::Settings;
-use passerelle::startup::{Application, RunningApp};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use secrecy::ExposeSecret;
-use sha2::Sha256;
 
-struct Gateway {
-    url: String,
-    app: Option<RunningApp>,
-    creds: passerelle::routes::Credentials,
-    sandbox_url: String,
-    _dir: tempfile::TempDir,
-    http: reqwest::Client,
-}
-
-fn fixture(p: &str) -> Vec<u8> {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(p);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-async fn embedded_gateway() -> Gateway {
-    gateway(None).await
-}
-
-/// A fresh PostgreSQL database and RabbitMQ vhost for this run (the real services, as in
-/// production). Fails, never skips, when either is missing: `bash tests/services.sh` starts them.
-fn production_urls() -> (String, String) {
-    let name = format!("passerelle_e2e_{}", std::process::id());
-    let run = |cmd: &str, args: &[&str]| {
-        let out = std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("{cmd} is not runnable ({e}); run `bash tests/services.sh`")
-            });
-        assert!(
-            out.status.success(),
-            "{cmd} {args:?} failed: {}; run `bash tests/services.sh`",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let psql = |sql: String| {
-        run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                &sql,
-            ],
-        )
-    };
-    psql(format!("DROP DATABASE IF EXISTS {name}"));
-    psql(format!("CREATE DATABASE {name}"));
-    let _ = std::process::Command::new("rabbitmqctl")
-        .args(["delete_vhost", &name])
-        .output();
-    run("rabbitmqctl", &["add_vhost", &name]);
-    run(
-        "rabbitmqctl",
-        &["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"],
-    );
-    (
-        format!("postgres://postgres@127.0.0.1:5432/{name}"),
-        format!("amqp://guest:guest@127.0.0.1:5672/{name}"),
-    )
-}
-
-async fn gateway(production: Option<(String, String)>) -> Gateway {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path().display().to_string();
-    let (ledger, queue) = production.unwrap_or_else(|| {
-        (
-            format!("sqlite://{d}/passerelle.db"),
-            format!("embedded:{d}/queue.db"),
-        )
-    });
-    let settings = Settings::load(
-        None,
-        vec![
-            (
-                "PASSERELLE__SERVER__BIND".to_string(),
-                "127.0.0.1:0".to_string(),
-            ),
-            ("PASSERELLE__DATA__DIR".to_string(), d.clone()),
-            ("PASSERELLE__LEDGER__URL".to_string(), ledger),
-            ("PASSERELLE__QUEUE__URL".to_string(), queue),
-            ("PASSERELLE__RETRY__BASE_MS".to_string(), "50".to_string()),
-            ("PASSERELLE__RETRY__MAX_MS".to_string(), "500".to_string()),
-        ],
-    )
-    .expect("settings");
-    let app = Application::build(settings)
-        .await
-        .expect("the gateway starts");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let creds = app.credentials.clone();
-    let sandbox_url = app
-        .sandbox()
-        .map(|s| s.base_url())
-        .expect("embedded mode runs the sandbox");
-    Gateway {
-        url,
-        creds,
-        sandbox_url,
-        app: Some(app.spawn()),
-        _dir: dir,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl Gateway {
-    async fn post_atexo(&self, body: Vec<u8>) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/inbound/atexo-sem/dossiers", self.url))
-            .bearer_auth(self.creds.atexo_sem.expose_secret())
-            .header("Content-Type", "application/xml")
-            .body(body)
-            .send()
-            .await
-            .expect("answer")
-    }
-
-    async fn post_ouiform(&self, body: Vec<u8>, sign: bool) -> reqwest::Response {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(self.creds.ouiform_hmac.expose_secret().as_bytes())
-                .expect("hmac");
-        mac.update(&body);
-        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        let mut req = self
-            .http
-            .post(format!("{}/v1/inbound/ouiform/orientations", self.url))
-            .bearer_auth(self.creds.ouiform.expose_secret())
-            .header("Content-Type", "application/json");
-        if sign {
-            req = req.header("X-Ouiform-Signature", sig);
-        }
-        req.body(body).send().await.expect("answer")
-    }
-
-    /// AGORA's dossiers as the sandbox shows them over HTTP.
-    async fn agora(&self) -> serde_json::Value {
-        self.http
-            .get(format!("{}/_sandbox/agora/dossiers", self.sandbox_url))
-            .send()
-            .await
-            .expect("sandbox")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    async fn stop(mut self) {
-        if let Some(app) = self.app.take() {
-            app.stop().await;
-        }
-    }
-}
-
-fn states(agora: &serde_json::Value) -> Vec<String> {
-    agora
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| d["etat"].as_str().unwrap_or("?").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::support::{
+    agora_journal, assert_created_once, embedded_gateway, fixture, gateway, states, wait_for_agora,
+    Gateway, Production,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orientation_then_the_atexo_dossier_reach_agora_as_one_dossier() {
@@ -187,16 +20,7 @@ async fn an_orientation_then_the_atexo_dossier_reach_agora_as_one_dossier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_over_rabbitmq_and_postgresql() {
-    let urls = production_urls();
-    one_dossier_from_two_sources(gateway(Some(urls)).await).await;
-    let name = format!("passerelle_e2e_{}", std::process::id());
-    let _ = std::process::Command::new("rabbitmqctl")
-        .args(["delete_vhost", &name])
-        .output();
-    let _ = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
-        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .output();
+    one_dossier_from_two_sources(gateway(Some(Production::new("two_sources")), &[]).await).await;
 }
 
 async fn one_dossier_from_two_sources(gw: Gateway) {
@@ -335,4 +159,148 @@ async fn bad_input_is_refused_with_its_status_and_rule() {
     let doc: serde_json::Value = r.json().await.expect("json");
     assert_eq!(doc["openapi"], "3.1.0");
     gw.stop().await;
+}
+
+/// One source's notification, as posted.
+#[derive(Debug, Clone)]
+enum Post {
+    Atexo { id: String, xml: Vec<u8> },
+    Ouiform(Vec<u8>),
+}
+
+/// Three trainees (one session each), each with an OUIFORM orientation and four successive
+/// versions of its ATEXO SEM dossier (registered, entered, exited, settled).
+fn lifecycles() -> Vec<Post> {
+    let mut posts = Vec::new();
+    for k in 0..3u32 {
+        let session = format!("numeroSession=\"{}\"", 1_330_305 + k);
+        let orientation = String::from_utf8(fixture("ouiform/valid/acceptee.json"))
+            .expect("utf-8")
+            .replace(
+                "\"numeroSession\": \"1330305\"",
+                &format!("\"numeroSession\": \"{}\"", 1_330_305 + k),
+            )
+            .replace("OF-2019-000042", &format!("OF-2019-00090{k}"));
+        posts.push(Post::Ouiform(orientation.into_bytes()));
+        let id = format!("PDL-2019-00090{k}");
+        for (version, file) in ["inscrit", "entre", "sorti", "solde"].iter().enumerate() {
+            let xml = String::from_utf8(fixture(&format!("atexo_sem/valid/{file}.xml")))
+                .expect("utf-8")
+                .replace("numeroSession=\"1330305\"", &session);
+            // Every fixture is one dossier at version 4: give them one id and successive versions.
+            let open = xml.find("<dossier id=\"").expect("a dossier");
+            let close = open + xml[open..].find("dateMaj").expect("dateMaj");
+            let xml = format!(
+                "{}<dossier id=\"{id}\" version=\"{}\" {}",
+                &xml[..open],
+                version + 1,
+                &xml[close..]
+            );
+            posts.push(Post::Atexo {
+                id: id.clone(),
+                xml: xml.into_bytes(),
+            });
+        }
+    }
+    posts
+}
+
+/// Posts one notification; returns (ATEXO id or orientation, dossier_id).
+async fn post(gw: &Gateway, p: &Post) -> Option<(String, String)> {
+    match p {
+        Post::Atexo { id, xml } => {
+            let r = gw.post_atexo(xml.clone()).await;
+            assert_eq!(r.status(), 202, "{id}");
+            let body: serde_json::Value = r.json().await.expect("json");
+            let dossier = body["dossiers"][0]["dossier_id"].as_str().expect("id");
+            Some((id.clone(), dossier.to_string()))
+        }
+        Post::Ouiform(body) => {
+            let r = gw.post_ouiform(body.clone(), true).await;
+            assert_eq!(r.status(), 202);
+            None
+        }
+    }
+}
+
+/// What AGORA applied, per ATEXO dossier id (references differ between installations: each has
+/// its own salt).
+async fn applied_by_atexo_id(
+    gw: &Gateway,
+    ids: &HashMap<String, String>,
+) -> (
+    BTreeMap<String, Vec<String>>,
+    Vec<serde_json::Value>,
+    BTreeMap<String, Vec<String>>,
+) {
+    let journal = agora_journal(&gw.sandbox_get("/_sandbox/journal").await);
+    let by_reference: HashMap<&String, &String> = ids.iter().map(|(a, d)| (d, a)).collect();
+    let applied = journal
+        .applied
+        .into_iter()
+        .map(|(reference, ops)| {
+            let atexo = by_reference
+                .get(&reference)
+                .unwrap_or_else(|| panic!("AGORA got an unknown reference {reference}"));
+            ((*atexo).clone(), ops)
+        })
+        .collect();
+    (applied, journal.conflicts, journal.trace)
+}
+
+async fn journal_of(
+    gw: Gateway,
+    posts: &[Post],
+    concurrently: usize,
+) -> BTreeMap<String, Vec<String>> {
+    let mut ids = HashMap::new();
+    for chunk in posts.chunks(concurrently) {
+        let answers = futures_util::future::join_all(chunk.iter().map(|p| post(&gw, p))).await;
+        ids.extend(answers.into_iter().flatten());
+    }
+    assert_eq!(ids.len(), 3, "one dossier per trainee: {ids:?}");
+    let expected = ids.values().map(|d| (d.clone(), Some("SOLDE"))).collect();
+    wait_for_agora(
+        &gw.http,
+        &gw.sandbox_url,
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (applied, conflicts, trace) = applied_by_atexo_id(&gw, &ids).await;
+    assert!(
+        conflicts.is_empty(),
+        "a call was sent twice: {conflicts:#?}\n{trace:#?}"
+    );
+    assert_created_once(&gw.sandbox_get("/_sandbox/agora/creations").await);
+    gw.stop().await;
+    applied
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_shuffled_notifications_give_the_same_agora_journal() {
+    let posts = lifecycles();
+    let in_order = journal_of(embedded_gateway().await, &posts, 1).await;
+    for ops in in_order.values() {
+        assert_eq!(
+            ops,
+            &["agora_create", "agora_enter", "agora_exit", "agora_settle"],
+            "{in_order:?}"
+        );
+    }
+    let mut shuffled: Vec<Post> = posts.iter().chain(posts.iter()).cloned().collect();
+    shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    let embedded = journal_of(embedded_gateway().await, &shuffled, 6).await;
+    assert_eq!(embedded, in_order, "embedded, shuffled and duplicated");
+    shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(8));
+    let production = journal_of(
+        gateway(Some(Production::new("shuffled")), &[]).await,
+        &shuffled,
+        6,
+    )
+    .await;
+    assert_eq!(
+        production, in_order,
+        "RabbitMQ and PostgreSQL, shuffled and duplicated"
+    );
 }

@@ -515,3 +515,51 @@ mod tests {
         assert_eq!(a, b);
     }
 }
+
+/// One generated dossier as its own `exportSEM` document, as ATEXO SEM posts it to the gateway.
+#[derive(Debug, Clone)]
+pub struct SingleExport {
+    /// ATEXO's dossier id ([`dossier_id`]).
+    pub id: String,
+    pub truth: Truth,
+    /// The whole document (UTF-8 prolog, one `dossier`).
+    pub xml: Vec<u8>,
+}
+
+/// `opts.count` generated dossiers, each in its own document (for the synchronous flow, which takes
+/// small posts). Holds them all in memory: meant for thousands, not millions.
+pub fn single_dossier_exports(opts: &GenOptions) -> io::Result<Vec<SingleExport>> {
+    let mut whole = Vec::new();
+    let truths = write_atexo_export(&mut whole, opts)?;
+    const HEAD: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<exportSEM version=\"1.0\" region=\"PDL\" dateExport=\"30/06/2024\">\n";
+    const OPEN: &[u8] = b"<dossier ";
+    const CLOSE: &[u8] = b"</dossier>";
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut out = Vec::with_capacity(truths.len());
+    let mut at = 0;
+    for truth in truths {
+        let (Some(start), Some(end)) = (
+            find(&whole, OPEN, at),
+            find(&whole, CLOSE, at).map(|e| e + CLOSE.len()),
+        ) else {
+            return Err(io::Error::other(
+                "the generated export has fewer dossiers than its truths",
+            ));
+        };
+        let mut xml = HEAD.to_vec();
+        xml.extend_from_slice(&whole[start..end]);
+        xml.extend_from_slice(b"\n</exportSEM>\n");
+        out.push(SingleExport {
+            id: dossier_id(opts.seed, truth.index),
+            truth,
+            xml,
+        });
+        at = end;
+    }
+    Ok(out)
+}

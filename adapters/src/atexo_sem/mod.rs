@@ -17,8 +17,12 @@
 //!
 //! Encoding: [`encode_export`] writes canonical dossiers as an `exportSEM` document such that
 //! decoding it gives them back; [`encode_return`] writes a `retourAgora`.
+//!
+//! Masking: [`mask_export`] rewrites an export with the trainee's personal values masked, for the
+//! message journal (see [`mask`]).
 
 pub mod mapping;
+pub mod mask;
 pub mod model;
 #[cfg(test)]
 mod tests;
@@ -40,6 +44,7 @@ use crate::canonical::{
 use crate::planner::AgoraState;
 use crate::rules::RuleSettings;
 use crate::violation::{Rule, Violation, Violations};
+pub use mask::{mask_export, mask_stream, MaskError};
 use model::*;
 
 // ---------------------------------------------------------------------------------------------

@@ -802,3 +802,381 @@ proptest! {
         prop_assert_eq!(back, dossiers);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Masking for the journal
+// ---------------------------------------------------------------------------------------------
+
+const UTF8_DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+
+/// Step 1 alone (XML → raw strings) over a whole export: the masked export is compared on it,
+/// since a masked NIR or birth date never passes step 2.
+fn raw_export(bytes: &[u8]) -> (RawExport, Vec<RawDossier>) {
+    let mut rd = Reader::from_reader(open(bytes).expect("an accepted prolog"));
+    let config = rd.config_mut();
+    config.trim_text(true);
+    config.check_end_names = true;
+    config.expand_empty_elements = false;
+    let mut buf = Vec::new();
+    let mut sc = Scratch::default();
+    let mut header = RawExport::default();
+    let mut dossiers = Vec::new();
+    loop {
+        buf.clear();
+        let (start, e) = match rd.read_event_into(&mut buf).expect("well-formed") {
+            Event::Start(e) => (true, e),
+            Event::Empty(e) => (false, e),
+            Event::Eof => break,
+            _ => continue,
+        };
+        if e.name().as_ref() == b"exportSEM" {
+            attrs(&e, &mut sc, &mut header, export_slot).expect("attributes");
+            continue;
+        }
+        assert_eq!(e.name().as_ref(), b"dossier");
+        let mut raw = RawDossier::default();
+        attrs(&e, &mut sc, &mut raw, dossier_slot).expect("attributes");
+        drop(e);
+        if start {
+            read_dossier(&mut rd, &mut buf, &mut sc, &mut raw).expect("a dossier");
+        }
+        dossiers.push(raw);
+    }
+    // Violations name paths only, never values.
+    assert!(sc.issues.is_empty(), "{:?}", sc.issues);
+    (header, dossiers)
+}
+
+/// The personal values of a raw dossier, as read.
+fn personal_values(d: &RawDossier) -> Vec<String> {
+    let Some(t) = &d.stagiaire else {
+        return Vec::new();
+    };
+    let pe = t.identifiant_pe.clone().unwrap_or_default();
+    [
+        &t.nir,
+        &t.nom_naissance,
+        &t.nom_usage,
+        &t.prenoms,
+        &t.date_naissance,
+        &pe.national,
+        &pe.regional,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect()
+}
+
+/// What masking should make of a raw dossier: each personal value present becomes the mask, an
+/// absent one stays absent, nothing else changes.
+fn masked_raw(mut d: RawDossier) -> RawDossier {
+    let mask = |v: &mut Option<String>| {
+        if v.is_some() {
+            *v = Some(crate::canonical::MASK.to_string());
+        }
+    };
+    if let Some(t) = d.stagiaire.as_mut() {
+        for v in [
+            &mut t.nir,
+            &mut t.nom_naissance,
+            &mut t.nom_usage,
+            &mut t.prenoms,
+            &mut t.date_naissance,
+        ] {
+            mask(v);
+        }
+        if let Some(p) = t.identifiant_pe.as_mut() {
+            mask(&mut p.national);
+            mask(&mut p.regional);
+        }
+    }
+    d
+}
+
+/// The masked fields, as the decoder's violation pointers name them.
+const MASKED_PATHS: [&str; 7] = [
+    "stagiaire/nir",
+    "stagiaire/nomNaissance",
+    "stagiaire/nomUsage",
+    "stagiaire/prenoms",
+    "stagiaire/dateNaissance",
+    "stagiaire/identifiantPE/@national",
+    "stagiaire/identifiantPE/@regional",
+];
+
+#[test]
+fn masked_fixtures_keep_everything_but_the_personal_values() {
+    for path in fixtures("valid") {
+        let input = std::fs::read(&path).expect("fixture");
+        let name = path.display();
+        let out = mask_export(&input).unwrap_or_else(|e| panic!("{name}: {e}"));
+
+        // (c) UTF-8, declared so, whatever the input's encoding.
+        let text = std::str::from_utf8(&out).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(text.starts_with(UTF8_DECL), "{name}");
+        assert_eq!(text.matches("<?xml").count(), 1, "{name}");
+
+        // (a) No personal value of the input survives, raw or escaped.
+        let (header, dossiers) = raw_export(&input);
+        let mut personal: Vec<String> = dossiers.iter().flat_map(personal_values).collect();
+        assert!(
+            personal.len() >= 4 * dossiers.len(),
+            "{name}: too few values to check"
+        );
+        personal.sort();
+        personal.dedup();
+        for v in &personal {
+            assert_ne!(v, crate::canonical::MASK);
+            let escaped = quick_xml::escape::escape(v.as_str());
+            assert!(
+                !text.contains(v.as_str()) && !text.contains(escaped.as_ref()),
+                "{name}: a personal value survived masking"
+            );
+        }
+
+        // (b) Read back: the same root, the same dossiers, field for field, the masked ones being
+        // exactly the mask where a value was and absent where none was.
+        let (masked_header, masked_dossiers) = raw_export(&out);
+        assert_eq!(masked_header, header, "{name}");
+        let expected: Vec<RawDossier> = dossiers.into_iter().map(masked_raw).collect();
+        assert_eq!(masked_dossiers, expected, "{name}");
+
+        // And through the whole decoder: the same dossiers in the same order, refused only where
+        // a masked value cannot pass a rule (a NIR, a date).
+        let before = decode_file(&path, Flow::Sync);
+        let after: Vec<_> =
+            decode_stream(out.as_slice(), Flow::Sync, &DecodeSettings::default()).collect();
+        assert_eq!(after.len(), before.len(), "{name}");
+        for (b, a) in before.iter().zip(&after) {
+            let b = b.as_ref().expect("a valid fixture");
+            let (index, id, violations) = match a {
+                Ok(d) => (d.index, Some(d.id.clone()), Vec::new()),
+                Err(e) => {
+                    assert!(!e.fatal, "{name}: {e}");
+                    (e.index, e.id.clone(), e.violations.clone())
+                }
+            };
+            assert_eq!((index, id.as_deref()), (b.index, Some(b.id.as_str())));
+            let prefix = format!("/exportSEM/dossier[{index}]/");
+            for v in &violations {
+                let rel = v.pointer.strip_prefix(&prefix).unwrap_or_default();
+                assert!(MASKED_PATHS.contains(&rel), "{name}: {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn masking_twice_changes_nothing_more() {
+    for path in fixtures("valid") {
+        let once = mask_export(&std::fs::read(&path).expect("fixture")).expect("masked");
+        let twice = mask_export(&once).expect("masked again");
+        assert_eq!(
+            String::from_utf8_lossy(&twice),
+            String::from_utf8_lossy(&once),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn only_the_trainee_is_masked_and_empty_values_stay_empty() {
+    let doc = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<!-- SECRET-0 -->
+<exportSEM version="1.0">
+  <dossier id="X" version="1">
+    <autre a="b"><nir>KEPT-1</nir><prenoms>KEPT-2</prenoms><identifiantPE national="KEPT-3"/></autre>
+    <stagiaire>
+      <nir><![CDATA[SECRET-1]]></nir><nomNaissance>SECRET&amp;2</nomNaissance><nomUsage/><prenoms> &#10; </prenoms><dateNaissance></dateNaissance>
+      <x:prenoms xmlns:x="urn:x">SECRET-3</x:prenoms>
+      <adresse codePostal="44000"><nir>SECRET-4</nir></adresse>
+      <nomUsage><b>SECRET-5</b><!-- x --></nomUsage>
+      <identifiantPE codeGeo='0"44'   national='SECRET-6' regional=""/>
+      <identifiantPE national="SECRET-7" regional="&#x20;">text &amp; more</identifiantPE>
+      <?pi SECRET-8?>
+    </stagiaire>
+    <categorie>Soudeur &amp; &lt;tuyauteur&gt;</categorie>
+  </dossier>
+</exportSEM>
+"#;
+    let out = mask_export(doc.as_bytes()).expect("masked");
+    let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
+
+<exportSEM version="1.0">
+  <dossier id="X" version="1">
+    <autre a="b"><nir>KEPT-1</nir><prenoms>KEPT-2</prenoms><identifiantPE national="KEPT-3"/></autre>
+    <stagiaire>
+      <nir>***</nir><nomNaissance>***</nomNaissance><nomUsage/><prenoms></prenoms><dateNaissance></dateNaissance>
+      <x:prenoms xmlns:x="urn:x">***</x:prenoms>
+      <adresse codePostal="44000"><nir>***</nir></adresse>
+      <nomUsage>***</nomUsage>
+      <identifiantPE codeGeo='0"44' national="***" regional=""/>
+      <identifiantPE national="***" regional="&#x20;">text &amp; more</identifiantPE>
+      
+    </stagiaire>
+    <categorie>Soudeur &amp; &lt;tuyauteur&gt;</categorie>
+  </dossier>
+</exportSEM>
+"#;
+    assert_eq!(String::from_utf8_lossy(&out), expected);
+}
+
+#[test]
+fn latin1_is_masked_to_utf8_as_the_decoder_reads_it() {
+    let path = fixtures("valid")
+        .into_iter()
+        .find(|p| stem(p) == "latin1")
+        .expect("fixture");
+    let out = mask_export(&std::fs::read(&path).expect("fixture")).expect("masked");
+    let text = String::from_utf8(out).expect("utf-8");
+    // windows-1252's C1 characters, as the decoder reads them, not ISO-8859-1's control codes.
+    assert!(text.contains("libelle=\"Cœur de métier’s 100 €\""));
+    assert!(!text.contains("LEFÈVRE") && !text.contains("Hélène"));
+    assert!(!text.contains("ISO-8859-1"));
+}
+
+#[test]
+fn mask_refusals() {
+    let refused = |doc: &[u8]| mask_export(doc).expect_err("refused");
+    let bomb = "<?xml version=\"1.0\"?>\n<!DOCTYPE exportSEM [<!ENTITY a \"DUPONT\">]>\n\
+                <exportSEM><dossier id=\"x\"><stagiaire><nir>&a;</nir></stagiaire></dossier></exportSEM>";
+    assert!(matches!(refused(bomb.as_bytes()), MaskError::Doctype));
+    assert!(matches!(
+        refused(b"\xFF\xFE<\0?\0"),
+        MaskError::Encoding(Violation {
+            rule: Rule::XmlEncoding,
+            ..
+        })
+    ));
+    assert!(matches!(
+        refused(b"<?xml version=\"1.0\" encoding=\"UTF-16\"?><exportSEM/>"),
+        MaskError::Encoding(_)
+    ));
+    assert!(matches!(
+        refused(b"<retourAgora dossier=\"x\"/>"),
+        MaskError::NotAnExport
+    ));
+    assert!(matches!(
+        refused(b"<exportSEM/><exportSEM/>"),
+        MaskError::Syntax { .. }
+    ));
+    assert!(matches!(
+        refused(b"<exportSEM/>DUPONT"),
+        MaskError::Syntax { .. }
+    ));
+    assert!(matches!(refused(b""), MaskError::Syntax { .. }));
+    assert!(matches!(
+        refused(b"<exportSEM><categorie>\xE9</categorie></exportSEM>"),
+        MaskError::NotUtf8 { .. }
+    ));
+    // Inside a masked value the bytes are not copied, so they do not matter.
+    assert!(mask_export(b"<exportSEM><stagiaire><nir>\xE9</nir></stagiaire></exportSEM>").is_ok());
+}
+
+/// Whatever stops the masking, its message and the messages of its sources quote nothing of the
+/// document: tag names, entity names and values alike.
+#[test]
+fn mask_errors_never_quote_the_document() {
+    let path = fixtures("valid")
+        .into_iter()
+        .find(|p| stem(p) == "mixed")
+        .expect("fixture");
+    let doc = std::fs::read(&path).expect("fixture");
+    let mut quoted = vec![
+        "DUPONT",
+        "Jean",
+        "1850775123456",
+        "12/07/1985",
+        "A1B2C3D4",
+        "nir",
+        "stagiaire",
+        "nomNaissance",
+        "PDL",
+    ];
+    let mut broken: Vec<Vec<u8>> = (0..doc.len())
+        .step_by(7)
+        .map(|i| doc[..i].to_vec())
+        .collect();
+    let swap = |from: &str, to: &str| {
+        String::from_utf8_lossy(&doc)
+            .replacen(from, to, 1)
+            .into_bytes()
+    };
+    broken.push(swap("</nomNaissance>", "</DUPONTX>"));
+    broken.push(swap("DUPONT", "&DUPONTY;"));
+    broken.push(swap("DUPONT", "&#xDUPONTZ;"));
+    broken.push(swap(
+        "national=\"A1B2C3D4\"",
+        "national=\"A1B2C3D4\" national=\"A1B2C3D4\"",
+    ));
+    broken.push(swap("national=\"A1B2C3D4\"", "national=A1B2C3D4"));
+    broken.push(swap("<dossier ", "<!DOCTYPE DUPONTW><dossier "));
+    quoted.extend(["DUPONTX", "DUPONTY", "DUPONTZ", "DUPONTW"]);
+    let mut refusals = 0;
+    for doc in &broken {
+        let Err(e) = mask_export(doc) else {
+            continue;
+        };
+        refusals += 1;
+        let mut messages = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            messages.push_str(&s.to_string());
+            source = s.source();
+        }
+        for q in &quoted {
+            assert!(!messages.contains(q), "{messages}");
+        }
+    }
+    assert!(refusals > broken.len() / 2, "{refusals} refusals");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any bytes: masked or refused, never a panic; what comes out is UTF-8 behind its declaration.
+    #[test]
+    fn mask_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(out) = mask_export(&bytes) {
+            let text = std::str::from_utf8(&out);
+            prop_assert!(text.is_ok_and(|t| t.starts_with(UTF8_DECL)));
+        }
+    }
+
+    /// A valid export with bytes overwritten or cut: never a panic, and UTF-8 out.
+    #[test]
+    fn mask_never_panics_on_mutated_exports(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        which in any::<prop::sample::Index>(),
+    ) {
+        let files = fixtures("valid");
+        let mut doc = std::fs::read(which.get(&files)).expect("fixture");
+        for (at, b) in edits {
+            let i = at.index(doc.len());
+            doc[i] = b;
+        }
+        doc.truncate(cut.index(doc.len() + 1));
+        if let Ok(out) = mask_export(&doc) {
+            prop_assert!(std::str::from_utf8(&out).is_ok());
+        }
+    }
+
+    /// Over generated exports (markup characters, tabs and line ends, non-ASCII in the values):
+    /// masking changes the personal values and nothing else.
+    #[test]
+    fn mask_of_encode_changes_only_the_personal_values(
+        dossiers in proptest::collection::vec(dossier(), 1..4),
+    ) {
+        let mut xml = Vec::new();
+        encode_export(&dossiers, &mut xml).expect("encodes");
+        let out = mask_export(&xml).expect("masked");
+        let (header, raw) = raw_export(&xml);
+        let (masked_header, masked) = raw_export(&out);
+        prop_assert_eq!(masked_header, header);
+        let expected: Vec<RawDossier> = raw.into_iter().map(masked_raw).collect();
+        prop_assert_eq!(masked, expected);
+    }
+}

@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// What replaces a personal value in full: [`Personal`]'s `Display`, the journal's masked payloads.
+/// Logs show a NIR through [`mask_nir`] instead, which keeps its sex digit and length.
+pub const MASK: &str = "***";
+
 /// A personal value (name, birth date). Read it with [`Personal::expose`], on purpose.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -28,7 +32,7 @@ impl<T> fmt::Debug for Personal<T> {
 
 impl<T> fmt::Display for Personal<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
+        f.write_str(MASK)
     }
 }
 

@@ -24,7 +24,7 @@ use passerelle_adapters::violation::Rule;
 use passerelle_adapters::Violation;
 
 use super::{
-    DeadLetterFilter, DeadReason, DeliveryStatus, Flow, Inbound, InboundRecord, Ledger,
+    DeadLetterFilter, DeadReason, DeliveryStatus, Flow, Inbound, InboundRecord, Lease, Ledger,
     LedgerError, OperationRecord, AGORA,
 };
 
@@ -513,7 +513,11 @@ pub async fn out_of_perimeter_status(l: Arc<dyn Ledger>) {
     let r = row(&*l, "d1").await;
     assert!(!r.in_perimeter);
     assert_eq!(r.delivery.status, DeliveryStatus::OutOfPerimeter);
-    assert!(l.pending(AGORA, 10).await.expect("pending").is_empty());
+    assert!(l
+        .pending(AGORA, Duration::ZERO, 10)
+        .await
+        .expect("pending")
+        .is_empty());
 
     // Another source (in perimeter by its own verdict) does not lift ATEXO's exclusion.
     let a = accept(&*l, "2", record("d1", ouiform(State::Registered))).await;
@@ -542,7 +546,8 @@ pub async fn concurrent_leases_have_one_winner(l: Arc<dyn Ledger>) {
                 let won = l
                     .try_lease("d1", &holder, Duration::from_secs(60))
                     .await
-                    .expect("lease answered");
+                    .expect("lease answered")
+                    .is_held();
                 (holder, won)
             }));
         }
@@ -560,48 +565,98 @@ pub async fn concurrent_leases_have_one_winner(l: Arc<dyn Ledger>) {
     assert!(l
         .try_lease("unknown", "w", Duration::from_secs(60))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
 }
 
 pub async fn lease_expiry_renewal_and_release(l: Arc<dyn Ledger>) {
     assert!(l
         .try_lease("d1", "a", Duration::from_secs(60))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
     assert!(!l
         .try_lease("d1", "b", Duration::from_secs(60))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
     // The holder renews.
     assert!(l
         .try_lease("d1", "a", Duration::from_secs(60))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
     // Only the holder releases.
     l.release("d1", "b").await.expect("release");
     assert!(!l
         .try_lease("d1", "b", Duration::from_secs(60))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
     l.release("d1", "a").await.expect("release");
     assert!(l
         .try_lease("d1", "b", Duration::from_millis(200))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
     assert!(!l
         .try_lease("d1", "c", Duration::from_secs(60))
         .await
-        .expect("lease"));
-    // An expired lease is taken over.
+        .expect("lease")
+        .is_held());
+    // An expired lease is taken over, and the taker is told: the holder died mid-dossier.
     tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        l.try_lease("d1", "c", Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        Lease::TakenOver
+    );
+    // A renewal, or a lease nobody held, is a plain acquisition.
+    assert_eq!(
+        l.try_lease("d1", "c", Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        Lease::Acquired
+    );
+    l.release("d1", "c").await.expect("release");
+    assert_eq!(
+        l.try_lease("d1", "a", Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        Lease::Acquired
+    );
+    l.release("d1", "a").await.expect("release");
+    assert_eq!(
+        l.try_lease("d1", "c", Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        Lease::Acquired
+    );
+    // A holder interrupted mid-dossier expires its own lease instead of releasing it: the next
+    // holder is told the state is in doubt.
+    assert!(l
+        .try_lease("d1", "c", Duration::ZERO)
+        .await
+        .expect("lease")
+        .is_held());
+    assert_eq!(
+        l.try_lease("d1", "a", Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        Lease::TakenOver
+    );
+    l.release("d1", "a").await.expect("release");
     assert!(l
         .try_lease("d1", "c", Duration::from_secs(60))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
     assert!(!l
         .try_lease("d1", "b", Duration::from_secs(60))
         .await
-        .expect("lease"));
+        .expect("lease")
+        .is_held());
 }
 
 pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
@@ -886,7 +941,7 @@ pub async fn dead_letters_filter_and_replay(l: Arc<dyn Ledger>) {
     assert_eq!(r.delivery.attempts, 0);
     assert_eq!(r.delivery.last_error, None);
     assert!(l
-        .pending(AGORA, 10)
+        .pending(AGORA, Duration::ZERO, 10)
         .await
         .expect("p")
         .contains(&"d1".to_string()));
@@ -955,12 +1010,35 @@ pub async fn pending_lists_owed_dossiers(l: Arc<dyn Ledger>) {
     let mut out = record("d5", atexo(State::Validated, Some(1)));
     out.in_perimeter = false;
     l.accept(inbound("h5", out), &p()).await.expect("accepted");
-    let mut pending = l.pending(AGORA, 100).await.expect("pending");
+    let mut pending = l
+        .pending(AGORA, Duration::ZERO, 100)
+        .await
+        .expect("pending");
     pending.sort();
     assert_eq!(pending, vec!["d1", "d2", "d3", "d4"]);
-    assert_eq!(l.pending(AGORA, 2).await.expect("pending").len(), 2);
-    assert!(l.pending(AGORA, 0).await.expect("pending").is_empty());
-    assert!(l.pending("other", 100).await.expect("pending").is_empty());
+    assert_eq!(
+        l.pending(AGORA, Duration::ZERO, 2)
+            .await
+            .expect("pending")
+            .len(),
+        2
+    );
+    assert!(l
+        .pending(AGORA, Duration::ZERO, 0)
+        .await
+        .expect("pending")
+        .is_empty());
+    assert!(l
+        .pending("other", Duration::ZERO, 100)
+        .await
+        .expect("pending")
+        .is_empty());
+    // Recently touched dossiers are left alone (their own task is on its way).
+    assert!(l
+        .pending(AGORA, Duration::from_secs(3600), 100)
+        .await
+        .expect("pending")
+        .is_empty());
 
     l.settle_delivery("d1", AGORA, DeliveryStatus::Delivered, 1, &[])
         .await
@@ -975,7 +1053,12 @@ pub async fn pending_lists_owed_dossiers(l: Arc<dyn Ledger>) {
     )
     .await
     .expect("d");
-    assert_eq!(l.pending(AGORA, 100).await.expect("pending"), vec!["d4"]);
+    assert_eq!(
+        l.pending(AGORA, Duration::ZERO, 100)
+            .await
+            .expect("pending"),
+        vec!["d4"]
+    );
 }
 
 pub async fn purge_payloads_by_age(l: Arc<dyn Ledger>) {
@@ -1118,7 +1201,10 @@ pub async fn concurrent_accepts_on_a_new_dossier(l: Arc<dyn Ledger>) {
         "the highest ATEXO version wins, whatever the arrival order"
     );
     assert_eq!(l.journal("d1").await.expect("journal").len(), 20);
-    assert_eq!(l.pending(AGORA, 10).await.expect("p"), vec!["d1"]);
+    assert_eq!(
+        l.pending(AGORA, Duration::ZERO, 10).await.expect("p"),
+        vec!["d1"]
+    );
 }
 
 pub async fn concurrent_identical_payloads(l: Arc<dyn Ledger>) {

@@ -290,6 +290,15 @@ fn merge_flow(stored: Flow, incoming: Flow) -> Flow {
     }
 }
 
+/// The lease an upsert gave: `None` when it took nothing, else the holder it replaced (if any).
+pub(crate) fn lease(taken: Option<Option<String>>, holder: &str) -> super::Lease {
+    match taken {
+        None => super::Lease::Busy,
+        Some(Some(prev)) if prev != holder => super::Lease::TakenOver,
+        Some(_) => super::Lease::Acquired,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

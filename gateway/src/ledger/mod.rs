@@ -195,6 +195,24 @@ pub struct DeliveryRow {
     pub last_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// What [`Ledger::try_lease`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Held: nobody held it, or the same holder renewed it.
+    Acquired,
+    /// Held, replacing another holder's expired lease: that worker died (or overran) in the middle
+    /// of the dossier, so whether its last AGORA call took effect is unknown.
+    TakenOver,
+    /// Another holder has it.
+    Busy,
+}
+
+impl Lease {
+    pub fn is_held(self) -> bool {
+        !matches!(self, Lease::Busy)
+    }
+}
+
 /// One AGORA call performed for a dossier, for the trace and the "no operation twice" checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationRecord {
@@ -313,13 +331,14 @@ pub trait Ledger: Send + Sync + 'static {
     async fn dossier(&self, dossier_id: &str) -> Result<Option<DossierRow>, LedgerError>;
 
     /// Takes the dossier's lease for `ttl` if nobody holds it (or the holder's lease expired):
-    /// one worker at a time per dossier, whatever the queue.
+    /// one worker at a time per dossier, whatever the queue. The holder names one task, not a
+    /// process: two tasks of the same dossier in one process must not both hold it.
     async fn try_lease(
         &self,
         dossier_id: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<bool, LedgerError>;
+    ) -> Result<Lease, LedgerError>;
 
     /// Gives the lease back (only if `holder` holds it).
     async fn release(&self, dossier_id: &str, holder: &str) -> Result<(), LedgerError>;
@@ -377,8 +396,15 @@ pub trait Ledger: Send + Sync + 'static {
         destination: &str,
     ) -> Result<Vec<OperationRecord>, LedgerError>;
 
-    /// Dossiers whose delivery is `Pending` (to re-enqueue after a crash, or by a sweeper).
-    async fn pending(&self, destination: &str, limit: i64) -> Result<Vec<String>, LedgerError>;
+    /// Dossiers whose delivery is `Pending` and untouched for `quiet_for` (to re-enqueue a task
+    /// lost after a crash; a dossier in its retry backoff was touched by its last failure and is
+    /// left to its delayed task).
+    async fn pending(
+        &self,
+        destination: &str,
+        quiet_for: Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, LedgerError>;
 
     /// Deletes masked payloads older than `retention` and returns how many were deleted.
     async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError>;

@@ -2,7 +2,10 @@
 //!
 //! `accept` runs at READ COMMITTED and serialises the messages of one dossier with a row lock:
 //! each dossier row is first inserted if missing (`INSERT … ON CONFLICT DO NOTHING`, a placeholder
-//! with no desired state, visible to nobody before commit), then locked (`SELECT … FOR UPDATE`).
+//! with no desired state, visible to nobody before commit), then locked (`SELECT … FOR NO KEY
+//! UPDATE`: the lock an `UPDATE` takes. `FOR UPDATE` would also block the foreign-key checks of
+//! a worker inserting an operation of that dossier while it holds the dossier's delivery row,
+//! which waits for the same delivery row: a deadlock).
 //! Two first messages of a new dossier thus queue on the unique index, and the second sees the
 //! first's committed row. The dossiers of one message are locked in id order, so two messages
 //! naming the same dossiers in another order cannot deadlock. The journal entry is inserted first,
@@ -31,7 +34,8 @@ use super::logic::{
 };
 use super::{
     mask_url, Accepted, AcceptedDossier, DeadLetter, DeadLetterFilter, DeadReason, DeliveryRow,
-    DeliveryStatus, DossierRow, Inbound, JournalEntry, Ledger, LedgerError, OperationRecord, AGORA,
+    DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, OperationRecord,
+    AGORA,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -92,7 +96,7 @@ impl PostgresLedger {
         let what = format!("dossier {dossier_id}");
         let row = sqlx::query(
             "SELECT desired::text AS desired, desired_version, flow, in_perimeter \
-             FROM dossiers WHERE dossier_id = $1 FOR UPDATE",
+             FROM dossiers WHERE dossier_id = $1 FOR NO KEY UPDATE",
         )
         .bind(dossier_id)
         .fetch_one(&mut **tx)
@@ -342,7 +346,7 @@ impl Ledger for PostgresLedger {
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error("accept", e))?;
-            sqlx::query("SELECT 1 FROM dossiers WHERE dossier_id = $1 FOR UPDATE")
+            sqlx::query("SELECT 1 FROM dossiers WHERE dossier_id = $1 FOR NO KEY UPDATE")
                 .bind(dossier_id)
                 .execute(&mut *tx)
                 .await
@@ -461,24 +465,26 @@ impl Ledger for PostgresLedger {
         dossier_id: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Lease, LedgerError> {
         let at = now();
         let expires = at + logic::capped(ttl);
-        let taken = sqlx::query(
-            "INSERT INTO leases (dossier_id, holder, expires_at) VALUES ($1, $2, $3) \
+        // `prev` reads the row as it was before the upsert: whose lease this one replaces.
+        let taken: Option<(Option<String>,)> = sqlx::query_as(
+            "WITH prev AS (SELECT holder FROM leases WHERE dossier_id = $1) \
+             INSERT INTO leases (dossier_id, holder, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (dossier_id) DO UPDATE SET holder = excluded.holder, \
              expires_at = excluded.expires_at \
-             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4",
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4 \
+             RETURNING (SELECT holder FROM prev)",
         )
         .bind(dossier_id)
         .bind(holder)
         .bind(expires)
         .bind(at)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db_error("lease", e))?
-        .rows_affected();
-        Ok(taken == 1)
+        .map_err(|e| db_error("lease", e))?;
+        Ok(logic::lease(taken.map(|(prev,)| prev), holder))
     }
 
     async fn release(&self, dossier_id: &str, holder: &str) -> Result<(), LedgerError> {
@@ -757,13 +763,20 @@ impl Ledger for PostgresLedger {
         .collect()
     }
 
-    async fn pending(&self, destination: &str, limit: i64) -> Result<Vec<String>, LedgerError> {
+    async fn pending(
+        &self,
+        destination: &str,
+        quiet_for: Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let cutoff = now() - logic::capped(quiet_for);
         sqlx::query_scalar(
             "SELECT dossier_id FROM deliveries WHERE destination = $1 AND status = 'pending' \
-             ORDER BY updated_at, dossier_id LIMIT $2",
+             AND updated_at <= $3 ORDER BY updated_at, dossier_id LIMIT $2",
         )
         .bind(destination)
         .bind(limit.max(0))
+        .bind(cutoff)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("pending", e))

@@ -32,7 +32,8 @@ use super::logic::{
 };
 use super::{
     mask_url, Accepted, AcceptedDossier, DeadLetter, DeadLetterFilter, DeadReason, DeliveryRow,
-    DeliveryStatus, DossierRow, Inbound, JournalEntry, Ledger, LedgerError, OperationRecord, AGORA,
+    DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, OperationRecord,
+    AGORA,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -481,10 +482,16 @@ impl Ledger for SqliteLedger {
         dossier_id: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Lease, LedgerError> {
         let at = now();
         let expires = at + logic::capped(ttl);
         let mut tx = self.begin_write().await?;
+        let prev: Option<(String,)> =
+            sqlx::query_as("SELECT holder FROM leases WHERE dossier_id = $1")
+                .bind(dossier_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| db_error("lease", e))?;
         let taken = sqlx::query(
             "INSERT INTO leases (dossier_id, holder, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (dossier_id) DO UPDATE SET holder = excluded.holder, \
@@ -500,7 +507,10 @@ impl Ledger for SqliteLedger {
         .map_err(|e| db_error("lease", e))?
         .rows_affected();
         commit(tx, "lease").await?;
-        Ok(taken == 1)
+        Ok(logic::lease(
+            (taken == 1).then(|| prev.map(|(h,)| h)),
+            holder,
+        ))
     }
 
     async fn release(&self, dossier_id: &str, holder: &str) -> Result<(), LedgerError> {
@@ -792,13 +802,20 @@ impl Ledger for SqliteLedger {
         .collect()
     }
 
-    async fn pending(&self, destination: &str, limit: i64) -> Result<Vec<String>, LedgerError> {
+    async fn pending(
+        &self,
+        destination: &str,
+        quiet_for: Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let cutoff = now() - logic::capped(quiet_for);
         sqlx::query_scalar(
             "SELECT dossier_id FROM deliveries WHERE destination = $1 AND status = 'pending' \
-             ORDER BY updated_at, dossier_id LIMIT $2",
+             AND updated_at <= $3 ORDER BY updated_at, dossier_id LIMIT $2",
         )
         .bind(destination)
         .bind(limit.max(0))
+        .bind(ts(cutoff))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("pending", e))

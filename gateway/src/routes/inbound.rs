@@ -218,8 +218,7 @@ pub async fn atexo_sem_dossiers(
         system: System::AtexoSem,
         flow: Flow::Sync,
         payload_hash: hash(&body),
-        // Known limit: the XML is not kept (masking it needs a rewrite of the document).
-        masked_payload: None,
+        masked_payload: state.keep_payloads.then(|| mask_atexo_sem(&body)).flatten(),
         request_id: Some(request_id(&req)),
         records,
     };
@@ -255,6 +254,18 @@ pub fn verify_signature(req: &HttpRequest, body: &[u8], secret: &str) -> Result<
     // verify_slice compares in constant time.
     mac.verify_slice(&sig)
         .map_err(|_| ApiError::Unauthorized("the X-Ouiform-Signature does not match the body"))
+}
+
+/// The export with the trainees' personal values masked, for the journal. Masking refuses nothing
+/// the decoder just accepted; should that ever change, the message is journalled without its
+/// payload rather than refused, and the warning says why.
+fn mask_atexo_sem(body: &[u8]) -> Option<Vec<u8>> {
+    atexo_sem::mask_export(body)
+        .map_err(|e| {
+            // MaskError's messages quote nothing of the document.
+            tracing::warn!(error = %e, "the ATEXO SEM payload could not be masked; none is kept");
+        })
+        .ok()
 }
 
 /// The orientation with the trainee's personal fields masked, for the journal.

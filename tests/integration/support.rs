@@ -1,0 +1,413 @@
+//! What the end-to-end tests share: a gateway booted in-process on a random port (embedded, or
+//! over a fresh PostgreSQL database and RabbitMQ vhost), fixtures, and views of AGORA as the
+//! sandbox journals it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use passerelle::settings::Settings;
+use passerelle::startup::{Application, RunningApp};
+use passerelle_adapters::planner::{self, Target};
+use passerelle_tests::generate::{GenOptions, Outcome, SingleExport};
+use secrecy::ExposeSecret;
+use sha2::Sha256;
+
+pub fn fixture(p: &str) -> Vec<u8> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(p);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is not runnable ({e}); run `bash tests/services.sh`"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}; run `bash tests/services.sh`",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn psql(sql: &str) {
+    run(
+        "psql",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
+    )
+}
+
+/// A fresh PostgreSQL database and RabbitMQ vhost, dropped with the value. Fails, never skips, when
+/// either service is missing: `bash tests/services.sh` starts them.
+pub struct Production {
+    name: String,
+    pub ledger_url: String,
+    pub queue_url: String,
+}
+
+impl Production {
+    /// `tag` keeps concurrent tests of one run apart.
+    pub fn new(tag: &str) -> Production {
+        let name = format!("passerelle_e2e_{}_{tag}", std::process::id());
+        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        psql(&format!("CREATE DATABASE {name}"));
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &name])
+            .output();
+        run("rabbitmqctl", &["add_vhost", &name]);
+        run(
+            "rabbitmqctl",
+            &["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"],
+        );
+        Production {
+            ledger_url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            queue_url: format!("amqp://guest:guest@127.0.0.1:5672/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for Production {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+pub struct Gateway {
+    pub url: String,
+    app: Option<RunningApp>,
+    pub creds: passerelle::routes::Credentials,
+    pub sandbox_url: String,
+    _dir: tempfile::TempDir,
+    _production: Option<Production>,
+    pub http: reqwest::Client,
+}
+
+pub async fn embedded_gateway() -> Gateway {
+    gateway(None, &[]).await
+}
+
+/// A gateway with its built-in sandbox as AGORA; `extra` settings as `PASSERELLE__…` pairs.
+pub async fn gateway(production: Option<Production>, extra: &[(&str, &str)]) -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let (ledger, queue) = production.as_ref().map_or_else(
+        || {
+            (
+                format!("sqlite://{d}/passerelle.db"),
+                format!("embedded:{d}/queue.db"),
+            )
+        },
+        |p| (p.ledger_url.clone(), p.queue_url.clone()),
+    );
+    let mut env = vec![
+        (
+            "PASSERELLE__SERVER__BIND".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+        ("PASSERELLE__DATA__DIR".to_string(), d.clone()),
+        ("PASSERELLE__LEDGER__URL".to_string(), ledger),
+        ("PASSERELLE__QUEUE__URL".to_string(), queue),
+        ("PASSERELLE__RETRY__BASE_MS".to_string(), "50".to_string()),
+        ("PASSERELLE__RETRY__MAX_MS".to_string(), "500".to_string()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let settings = Settings::load(None, env).expect("settings");
+    let app = Application::build(settings)
+        .await
+        .expect("the gateway starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let creds = app.credentials.clone();
+    let sandbox_url = app
+        .sandbox()
+        .map(|s| s.base_url())
+        .expect("embedded mode runs the sandbox");
+    Gateway {
+        url,
+        creds,
+        sandbox_url,
+        app: Some(app.spawn()),
+        _dir: dir,
+        _production: production,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Gateway {
+    pub async fn post_atexo(&self, body: Vec<u8>) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/inbound/atexo-sem/dossiers", self.url))
+            .bearer_auth(self.creds.atexo_sem.expose_secret())
+            .header("Content-Type", "application/xml")
+            .body(body)
+            .send()
+            .await
+            .expect("answer")
+    }
+
+    /// Posts until accepted, honouring `429 Retry-After` as a well-behaved client does; returns
+    /// the `dossier_id` of the document's only dossier.
+    pub async fn post_atexo_accepted(&self, id: &str, body: &[u8]) -> String {
+        loop {
+            let r = self.post_atexo(body.to_vec()).await;
+            if r.status() == 429 {
+                let wait = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            assert_eq!(r.status(), 202, "{id}");
+            let body: serde_json::Value = r.json().await.expect("json");
+            return body["dossiers"][0]["dossier_id"]
+                .as_str()
+                .expect("dossier_id")
+                .to_string();
+        }
+    }
+
+    pub async fn post_ouiform(&self, body: Vec<u8>, sign: bool) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/inbound/ouiform/orientations", self.url))
+            .bearer_auth(self.creds.ouiform.expose_secret())
+            .header("Content-Type", "application/json");
+        if sign {
+            req = req.header(
+                "X-Ouiform-Signature",
+                signature(self.creds.ouiform_hmac.expose_secret(), &body),
+            );
+        }
+        req.body(body).send().await.expect("answer")
+    }
+
+    /// AGORA's dossiers as the sandbox shows them over HTTP.
+    pub async fn agora(&self) -> serde_json::Value {
+        self.sandbox_get("/_sandbox/agora/dossiers").await
+    }
+
+    pub async fn sandbox_get(&self, path: &str) -> serde_json::Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.sandbox_url))
+            .send()
+            .await
+            .expect("sandbox");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    pub async fn set_faults(&self, faults: &passerelle_sandbox::Faults) {
+        let r = self
+            .http
+            .post(format!("{}/_sandbox/faults", self.sandbox_url))
+            .json(faults)
+            .send()
+            .await
+            .expect("sandbox");
+        assert!(r.status().is_success(), "faults refused: {}", r.status());
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+}
+
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn states(agora: &serde_json::Value) -> Vec<String> {
+    agora
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| d["etat"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `n` valid, in-perimeter generated dossiers, each its own document.
+pub fn generated(seed: u64, n: usize) -> Vec<SingleExport> {
+    passerelle_tests::generate::single_dossier_exports(&GenOptions {
+        seed,
+        count: n,
+        flow: passerelle_adapters::atexo_sem::Flow::Sync,
+        invalid_share: 0.0,
+        out_of_perimeter_share: 0.0,
+        before_2017_share: 0.0,
+    })
+    .expect("generated")
+}
+
+/// The AGORA state a generated dossier must end in (`None`: AGORA must not have it).
+pub fn expected_etat(x: &SingleExport) -> Option<&'static str> {
+    let Outcome::Valid(state) = x.truth.outcome else {
+        panic!("{} is not a valid dossier", x.id);
+    };
+    match planner::target(state) {
+        Target::State(s) => Some(s.as_str()),
+        Target::Nothing | Target::CancelIfPresent => None,
+    }
+}
+
+/// Waits until AGORA (the sandbox at `sandbox_url`) holds exactly what `expected` says
+/// (reference → state; `None`: absent).
+pub async fn wait_for_agora(
+    http: &reqwest::Client,
+    sandbox_url: &str,
+    expected: &HashMap<String, Option<&'static str>>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let agora: serde_json::Value = http
+            .get(format!("{sandbox_url}/_sandbox/agora/dossiers"))
+            .send()
+            .await
+            .expect("sandbox")
+            .json()
+            .await
+            .expect("json");
+        let held: HashMap<String, String> = agora
+            .as_array()
+            .expect("dossiers")
+            .iter()
+            .map(|d| {
+                (
+                    d["reference"].as_str().unwrap_or("?").to_string(),
+                    d["etat"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect();
+        let wrong: Vec<_> = expected
+            .iter()
+            .filter(|(r, e)| held.get(*r).map(String::as_str) != **e)
+            .collect();
+        let unknown = held.keys().filter(|r| !expected.contains_key(*r)).count();
+        if wrong.is_empty() && unknown == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "AGORA did not converge: {} dossiers not in their state (e.g. {:?}), {unknown} unexpected",
+            wrong.len(),
+            wrong.iter().take(3).collect::<Vec<_>>(),
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The sandbox's journal, per dossier reference: the operations whose effect AGORA applied, in
+/// order (`create`, `enter`, …), and every call's status.
+#[derive(Debug, Default)]
+pub struct AgoraJournal {
+    pub applied: BTreeMap<String, Vec<String>>,
+    /// Calls answered `409` (a creation that existed, a transition from the wrong state).
+    pub conflicts: Vec<serde_json::Value>,
+    pub calls: usize,
+    /// Every AGORA call, for diagnostics: reference → (seq, call, status, applied).
+    pub trace: BTreeMap<String, Vec<String>>,
+}
+
+impl AgoraJournal {
+    /// Nothing sent twice: no operation applied twice for a dossier, and no call AGORA refused
+    /// because it had already been applied (`409`).
+    pub fn assert_nothing_sent_twice(&self) {
+        for (reference, ops) in &self.applied {
+            let mut seen = ops.clone();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(
+                seen.len(),
+                ops.len(),
+                "{reference}: an operation applied twice: {ops:?}"
+            );
+        }
+        assert!(
+            self.conflicts.is_empty(),
+            "an applied operation was sent again ({} times), e.g. {:?}",
+            self.conflicts.len(),
+            self.conflicts.first()
+        );
+    }
+}
+
+pub fn agora_journal(journal: &serde_json::Value) -> AgoraJournal {
+    let mut j = AgoraJournal::default();
+    for call in journal.as_array().expect("journal") {
+        let kind = call["call"].as_str().unwrap_or("?");
+        if !kind.starts_with("agora") {
+            continue;
+        }
+        if kind.ends_with("search") {
+            j.trace
+                .entry(call["reference"].as_str().unwrap_or("?").to_string())
+                .or_default()
+                .push(format!("{} {kind} {}", call["seq"], call["status"]));
+            continue;
+        }
+        j.calls += 1;
+        j.trace
+            .entry(call["reference"].as_str().unwrap_or("?").to_string())
+            .or_default()
+            .push(format!(
+                "{} {kind} {} {} {}",
+                call["seq"], call["status"], call["effect_status"], call["applied"]
+            ));
+        if call["effect_status"] == 409 || call["status"] == 409 {
+            j.conflicts.push(call.clone());
+        }
+        let succeeded = call["effect_status"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s));
+        if call["applied"] == true && succeeded {
+            let reference = call["reference"].as_str().unwrap_or("?").to_string();
+            j.applied
+                .entry(reference)
+                .or_default()
+                .push(kind.to_string());
+        }
+    }
+    j
+}
+
+/// Checks AGORA's invariants over the sandbox's creations: at most one dossier per identity, and
+/// every creation call beyond the first refused.
+pub fn assert_created_once(creations: &serde_json::Value) {
+    for c in creations.as_array().expect("creations") {
+        assert_eq!(c["created"], 1, "created more than once: {c}");
+    }
+}

@@ -234,35 +234,38 @@ impl Worker {
         &self,
         lane: Lane,
         task: &Task,
-        mut in_doubt: bool,
+        in_doubt: bool,
     ) -> Result<TaskEnd, WorkerError> {
         let id = task.dossier_id.as_str();
+        // Read once: the lease keeps every other worker off this dossier, so what changes
+        // meanwhile is only a newer desired version, which `settle_delivery` leaves owed and whose
+        // own task reconciles it next.
+        let Some(row) = self.ledger.dossier(id).await? else {
+            warn!("a task names a dossier the ledger does not know");
+            return Ok(TaskEnd::Unknown);
+        };
+        if !row.in_perimeter {
+            self.ledger
+                .settle_delivery(
+                    id,
+                    AGORA,
+                    DeliveryStatus::OutOfPerimeter,
+                    row.desired_version,
+                    &[],
+                )
+                .await?;
+            return Ok(TaskEnd::OutOfPerimeter);
+        }
+        if row.delivery.status == DeliveryStatus::Dead {
+            // Waits for an operator's replay (or a corrected source, which resets it).
+            return Ok(TaskEnd::AwaitingOperator);
+        }
+        let mut delivered = if in_doubt {
+            Delivered::Unknown
+        } else {
+            row.delivery.delivered.clone()
+        };
         for _ in 0..MAX_STEPS {
-            let Some(row) = self.ledger.dossier(id).await? else {
-                warn!("a task names a dossier the ledger does not know");
-                return Ok(TaskEnd::Unknown);
-            };
-            if !row.in_perimeter {
-                self.ledger
-                    .settle_delivery(
-                        id,
-                        AGORA,
-                        DeliveryStatus::OutOfPerimeter,
-                        row.desired_version,
-                        &[],
-                    )
-                    .await?;
-                return Ok(TaskEnd::OutOfPerimeter);
-            }
-            if row.delivery.status == DeliveryStatus::Dead {
-                // Waits for an operator's replay (or a corrected source, which resets it).
-                return Ok(TaskEnd::AwaitingOperator);
-            }
-            let delivered = if std::mem::take(&mut in_doubt) {
-                Delivered::Unknown
-            } else {
-                row.delivery.delivered.clone()
-            };
             let ops = match planner::plan(&delivered, row.desired.state) {
                 Ok(ops) => ops,
                 Err(e) => {
@@ -383,6 +386,7 @@ impl Worker {
             self.ledger
                 .record_operation(id, AGORA, &record, &delivered_now)
                 .await?;
+            delivered = delivered_now;
 
             match outcome {
                 Outcome::Rejected { anomalies } => {

@@ -403,50 +403,34 @@ impl Ledger for PostgresLedger {
 
     async fn dossier(&self, dossier_id: &str) -> Result<Option<DossierRow>, LedgerError> {
         let what = format!("dossier {dossier_id}");
-        // One snapshot for the three reads.
-        let mut tx = self.begin(&what).await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error(&what, e))?;
+        // One statement, so one snapshot and one round trip: the worker reads this at every task.
         // A placeholder (desired NULL) only exists inside an uncommitted accept: never seen here.
         let row = sqlx::query(
-            "SELECT desired::text AS desired, desired_version, flow, in_perimeter, created_at, \
-             updated_at FROM dossiers WHERE dossier_id = $1 AND desired IS NOT NULL",
+            "SELECT d.desired::text AS desired, d.desired_version, d.flow, d.in_perimeter, \
+             d.created_at, d.updated_at, \
+             (SELECT coalesce(json_agg(s.record ORDER BY s.system), '[]'::json)::text \
+              FROM dossier_sources s WHERE s.dossier_id = d.dossier_id) AS sources, \
+             v.destination, v.delivered::text AS delivered, v.delivered_version, v.status, \
+             v.attempts, v.last_error, v.waiting_for::text AS waiting_for, v.last_attempt_at \
+             FROM dossiers d LEFT JOIN deliveries v \
+             ON v.dossier_id = d.dossier_id AND v.destination = $2 \
+             WHERE d.dossier_id = $1 AND d.desired IS NOT NULL",
         )
         .bind(dossier_id)
-        .fetch_optional(&mut *tx)
+        .bind(AGORA)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| db_error(&what, e))?;
         let Some(row) = row else { return Ok(None) };
         let desired: String = get(&row, &what, "desired")?;
         let desired: Dossier = from_json(&what, &desired)?;
         let flow: String = get(&row, &what, "flow")?;
-        let sources = sqlx::query(
-            "SELECT record::text AS record FROM dossier_sources WHERE dossier_id = $1 ORDER BY system",
-        )
-        .bind(dossier_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?
-        .iter()
-        .map(|r| {
-            let record: String = get(r, &what, "record")?;
-            from_json::<Dossier>(&what, &record)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-        let delivery = sqlx::query(
-            "SELECT destination, delivered::text AS delivered, delivered_version, status, attempts, \
-             last_error, waiting_for::text AS waiting_for, last_attempt_at \
-             FROM deliveries WHERE dossier_id = $1 AND destination = $2",
-        )
-        .bind(dossier_id)
-        .bind(AGORA)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?
-        .ok_or_else(|| corrupt(&what, "no delivery row"))?;
-        tx.rollback().await.map_err(|e| db_error(&what, e))?;
+        let sources: String = get(&row, &what, "sources")?;
+        let sources: Vec<Dossier> = from_json(&what, &sources)?;
+        let destination: Option<String> = get(&row, &what, "destination")?;
+        if destination.is_none() {
+            return Err(corrupt(&what, "no delivery row"));
+        }
         Ok(Some(DossierRow {
             dossier_id: dossier_id.to_string(),
             desired,
@@ -454,7 +438,7 @@ impl Ledger for PostgresLedger {
             flow: parse_flow(&what, &flow)?,
             in_perimeter: get(&row, &what, "in_perimeter")?,
             sources,
-            delivery: Self::delivery_from_row(&what, &delivery)?,
+            delivery: Self::delivery_from_row(&what, &row)?,
             created_at: get(&row, &what, "created_at")?,
             updated_at: get(&row, &what, "updated_at")?,
         }))
@@ -505,37 +489,31 @@ impl Ledger for PostgresLedger {
         delivered: &Delivered,
     ) -> Result<(), LedgerError> {
         let what = format!("dossier {dossier_id}");
-        let mut tx = self.begin(&what).await?;
-        let updated = sqlx::query(
-            "UPDATE deliveries SET delivered = $3::text::jsonb, updated_at = $4 \
-             WHERE dossier_id = $1 AND destination = $2",
+        // One statement (atomic by itself): the worker records every AGORA call.
+        let recorded = sqlx::query(
+            "WITH delivery AS ( \
+               UPDATE deliveries SET delivered = $3::text::jsonb, updated_at = $4 \
+               WHERE dossier_id = $1 AND destination = $2 RETURNING 1) \
+             INSERT INTO operations (dossier_id, destination, operation, http_status, outcome, \
+             numero_agora, at) SELECT $1, $2, $5, $6, $7, $8, $9 FROM delivery",
         )
         .bind(dossier_id)
         .bind(destination)
         .bind(to_json(&what, delivered)?)
         .bind(now())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?
-        .rows_affected();
-        if updated == 0 {
-            return Err(LedgerError::NotFound { what: "delivery" });
-        }
-        sqlx::query(
-            "INSERT INTO operations (dossier_id, destination, operation, http_status, outcome, \
-             numero_agora, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(dossier_id)
-        .bind(destination)
         .bind(op.operation.name())
         .bind(op.status.map(i32::from))
         .bind(&op.outcome)
         .bind(&op.numero_agora)
         .bind(op.at)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
-        .map_err(|e| db_error(&what, e))?;
-        commit(tx, &what).await
+        .map_err(|e| db_error(&what, e))?
+        .rows_affected();
+        if recorded == 0 {
+            return Err(LedgerError::NotFound { what: "delivery" });
+        }
+        Ok(())
     }
 
     async fn settle_delivery(

@@ -45,22 +45,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use passerelle::ledger::{Ledger, AGORA};
-use passerelle::queue::Task;
 use passerelle::settings::Settings;
 use passerelle::startup::{Application, RunningApp};
 use passerelle_adapters::atexo_sem::Flow;
 use passerelle_adapters::planner::{target, Target};
 use passerelle_tests::generate::{single_dossier_exports, GenOptions, Outcome};
 use secrecy::ExposeSecret;
+
+#[path = "support/raw_lapin.rs"]
+mod raw_lapin;
+use raw_lapin::raw_lapin;
 
 /// Posts in flight in step 2, and confirms outstanding in the baseline.
 const HTTP_IN_FLIGHT: usize = 64;
@@ -163,109 +159,6 @@ impl Drop for Scratch {
 // ---------------------------------------------------------------------------------------------
 // 1. Baseline
 // ---------------------------------------------------------------------------------------------
-
-fn task(i: usize) -> Task {
-    Task {
-        dossier_id: format!("psl-bench-{i:06}"),
-        request_id: Some(format!("bench-{i}")),
-        attempt: 0,
-    }
-}
-
-fn confirmed(confirm: Option<lapin::Result<Confirmation>>) -> anyhow::Result<()> {
-    match confirm {
-        Some(Ok(Confirmation::Ack(None))) => Ok(()),
-        other => bail!("not confirmed: {other:?}"),
-    }
-}
-
-/// The same approach as `raw_lapin` in `gateway/benches/queue.rs`: what the broker allows with
-/// confirms and acks when nothing else is in the way.
-async fn raw_lapin(url: &str, n: usize, prefetch: u16) -> anyhow::Result<f64> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let consuming = Connection::connect(url, ConnectionProperties::default()).await?;
-    let publisher = connection.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    publisher
-        .queue_declare(
-            "bench.raw".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let receiver = consuming.create_channel().await?;
-    receiver
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let mut consumer = receiver
-        .basic_consume(
-            "bench.raw".into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-
-    let start = Instant::now();
-    let consume = tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < n {
-            let delivery = consumer.next().await.context("consumer ended")??;
-            serde_json::from_slice::<Task>(&delivery.data)?;
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-            seen += 1;
-        }
-        anyhow::Ok(())
-    });
-    let mut pending = FuturesUnordered::new();
-    for i in 0..n {
-        let task = task(i);
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-request-id".into(),
-            AMQPValue::LongString(task.request_id.clone().unwrap_or_default().into()),
-        );
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(uuid::Uuid::now_v7().to_string().into())
-            .with_headers(headers);
-        let confirm = publisher
-            .basic_publish(
-                "".into(),
-                "bench.raw".into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &serde_json::to_vec(&task)?,
-                properties,
-            )
-            .await?;
-        pending.push(confirm);
-        if pending.len() >= HTTP_IN_FLIGHT {
-            confirmed(pending.next().await)?;
-        }
-    }
-    while let Some(confirm) = pending.next().await {
-        confirmed(Some(confirm))?;
-    }
-    tokio::time::timeout(Duration::from_secs(600), consume).await???;
-    let elapsed = start.elapsed();
-    connection.close(200, "OK".into()).await?;
-    consuming.close(200, "OK".into()).await?;
-    Ok(n as f64 / elapsed.as_secs_f64())
-}
 
 // ---------------------------------------------------------------------------------------------
 // The gateway
@@ -943,7 +836,7 @@ async fn run() -> anyhow::Result<()> {
     let (baseline, baseline_cpu) = {
         let scratch = Scratch::create("baseline", false)?;
         let before = CpuSnapshot::take();
-        let rate = raw_lapin(&scratch.amqp_url(), n, prefetch).await?;
+        let rate = raw_lapin(&scratch.amqp_url(), n, HTTP_IN_FLIGHT, prefetch).await?;
         (rate, CpuSnapshot::take().since(&before))
     };
     println!("1. baseline, raw lapin (confirms + consume + ack): {baseline:>8.0} msg/s");

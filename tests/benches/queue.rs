@@ -1,6 +1,6 @@
 //! Queue throughput: raw lapin against passerelle's `Queue` trait, on a fresh RabbitMQ vhost.
 //!
-//! `cargo bench -p passerelle --bench queue` (`QUEUE_BENCH_N` messages, 20,000 by default).
+//! `cargo bench -p passerelle-tests --bench queue` (`QUEUE_BENCH_N` messages, 20,000 by default).
 //!
 //! Each run publishes N small tasks with publisher confirms while one consumer (prefetch
 //! [`IN_FLIGHT`]) acknowledges them one by one; the figure is N divided by the time from the
@@ -18,17 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use passerelle::queue::amqp::{AmqpOptions, AmqpQueue};
 use passerelle::queue::embedded::{EmbeddedOptions, EmbeddedQueue};
-use passerelle::queue::{Lane, Queue, Task};
+use passerelle::queue::{Lane, Queue};
+
+#[path = "support/raw_lapin.rs"]
+mod raw_lapin;
+use raw_lapin::{raw_lapin, task};
 
 /// Publishes awaiting their confirm at once, and the consumer's prefetch.
 const IN_FLIGHT: usize = 256;
@@ -55,107 +51,6 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn task(i: usize) -> Task {
-    Task {
-        dossier_id: format!("PDL-2019-{i:06}"),
-        request_id: Some(format!("bench-{i}")),
-        attempt: 0,
-    }
-}
-
-async fn raw_lapin(url: &str, n: usize) -> anyhow::Result<f64> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let consuming = Connection::connect(url, ConnectionProperties::default()).await?;
-    let publisher = connection.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    publisher
-        .queue_declare(
-            "bench.raw".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let receiver = consuming.create_channel().await?;
-    receiver
-        .basic_qos(IN_FLIGHT as u16, BasicQosOptions::default())
-        .await?;
-    let mut consumer = receiver
-        .basic_consume(
-            "bench.raw".into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-
-    let start = Instant::now();
-    let consume = tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < n {
-            let delivery = consumer.next().await.context("consumer ended")??;
-            serde_json::from_slice::<Task>(&delivery.data)?;
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-            seen += 1;
-        }
-        anyhow::Ok(())
-    });
-    let mut pending = FuturesUnordered::new();
-    for i in 0..n {
-        let task = task(i);
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-request-id".into(),
-            AMQPValue::LongString(task.request_id.clone().unwrap_or_default().into()),
-        );
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(uuid::Uuid::now_v7().to_string().into())
-            .with_headers(headers);
-        let confirm = publisher
-            .basic_publish(
-                "".into(),
-                "bench.raw".into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &serde_json::to_vec(&task)?,
-                properties,
-            )
-            .await?;
-        pending.push(confirm);
-        if pending.len() >= IN_FLIGHT {
-            check(pending.next().await)?;
-        }
-    }
-    while let Some(confirm) = pending.next().await {
-        check(Some(confirm))?;
-    }
-    consume.await??;
-    let elapsed = start.elapsed();
-    connection.close(200, "OK".into()).await?;
-    consuming.close(200, "OK".into()).await?;
-    Ok(n as f64 / elapsed.as_secs_f64())
-}
-
-fn check(confirm: Option<lapin::Result<Confirmation>>) -> anyhow::Result<()> {
-    match confirm {
-        Some(Ok(Confirmation::Ack(None))) => Ok(()),
-        other => bail!("not confirmed: {other:?}"),
-    }
 }
 
 async fn through_trait(queue: Arc<dyn Queue>, n: usize) -> anyhow::Result<f64> {
@@ -209,7 +104,7 @@ async fn run() -> anyhow::Result<()> {
     let url = format!("amqp://guest:guest@{address}/{}", vhost.0);
 
     println!("queue benchmark: N = {n} messages, {IN_FLIGHT} in flight");
-    let raw = raw_lapin(&url, n).await?;
+    let raw = raw_lapin(&url, n, IN_FLIGHT, IN_FLIGHT as u16).await?;
     println!("raw lapin (confirms + consume + ack): {raw:>9.0} msg/s");
 
     let queue: Arc<dyn Queue> = Arc::new(AmqpQueue::connect(&url, AmqpOptions::default()).await?);

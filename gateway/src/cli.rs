@@ -26,10 +26,37 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Load existing ATEXO SEM exports into AGORA (reprise d'antériorité) through its lots,
+    /// resumably; ends with a report. Exit 0 only when every owed dossier was accepted.
+    Backfill {
+        /// The ATEXO SEM exports (`exportSEM` XML), read in this order.
+        #[arg(long = "input", required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+        /// Sessions starting before this date (YYYY-MM-DD) are out of perimeter
+        /// [default: perimeter.backfill_since, 2017-01-01].
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+        /// Decode, classify, validate and build every AGORA line, but store and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Go on from where an interrupted run stopped (its checkpoints).
+        #[arg(long)]
+        resume: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// A TOML file layered over the defaults (then PASSERELLE__… variables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the simulators of AGORA, Pôle emploi and ATEXO SEM's return endpoint, for rehearsals.
     Sandbox {
+        /// The port to listen on.
         #[arg(long, default_value_t = 8090)]
         port: u16,
+        /// The address to listen on; 0.0.0.0 in a container, so that other containers reach it.
+        #[arg(long, default_value_t = std::net::IpAddr::from([127, 0, 0, 1]))]
+        bind: std::net::IpAddr,
     },
     /// Decode and validate a file, sending nothing; exit 1 when any dossier is invalid.
     Validate {
@@ -49,6 +76,88 @@ pub enum Command {
     },
     /// Every rule code a rejection can carry, with what it checks.
     Rules,
+    /// The configuration reference (every key, its type, default and meaning), generated from
+    /// the settings structs; kept as docs/configuration.md.
+    ConfigReference,
+    /// The dead letters (*lettres mortes*): list them, or replay them so that their dossiers are
+    /// reconciled again. Works on the configured ledger and queue; no running `serve` is needed
+    /// (the replayed dossiers are delivered by whichever `serve` consumes the queue).
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// The dead letters, oldest failure first; exit 0.
+    List {
+        #[command(flatten)]
+        filter: DeadLetterFilterArgs,
+        /// Also the dead letters already replayed (with their lineage).
+        #[arg(long)]
+        include_replayed: bool,
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+        /// A TOML file layered over the defaults (then PASSERELLE__… variables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Replays one dead letter, or with --all every dead letter not yet replayed that the filters
+    /// select: each is marked replayed and its dossier's task published (broker-confirmed).
+    /// Exit 1 when something could not be replayed.
+    Replay {
+        /// The dead letter's id (see `dead-letters list`).
+        #[arg(
+            required_unless_present = "all",
+            conflicts_with_all = ["all", "DeadLetterFilterArgs"]
+        )]
+        id: Option<String>,
+        /// Replay every dead letter the filters select; with no filter, every dead letter.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DeadLetterFilterArgs,
+        /// A TOML file layered over the defaults (then PASSERELLE__… variables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Which dead letters: every filter given must match.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DeadLetterFilterArgs {
+    /// Only toward this destination (`agora`).
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// Only with this reason code: an AGORA anomaly code (`AG-…`), `http.<status>`, `transport`
+    /// or `lifecycle.irreconcilable`.
+    #[arg(long)]
+    pub code: Option<String>,
+    /// Only those dead-lettered at or after this time (RFC 3339, e.g. 2019-09-02T10:15:00Z).
+    #[arg(long, value_parser = rfc3339)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only those dead-lettered before this time (RFC 3339).
+    #[arg(long, value_parser = rfc3339)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this dossier's.
+    #[arg(long)]
+    pub dossier: Option<String>,
+}
+
+fn rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 date-time such as 2019-09-02T10:15:00Z ({e})"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// One line per dead letter, for people.
+    Text,
+    /// One JSON object per line, as `GET /v1/dead-letters` lists them.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,7 +195,26 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result = match cli.command {
         Command::Serve { config } => crate::commands::serve::run(config.as_deref()),
-        Command::Sandbox { port } => crate::commands::serve::sandbox(port),
+        Command::Backfill {
+            inputs,
+            since,
+            dry_run,
+            resume,
+            report,
+            config,
+        } => crate::commands::backfill::run(
+            config.as_deref(),
+            crate::backfill::Options {
+                inputs,
+                since,
+                dry_run,
+                resume,
+                report,
+                progress: crate::backfill::ProgressMode::Auto,
+            },
+            &mut out,
+        ),
+        Command::Sandbox { port, bind } => crate::commands::serve::sandbox(bind, port),
         Command::Validate {
             system,
             file,
@@ -94,6 +222,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         } => crate::commands::validate::run(system, &file, format, &mut out),
         Command::Mapping { format } => crate::commands::mapping::run(format, &mut out),
         Command::Rules => crate::commands::rules::run(&mut out),
+        Command::ConfigReference => out
+            .write_all(crate::config_reference::markdown().as_bytes())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
+        Command::DeadLetters { command } => crate::commands::dead_letters::run(command, &mut out),
     };
     use std::io::Write;
     let flushed = out.flush();
@@ -106,6 +239,88 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         (Ok(_), Err(e)) => {
             eprintln!("passerelle: cannot write the output: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_listens_on_loopback_unless_told_otherwise() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Sandbox { port, bind }) => (bind.to_string(), port),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert_eq!(
+            parse(&["passerelle", "sandbox"]),
+            ("127.0.0.1".to_string(), 8090)
+        );
+        assert_eq!(
+            parse(&[
+                "passerelle",
+                "sandbox",
+                "--bind",
+                "0.0.0.0",
+                "--port",
+                "8091"
+            ]),
+            ("0.0.0.0".to_string(), 8091)
+        );
+        assert!(Cli::try_parse_from(["passerelle", "sandbox", "--bind", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn a_replay_names_one_dead_letter_or_says_all() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command);
+        match parse(&["passerelle", "dead-letters", "replay", "dl-1"]) {
+            Ok(Command::DeadLetters {
+                command: DeadLettersCommand::Replay { id, all, .. },
+            }) => assert_eq!((id.as_deref(), all), (Some("dl-1"), false)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "passerelle",
+            "dead-letters",
+            "replay",
+            "--all",
+            "--code",
+            "AG-CERTIF",
+            "--since",
+            "2019-09-02T10:15:00+02:00",
+        ]) {
+            Ok(Command::DeadLetters {
+                command:
+                    DeadLettersCommand::Replay {
+                        id, all, filter, ..
+                    },
+            }) => {
+                assert_eq!((id, all), (None, true));
+                assert_eq!(filter.code.as_deref(), Some("AG-CERTIF"));
+                assert_eq!(
+                    filter.since.map(|t| t.to_rfc3339()).as_deref(),
+                    Some("2019-09-02T08:15:00+00:00")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Usage errors (exit 2): nothing named, both named, a filter on one id, a bad date.
+        for args in [
+            &["passerelle", "dead-letters", "replay"][..],
+            &["passerelle", "dead-letters", "replay", "dl-1", "--all"],
+            &[
+                "passerelle",
+                "dead-letters",
+                "replay",
+                "dl-1",
+                "--code",
+                "X",
+            ],
+            &["passerelle", "dead-letters", "list", "--since", "yesterday"],
+        ] {
+            let e = parse(args).expect_err("a usage error");
+            assert!(e.use_stderr(), "{args:?}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): what was received, rejected (by rule), delivered (by
-//! outcome), retried and dead-lettered, the queue depth and the delivery latency. Labels carry codes
+//! outcome), retried and dead-lettered, the queue depth and the delivery latency, and the Pôle
+//! emploi polls (by outcome) with what became of the registrations they read. Labels carry codes
 //! only, never a personal value.
 
 use std::sync::Mutex;
@@ -39,6 +40,11 @@ pub struct EndLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LaneLabel {
     pub lane: String,
 }
@@ -63,6 +69,14 @@ pub struct Metrics {
     pub queue_depth: Family<LaneLabel, Gauge>,
     /// Ingress latency (HTTP in → 202), seconds.
     pub ingress_latency: Histogram,
+    /// Polls of a session's Pôle emploi registrations, per outcome (`ok`, `refused`,
+    /// `unauthorized`, `exhausted`, `unreadable`, `unavailable`).
+    pub pe_polls: Family<OutcomeLabel, Counter>,
+    /// Registrations read from Pôle emploi, per outcome: `changed` (accepted into the ledger and
+    /// the dossier changed), `merged_unchanged` (accepted, the merged dossier did not change),
+    /// `unchanged`, `unmatched` (no dossier of the ledger), `skipped` (out of perimeter or closed),
+    /// `duplicate` (another registration of the same trainee won), `invalid`, `refused`.
+    pub pe_registrations: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +98,8 @@ impl Metrics {
             returns_failed: Counter::default(),
             queue_depth: Family::default(),
             ingress_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            pe_polls: Family::default(),
+            pe_registrations: Family::default(),
         };
         registry.register(
             "received",
@@ -124,6 +140,16 @@ impl Metrics {
             "ingress_seconds",
             "Ingress latency, HTTP in to 202",
             m.ingress_latency.clone(),
+        );
+        registry.register(
+            "pole_emploi_polls",
+            "Polls of a session's Pôle emploi registrations, per outcome",
+            m.pe_polls.clone(),
+        );
+        registry.register(
+            "pole_emploi_registrations",
+            "Registrations read from Pôle emploi, per outcome (changed: a new dossier version)",
+            m.pe_registrations.clone(),
         );
         if let Ok(mut r) = m.registry.lock() {
             *r = registry;
@@ -171,13 +197,52 @@ impl Metrics {
             TaskEnd::AwaitingOperator => "awaiting_operator",
             TaskEnd::LeaseBusy => "lease_busy",
             TaskEnd::Unknown => "unknown_dossier",
+            TaskEnd::InLot => "in_lot",
         };
         self.task_ends
             .get_or_create(&EndLabel { end: label.into() })
             .inc();
     }
 
+    pub fn pe_poll(&self, outcome: &str) {
+        self.pe_polls
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn pe_registration(&self, outcome: &str) {
+        self.pe_registrations
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     pub fn return_failed(&self) {
         self.returns_failed.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README lists every metric operators can graph: a metric added here and not there fails.
+    #[test]
+    fn every_metric_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let text = super::Metrics::new().encode();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            assert!(
+                readme.contains(name),
+                "{name} is not in the README's metrics list"
+            );
+        }
     }
 }

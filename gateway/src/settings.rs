@@ -49,7 +49,9 @@ pub struct Settings {
     #[serde(default)]
     pub merge: MergeSettings,
     pub worker: WorkerSettings,
+    pub backfill: BackfillSettings,
     pub journal: JournalSettings,
+    pub telemetry: TelemetrySettings,
     pub data: DataSettings,
 }
 
@@ -117,6 +119,10 @@ pub struct TokenSettings {
     /// The operators' token (admin routes).
     pub admin: Option<SecretString>,
     pub admin_file: Option<PathBuf>,
+    /// A second operators' token whose holder also sees a dossier's personal fields unmasked in
+    /// `GET /v1/dossiers/{id}`. Never generated: unset, nobody can unmask.
+    pub admin_personal_data: Option<SecretString>,
+    pub admin_personal_data_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -134,14 +140,23 @@ pub struct PoleEmploiSettings {
     pub auth_url: String,
     /// Partner API base URL.
     pub api_url: String,
+    /// OAuth2 client id (client credentials grant, `realm=/partenaire`).
     pub client_id: String,
+    /// OAuth2 client secret.
     #[serde(default)]
     pub client_secret: Option<SecretString>,
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
+    /// OAuth2 scopes asked for, space-separated.
     pub scope: String,
     /// Seconds between two polls of the same session.
     pub poll_interval_s: u64,
+    /// Sessions polled at once.
+    pub concurrency: u16,
+    /// Time allowed to open a connection, ms.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a whole call, ms.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,11 +216,37 @@ pub struct WorkerSettings {
     pub lease_ttl_s: u64,
 }
 
+/// `passerelle backfill` (*reprise d'antériorité*): lots toward AGORA's `POST /reprises`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillSettings {
+    /// Lines per lot, 1 to 10,000 (AGORA's limit); halved for the run after a `413`.
+    pub lot_size: u32,
+    /// Lots submitted or awaited at once (the backfill lane's workers in `passerelle backfill`).
+    pub lots_in_flight: u16,
+    /// Lines sent to AGORA per second, all lots together; 0: no limit.
+    pub lines_per_second: u32,
+    /// How often a lot's report is polled, ms.
+    pub poll_interval_ms: u64,
+    /// Dossiers committed to the ledger per transaction while the input is read.
+    pub commit_batch: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalSettings {
     /// Days the masked payloads of inbound messages are kept.
     pub payload_retention_days: u64,
+}
+
+/// Traces (logs are JSON on stderr, their level from `RUST_LOG`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP traces endpoint (e.g. `http://otel-collector:4318/v1/traces`); off when empty.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported traces.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,9 +327,34 @@ impl Settings {
         if !self.atexo_sem.returns_url.is_empty() {
             check_url("atexo_sem.returns_url", &self.atexo_sem.returns_url)?;
         }
+        if !self.telemetry.otlp_endpoint.is_empty() {
+            check_url("telemetry.otlp_endpoint", &self.telemetry.otlp_endpoint)?;
+        }
         if !self.pole_emploi.api_url.is_empty() {
-            check_url("pole_emploi.api_url", &self.pole_emploi.api_url)?;
-            check_url("pole_emploi.auth_url", &self.pole_emploi.auth_url)?;
+            let pe = &self.pole_emploi;
+            check_url("pole_emploi.api_url", &pe.api_url)?;
+            check_url("pole_emploi.auth_url", &pe.auth_url)?;
+            // Polling on but unable to authenticate would fail at every poll: say it now.
+            for (key, value) in [
+                ("pole_emploi.client_id", &pe.client_id),
+                ("pole_emploi.scope", &pe.scope),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(invalid(key, "is required when pole_emploi.api_url is set"));
+                }
+            }
+            if pe.client_secret.is_none() && pe.client_secret_file.is_none() {
+                return Err(invalid(
+                    "pole_emploi.client_secret",
+                    "is required (or pole_emploi.client_secret_file) when pole_emploi.api_url is set",
+                ));
+            }
+            if pe.poll_interval_s == 0 {
+                return Err(invalid("pole_emploi.poll_interval_s", "must be at least 1"));
+            }
+            if pe.concurrency == 0 {
+                return Err(invalid("pole_emploi.concurrency", "must be at least 1"));
+            }
         }
         self.backfill_since()?;
         if self.retry.max_attempts == 0 {
@@ -299,6 +365,21 @@ impl Settings {
                 "retry.base_ms",
                 "must be more than 0 and at most retry.max_ms",
             ));
+        }
+        if !(1..=10_000).contains(&self.backfill.lot_size) {
+            return Err(invalid(
+                "backfill.lot_size",
+                "must be between 1 and 10000 (AGORA refuses larger lots)",
+            ));
+        }
+        if self.backfill.lots_in_flight == 0 {
+            return Err(invalid("backfill.lots_in_flight", "must be at least 1"));
+        }
+        if self.backfill.commit_batch == 0 {
+            return Err(invalid("backfill.commit_batch", "must be at least 1"));
+        }
+        if self.backfill.poll_interval_ms == 0 {
+            return Err(invalid("backfill.poll_interval_ms", "must be at least 1"));
         }
         if self.worker.sync_concurrency == 0 {
             return Err(invalid("worker.sync_concurrency", "must be at least 1"));
@@ -334,6 +415,11 @@ impl Settings {
                 "auth.tokens.admin",
                 self.auth.tokens.admin.is_some(),
                 self.auth.tokens.admin_file.is_some(),
+            ),
+            (
+                "auth.tokens.admin_personal_data",
+                self.auth.tokens.admin_personal_data.is_some(),
+                self.auth.tokens.admin_personal_data_file.is_some(),
             ),
             (
                 "ouiform.hmac_secret",
@@ -505,6 +591,99 @@ mod tests {
     }
 
     #[test]
+    fn the_production_example_loads_and_points_at_postgresql_and_rabbitmq() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/production.example.toml");
+        let s = Settings::load(Some(&file), env(&[])).expect("the production example loads");
+        assert!(s.ledger.url.expose_secret().starts_with("postgres://"));
+        assert!(s.queue.url.expose_secret().starts_with("amqp://"));
+        assert!(
+            s.agora.base_url.starts_with("https://"),
+            "{}",
+            s.agora.base_url
+        );
+        assert!(s.atexo_sem.returns_url.starts_with("https://"));
+        assert!(s.bind_addr().expect("bind").ip().is_unspecified());
+        assert_eq!(s.data.dir, Path::new("/var/lib/passerelle"));
+        // Secrets only as files, none inline.
+        let t = &s.auth.tokens;
+        assert!(s.agora.token.is_none() && s.agora.token_file.is_some());
+        assert!(t.ouiform.is_none() && t.atexo_sem.is_none() && t.admin.is_none());
+        assert!(t.ouiform_file.is_some() && t.atexo_sem_file.is_some() && t.admin_file.is_some());
+        assert!(s.ouiform.hmac_secret.is_none() && s.ouiform.hmac_secret_file.is_some());
+
+        // The URLs with their passwords come from the environment, over the file's.
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                (
+                    "PASSERELLE__LEDGER__URL",
+                    "postgres://passerelle:pw@postgres:5432/passerelle",
+                ),
+                (
+                    "PASSERELLE__QUEUE__URL",
+                    "amqp://passerelle:pw@rabbitmq:5672/%2f",
+                ),
+            ]),
+        )
+        .expect("loads with the environment");
+        assert_eq!(
+            s.ledger.url.expose_secret(),
+            "postgres://passerelle:pw@postgres:5432/passerelle"
+        );
+        assert_eq!(
+            s.queue.url.expose_secret(),
+            "amqp://passerelle:pw@rabbitmq:5672/%2f"
+        );
+    }
+
+    #[test]
+    fn pole_emploi_polling_needs_its_credentials() {
+        let on = [
+            (
+                "PASSERELLE__POLE_EMPLOI__API_URL",
+                "https://api.example.invalid/partenaire",
+            ),
+            (
+                "PASSERELLE__POLE_EMPLOI__AUTH_URL",
+                "https://entreprise.example.invalid",
+            ),
+            ("PASSERELLE__POLE_EMPLOI__CLIENT_ID", "PAR_passerelle"),
+            ("PASSERELLE__POLE_EMPLOI__CLIENT_SECRET", "s3cret"),
+            ("PASSERELLE__POLE_EMPLOI__SCOPE", "api_inscriptionsv1"),
+        ];
+        let s = Settings::load(None, env(&on)).expect("polling on");
+        assert_eq!(s.pole_emploi.concurrency, 4);
+        assert_eq!(s.pole_emploi.poll_interval_s, 300);
+        for (missing, key) in [
+            (2, "pole_emploi.client_id"),
+            (3, "pole_emploi.client_secret"),
+            (4, "pole_emploi.scope"),
+        ] {
+            let mut pairs = on.to_vec();
+            pairs.remove(missing);
+            let e = Settings::load(None, env(&pairs)).expect_err(key);
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        for (k, key) in [
+            (
+                "PASSERELLE__POLE_EMPLOI__CONCURRENCY",
+                "pole_emploi.concurrency",
+            ),
+            (
+                "PASSERELLE__POLE_EMPLOI__POLL_INTERVAL_S",
+                "pole_emploi.poll_interval_s",
+            ),
+        ] {
+            let mut pairs = on.to_vec();
+            pairs.push((k, "0"));
+            let e = Settings::load(None, env(&pairs)).expect_err(key);
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        // Off (the default), nothing else is asked for.
+        Settings::load(None, env(&[])).expect("polling off");
+    }
+
+    #[test]
     fn secrets_come_inline_or_from_a_file_never_both() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("token");
@@ -527,5 +706,45 @@ mod tests {
         )
         .expect_err("both");
         assert!(e.to_string().contains("agora.token"), "{e}");
+    }
+
+    #[test]
+    fn the_personal_data_token_is_optional_and_given_once() {
+        let s = Settings::load(None, env(&[])).expect("loads");
+        let t = &s.auth.tokens;
+        assert!(t.admin_personal_data.is_none() && t.admin_personal_data_file.is_none());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("pd");
+        std::fs::write(&f, "pd-s3cret\n").expect("write");
+        let path = f.to_string_lossy().to_string();
+        let s = Settings::load(
+            None,
+            env(&[("PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA_FILE", &path)]),
+        )
+        .expect("loads");
+        let t = &s.auth.tokens;
+        let token = resolve_secret(
+            "auth.tokens.admin_personal_data",
+            &t.admin_personal_data,
+            &t.admin_personal_data_file,
+        )
+        .expect("reads");
+        assert_eq!(
+            token.map(|t| t.expose_secret().to_string()).as_deref(),
+            Some("pd-s3cret")
+        );
+        let e = Settings::load(
+            None,
+            env(&[
+                ("PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA_FILE", &path),
+                ("PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA", "x"),
+            ]),
+        )
+        .expect_err("both");
+        assert!(
+            e.to_string().contains("auth.tokens.admin_personal_data"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("pd-s3cret"));
     }
 }

@@ -1,7 +1,8 @@
 //! Building and running the gateway (`passerelle serve`): connects the ledger and the queue, builds
 //! the AGORA client (or starts the built-in sandbox), binds the HTTP API on the configured address
-//! (port 0 picks one: tests read [`Application::port`]), starts the reconcile workers and the
-//! sweeper that re-enqueues dossiers left pending by a crash, and stops gracefully.
+//! (port 0 picks one: tests read [`Application::port`]), starts the reconcile workers, the
+//! sweeper that re-enqueues dossiers left pending by a crash and, when `pole_emploi.api_url` is
+//! set, the Pôle emploi poller, and stops gracefully.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -15,10 +16,13 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::backfill::lots::LotPolicy;
 use crate::clients::agora::{AgoraClient, AgoraClientConfig};
 use crate::clients::atexo_sem::{AtexoReturnsClient, AtexoReturnsConfig};
+use crate::clients::pole_emploi::{PoleEmploiClient, PoleEmploiClientConfig};
 use crate::ledger::{self, Ledger, AGORA};
 use crate::metrics::Metrics;
+use crate::pollers::pole_emploi::{PoleEmploiPoller, PollSettings};
 use crate::queue::{self, Lane, Queue, Task};
 use crate::routes::{self, AppState, Credentials, RateLimiter};
 use crate::settings::{resolve_secret, Settings};
@@ -39,6 +43,8 @@ pub enum StartError {
     },
     #[error("AGORA client: {0}")]
     Client(String),
+    #[error("Pôle emploi client: {0}")]
+    PoleEmploi(String),
     #[error("embedded JSON Schemas: {0}")]
     Schemas(String),
     #[error("sandbox: {0}")]
@@ -69,10 +75,30 @@ impl std::fmt::Debug for Application {
     }
 }
 
-impl Application {
-    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+/// What every command that delivers needs: the ledger, the queue, the AGORA client (or the
+/// built-in sandbox), the API's credentials, and a reconcile worker over them.
+pub struct Services {
+    pub ledger: Arc<dyn Ledger>,
+    pub queue: Arc<dyn Queue>,
+    pub agora: Arc<AgoraClient>,
+    pub sandbox: Option<RunningSandbox>,
+    pub credentials: Credentials,
+    /// Where the credentials were generated, when they were.
+    pub credentials_file: Option<std::path::PathBuf>,
+    pub metrics: Arc<Metrics>,
+    pub worker: Worker,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    pub async fn connect(settings: &Settings) -> Result<Services, StartError> {
         passerelle_schemas::compile_all().map_err(|e| StartError::Schemas(e.to_string()))?;
-        let (credentials, credentials_file) = load_credentials(&settings)?;
+        let (credentials, credentials_file) = load_credentials(settings)?;
 
         let ledger = ledger::connect(settings.ledger.url.expose_secret()).await?;
         let queue = queue::connect(settings.queue.url.expose_secret(), &settings.data.dir).await?;
@@ -105,8 +131,59 @@ impl Application {
         ))
         .map_err(|e| StartError::Client(e.to_string()))?
         .map(Arc::new);
-
         let metrics = Arc::new(Metrics::new());
+        let worker = Worker {
+            ledger: ledger.clone(),
+            queue: queue.clone(),
+            agora: agora.clone(),
+            returns,
+            retry: RetryPolicy {
+                base: Duration::from_millis(settings.retry.base_ms),
+                max: Duration::from_millis(settings.retry.max_ms),
+                max_attempts: settings.retry.max_attempts,
+            },
+            lease_ttl: Duration::from_secs(settings.worker.lease_ttl_s),
+            id: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
+            metrics: metrics.clone(),
+            lots: Arc::new(LotPolicy::new(
+                settings.backfill.lot_size as usize,
+                settings.backfill.lines_per_second,
+                Duration::from_millis(settings.backfill.poll_interval_ms),
+            )),
+        };
+        Ok(Services {
+            ledger,
+            queue,
+            agora,
+            sandbox,
+            credentials,
+            credentials_file,
+            metrics,
+            worker,
+        })
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        let Services {
+            ledger,
+            queue,
+            agora,
+            sandbox,
+            credentials,
+            credentials_file,
+            metrics,
+            worker,
+        } = Services::connect(&settings).await?;
+        let pole_emploi = pole_emploi_poller(
+            &settings,
+            &ledger,
+            &queue,
+            &credentials,
+            &metrics,
+            worker.retry,
+        )?;
         let state = web::Data::new(AppState {
             ledger: ledger.clone(),
             queue: queue.clone(),
@@ -136,6 +213,7 @@ impl Application {
         let limit = settings.server.body_limit_bytes;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(routes::request_span))
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(limit))
                 .route("/healthz", web::get().to(routes::health::healthz))
@@ -158,6 +236,10 @@ impl Application {
                         )
                         .route("/dead-letters", web::get().to(routes::admin::dead_letters))
                         .route(
+                            "/dead-letters/replay",
+                            web::post().to(routes::admin::replay_matching),
+                        )
+                        .route(
                             "/dead-letters/{id}/replay",
                             web::post().to(routes::admin::replay),
                         ),
@@ -173,20 +255,6 @@ impl Application {
         .run();
 
         let (shutdown, rx) = watch::channel(false);
-        let worker = Worker {
-            ledger: ledger.clone(),
-            queue: queue.clone(),
-            agora,
-            returns,
-            retry: RetryPolicy {
-                base: Duration::from_millis(settings.retry.base_ms),
-                max: Duration::from_millis(settings.retry.max_ms),
-                max_attempts: settings.retry.max_attempts,
-            },
-            lease_ttl: Duration::from_secs(settings.worker.lease_ttl_s),
-            id: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
-            metrics,
-        };
         let mut workers = Vec::new();
         for (lane, n) in [
             (Lane::Sync, settings.worker.sync_concurrency),
@@ -202,6 +270,9 @@ impl Application {
                     warn!(lane = lane.as_str(), error = %e, "a worker stopped");
                 }
             }));
+        }
+        if let Some(poller) = pole_emploi {
+            workers.push(tokio::spawn(poller.run(rx.clone())));
         }
         // Longer than any backoff: a pending dossier quiet for that long has lost its task.
         let quiet_for = Duration::from_millis(settings.retry.max_ms) + Duration::from_secs(30);
@@ -287,7 +358,8 @@ impl RunningApp {
     }
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGINT or SIGTERM (what `docker stop` sends).
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -330,6 +402,7 @@ async fn sweeper(
                         dossier_id: id,
                         request_id: None,
                         attempt: 0,
+                        lot: None,
                     };
                     if let Err(e) = queue.publish(Lane::Sync, &task).await {
                         warn!(error = %e, "sweeper cannot publish; will try again");
@@ -340,6 +413,54 @@ async fn sweeper(
             Err(e) => warn!(error = %e, "sweeper cannot read the ledger; will try again"),
         }
     }
+}
+
+/// The Pôle emploi poller, when `pole_emploi.api_url` is set (settings checked the rest).
+fn pole_emploi_poller(
+    settings: &Settings,
+    ledger: &Arc<dyn Ledger>,
+    queue: &Arc<dyn Queue>,
+    credentials: &Credentials,
+    metrics: &Arc<Metrics>,
+    retry: crate::worker::RetryPolicy,
+) -> Result<Option<PoleEmploiPoller>, StartError> {
+    let pe = &settings.pole_emploi;
+    if pe.api_url.trim().is_empty() {
+        return Ok(None);
+    }
+    let secret = resolve_secret(
+        "pole_emploi.client_secret",
+        &pe.client_secret,
+        &pe.client_secret_file,
+    )?
+    .unwrap_or_else(|| SecretString::from(String::new()));
+    let mut cfg = PoleEmploiClientConfig::new(
+        pe.auth_url.clone(),
+        pe.api_url.clone(),
+        pe.client_id.clone(),
+        secret,
+        pe.scope.clone(),
+    );
+    cfg.retry = retry;
+    cfg.connect_timeout = Duration::from_millis(pe.connect_timeout_ms);
+    cfg.request_timeout = Duration::from_millis(pe.request_timeout_ms);
+    cfg.pool_max_idle_per_host = usize::from(pe.concurrency);
+    let client = PoleEmploiClient::new(&cfg).map_err(|e| StartError::PoleEmploi(e.to_string()))?;
+    info!(api = %pe.api_url, "Pôle emploi is polled");
+    Ok(Some(PoleEmploiPoller::new(
+        ledger.clone(),
+        queue.clone(),
+        Arc::new(client),
+        PollSettings {
+            interval: Duration::from_secs(pe.poll_interval_s),
+            concurrency: usize::from(pe.concurrency),
+            precedence: settings.merge.precedence.clone(),
+            rules: settings.rule_settings(),
+            dossier_salt: credentials.dossier_salt.clone(),
+            keep_payloads: settings.journal.payload_retention_days > 0,
+        },
+        metrics.clone(),
+    )))
 }
 
 fn hostname() -> String {
@@ -396,9 +517,28 @@ fn load_credentials(
         ouiform: get(k1, v1),
         atexo_sem: get(k2, v2),
         admin: get(k3, v3),
+        admin_personal_data: resolve_secret(
+            "auth.tokens.admin_personal_data",
+            &t.admin_personal_data,
+            &t.admin_personal_data_file,
+        )?,
         ouiform_hmac: get(k4, v4),
         dossier_salt: get("identity.salt", None),
     };
+    // A token shared with another caller would make the personal-data scope ambiguous.
+    if let Some(pd) = &creds.admin_personal_data {
+        let taken = [&creds.ouiform, &creds.atexo_sem, &creds.admin]
+            .iter()
+            .any(|other| other.expose_secret() == pd.expose_secret());
+        if taken {
+            return Err(StartError::Settings(
+                crate::settings::SettingsError::Invalid {
+                    key: "auth.tokens.admin_personal_data".into(),
+                    problem: "must differ from every other token (auth.tokens.*)".into(),
+                },
+            ));
+        }
+    }
     if generated {
         write_credentials_file(&path, &stored)?;
         info!(path = %path.display(), "generated credentials were written (mode 0600)");

@@ -61,6 +61,8 @@ pub struct Worker {
     /// This process's name in the leases.
     pub id: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How backfill lots are sized, throttled and polled.
+    pub lots: Arc<crate::backfill::lots::LotPolicy>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -84,6 +86,8 @@ pub enum TaskEnd {
     AwaitingOperator,
     LeaseBusy,
     Unknown,
+    /// A member of an open backfill lot: the lot delivers it.
+    InLot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +131,13 @@ impl Worker {
             };
             loop {
                 let next = tokio::select! {
-                    _ = shutdown.changed() => break 'consume,
+                    _ = shutdown.changed() => {
+                        // The consumer stays open until the tasks in flight are acknowledged (a
+                        // closed consumer can no longer settle its deliveries).
+                        let _ = slots.acquire_many(u32::from(concurrency)).await;
+                        drop(consumer);
+                        break 'consume;
+                    }
                     next = consumer.next() => next,
                 };
                 let delivery = match next {
@@ -175,7 +185,10 @@ impl Worker {
             lane = lane.as_str(),
             attempt = task.attempt
         );
-        let result = self.reconcile(lane, &task).instrument(span.clone()).await;
+        let result = match &task.lot {
+            Some(lot) => self.deliver_lot(lot).instrument(span.clone()).await,
+            None => self.reconcile(lane, &task).instrument(span.clone()).await,
+        };
         let _enter = span.enter();
         match result {
             Ok(end) => {
@@ -255,6 +268,10 @@ impl Worker {
                 )
                 .await?;
             return Ok(TaskEnd::OutOfPerimeter);
+        }
+        if row.lot.is_some() {
+            // The lot settles it, then gives it a task of its own if anything is still owed.
+            return Ok(TaskEnd::InLot);
         }
         if row.delivery.status == DeliveryStatus::Dead {
             // Waits for an operator's replay (or a corrected source, which resets it).
@@ -381,6 +398,7 @@ impl Worker {
                 outcome: describe(&outcome),
                 numero_agora: numero_after.clone(),
                 at: chrono::Utc::now(),
+                replay_id: row.delivery.replay_id.clone(),
             };
             let delivered_now = next.clone().unwrap_or(delivered.clone());
             self.ledger

@@ -40,6 +40,16 @@ fn docs_mapping_md_is_the_generated_document() {
 }
 
 #[test]
+fn docs_configuration_md_is_the_generated_reference() {
+    let committed =
+        std::fs::read_to_string(root().join("docs/configuration.md")).unwrap_or_default();
+    assert!(
+        committed == passerelle::config_reference::markdown(),
+        "docs/configuration.md is stale: run `cargo run -- config-reference > docs/configuration.md`"
+    );
+}
+
+#[test]
 fn docs_rules_md_is_the_generated_list() {
     let committed = std::fs::read_to_string(root().join("docs/rules.md")).unwrap_or_default();
     assert!(

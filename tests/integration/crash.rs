@@ -5,127 +5,20 @@
 //! gateway, so it survives the kill), created once, and no operation AGORA applied was sent again.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use passerelle_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use passerelle_sandbox::{Sandbox, SandboxConfig};
 use passerelle_tests::generate::SingleExport;
 
 use crate::support::{
     agora_journal, assert_created_once, expected_etat, generated, wait_for_agora, Production,
+    ServeProcess, ATEXO_TOKEN,
 };
 
 const DOSSIERS: usize = 2_000;
-const ATEXO_TOKEN: &str = "crash-test-atexo-token";
-
-struct Serve {
-    env: Vec<(String, String)>,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-    url: String,
-}
-
-impl Serve {
-    fn new(dir: &Path, sandbox: &RunningSandbox, production: Option<&Production>) -> Serve {
-        // A fixed port, so the client finds the restarted process where it left the first.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let d = dir.display().to_string();
-        let (ledger, queue) = production.map_or_else(
-            || {
-                (
-                    format!("sqlite://{d}/passerelle.db"),
-                    format!("embedded:{d}/queue.db"),
-                )
-            },
-            |p| (p.ledger_url.clone(), p.queue_url.clone()),
-        );
-        let env = [
-            ("SERVER__BIND", format!("127.0.0.1:{port}")),
-            ("DATA__DIR", d.clone()),
-            ("LEDGER__URL", ledger),
-            ("QUEUE__URL", queue),
-            ("AGORA__BASE_URL", sandbox.agora_url()),
-            ("AGORA__TOKEN", sandbox.agora_token().to_string()),
-            ("AUTH__TOKENS__ATEXO_SEM", ATEXO_TOKEN.to_string()),
-            ("RETRY__BASE_MS", "50".to_string()),
-            ("RETRY__MAX_MS", "500".to_string()),
-            // The killed process's leases must expire soon for the test to end soon.
-            ("WORKER__LEASE_TTL_S", "5".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("PASSERELLE__{k}"), v))
-        .collect();
-        Serve {
-            env,
-            log: dir.join("serve.log"),
-            child: None,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway_process"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(self.env.iter().cloned())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("passerelle serve starts");
-        self.child = Some(child);
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("passerelle serve exited ({status}): {}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "passerelle serve never got ready: {}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL: no graceful shutdown, nothing flushed.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reaped");
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Posts every dossier until each is answered `202`, as a client that retries what failed.
 async fn post_until_accepted(
@@ -178,11 +71,12 @@ async fn post_until_accepted(
 }
 
 async fn killed_in_the_middle_of_two_thousand_dossiers(production: Option<Production>, seed: u64) {
+    let _heavy = crate::support::heavy().await;
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("sandbox");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut serve = Serve::new(dir.path(), &sandbox, production.as_ref());
+    let mut serve = ServeProcess::new(dir.path(), &sandbox, production.as_ref(), &[]);
     serve.start().await;
 
     let dossiers = Arc::new(generated(seed, DOSSIERS));
@@ -195,7 +89,13 @@ async fn killed_in_the_middle_of_two_thousand_dossiers(production: Option<Produc
     // Kill it while dossiers are both coming in and going out to AGORA.
     let deadline = Instant::now() + Duration::from_secs(120);
     while accepted.load(Ordering::Relaxed) < DOSSIERS / 2 || sandbox.creations().len() < 100 {
-        assert!(Instant::now() < deadline, "the gateway made no progress");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway made no progress ({} accepted, {} created): {}",
+            accepted.load(Ordering::Relaxed),
+            sandbox.creations().len(),
+            serve.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     serve.kill();

@@ -94,11 +94,13 @@ async fn two_thousand_dossiers_through_a_faulty_agora(gw: Gateway, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_two_thousand_dossiers_through_a_faulty_agora() {
+    let _heavy = crate::support::heavy().await;
     two_thousand_dossiers_through_a_faulty_agora(gateway(None, &SETTINGS).await, 11).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_two_thousand_dossiers_through_a_faulty_agora() {
+    let _heavy = crate::support::heavy().await;
     let production = Production::new("faults");
     two_thousand_dossiers_through_a_faulty_agora(gateway(Some(production), &SETTINGS).await, 12)
         .await;

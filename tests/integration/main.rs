@@ -1,8 +1,13 @@
 //! The one integration test binary: every end-to-end test of the workspace, one module per area.
 
 mod atexo_sem;
+mod backfill;
 mod cli;
 mod crash;
+mod dead_letters;
+mod deployment;
 mod faults;
+mod observability;
+mod pole_emploi;
 mod support;
 mod sync_flow;

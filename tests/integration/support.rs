@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use passerelle::settings::Settings;
 use passerelle::startup::{Application, RunningApp};
 use passerelle_adapters::planner::{self, Target};
+use passerelle_sandbox::RunningSandbox;
 use passerelle_tests::generate::{GenOptions, Outcome, SingleExport};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
@@ -96,6 +98,10 @@ impl Drop for Production {
 
 pub struct Gateway {
     pub url: String,
+    /// The ledger, queue and data directory it runs on, for a command run beside it.
+    pub ledger_url: String,
+    pub queue_url: String,
+    pub data_dir: PathBuf,
     app: Option<RunningApp>,
     pub creds: passerelle::routes::Credentials,
     pub sandbox_url: String,
@@ -127,8 +133,8 @@ pub async fn gateway(production: Option<Production>, extra: &[(&str, &str)]) -> 
             "127.0.0.1:0".to_string(),
         ),
         ("PASSERELLE__DATA__DIR".to_string(), d.clone()),
-        ("PASSERELLE__LEDGER__URL".to_string(), ledger),
-        ("PASSERELLE__QUEUE__URL".to_string(), queue),
+        ("PASSERELLE__LEDGER__URL".to_string(), ledger.clone()),
+        ("PASSERELLE__QUEUE__URL".to_string(), queue.clone()),
         ("PASSERELLE__RETRY__BASE_MS".to_string(), "50".to_string()),
         ("PASSERELLE__RETRY__MAX_MS".to_string(), "500".to_string()),
     ];
@@ -142,12 +148,13 @@ pub async fn gateway(production: Option<Production>, extra: &[(&str, &str)]) -> 
         .expect("the gateway starts");
     let url = format!("http://127.0.0.1:{}", app.port());
     let creds = app.credentials.clone();
-    let sandbox_url = app
-        .sandbox()
-        .map(|s| s.base_url())
-        .expect("embedded mode runs the sandbox");
+    // Empty when AGORA is a sandbox the test runs itself (`PASSERELLE__AGORA__BASE_URL`).
+    let sandbox_url = app.sandbox().map(|s| s.base_url()).unwrap_or_default();
     Gateway {
         url,
+        ledger_url: ledger,
+        queue_url: queue,
+        data_dir: dir.path().to_path_buf(),
         creds,
         sandbox_url,
         app: Some(app.spawn()),
@@ -409,5 +416,143 @@ pub fn agora_journal(journal: &serde_json::Value) -> AgoraJournal {
 pub fn assert_created_once(creations: &serde_json::Value) {
     for c in creations.as_array().expect("creations") {
         assert_eq!(c["created"], 1, "created more than once: {c}");
+    }
+}
+
+/// The heavy end-to-end tests (thousands of dossiers, kills, fault storms) take turns. Side by
+/// side they compete for the two cores and for the disk's fsyncs (every `202` and every delivery
+/// record is a durable commit), and their time limits then measure the neighbour instead of the
+/// gateway: that made the embedded crash test time out in CI.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
+/// The ATEXO SEM token of [`ServeProcess`].
+pub const ATEXO_TOKEN: &str = "serve-process-atexo-token";
+
+/// `passerelle serve` as a child process (the binary built in this crate), on a fixed port and a
+/// data directory of its own, its whole output (stdout and stderr) appended to `serve.log` there.
+/// Killed (SIGKILL) on drop; its last log lines are printed when a test fails.
+pub struct ServeProcess {
+    env: Vec<(String, String)>,
+    pub log: PathBuf,
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// `extra`: more settings as `(SECTION__KEY, value)` pairs, or raw variables such as `RUST_LOG`.
+    pub fn new(
+        dir: &Path,
+        sandbox: &RunningSandbox,
+        production: Option<&Production>,
+        extra: &[(&str, &str)],
+    ) -> ServeProcess {
+        // A fixed port, so the client finds the restarted process where it left the first.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let d = dir.display().to_string();
+        let (ledger, queue) = production.map_or_else(
+            || {
+                (
+                    format!("sqlite://{d}/passerelle.db"),
+                    format!("embedded:{d}/queue.db"),
+                )
+            },
+            |p| (p.ledger_url.clone(), p.queue_url.clone()),
+        );
+        let env = [
+            ("SERVER__BIND", format!("127.0.0.1:{port}")),
+            ("DATA__DIR", d.clone()),
+            ("LEDGER__URL", ledger),
+            ("QUEUE__URL", queue),
+            ("AGORA__BASE_URL", sandbox.agora_url()),
+            ("AGORA__TOKEN", sandbox.agora_token().to_string()),
+            ("AUTH__TOKENS__ATEXO_SEM", ATEXO_TOKEN.to_string()),
+            ("RETRY__BASE_MS", "50".to_string()),
+            ("RETRY__MAX_MS", "500".to_string()),
+            // The killed process's leases must expire soon for the test to end soon.
+            ("WORKER__LEASE_TTL_S", "5".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("PASSERELLE__{k}"), v))
+        .chain(extra.iter().map(|(k, v)| {
+            let key = if k.contains("__") {
+                format!("PASSERELLE__{k}")
+            } else {
+                (*k).to_string()
+            };
+            (key, (*v).to_string())
+        }))
+        .collect();
+        ServeProcess {
+            env,
+            log: dir.join("serve.log"),
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts it and waits until `/readyz` answers 200.
+    pub async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway_process"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(self.env.iter().cloned())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("passerelle serve starts");
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("passerelle serve exited ({status}): {}", self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "passerelle serve never got ready: {}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, nothing flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("passerelle serve's last lines:\n{}", self.log_tail());
+        }
+        self.kill();
     }
 }

@@ -1,10 +1,13 @@
 //! Outbound HTTP: the calls passerelle makes to other systems (contract §3 and §4).
 //!
 //! - [`agora`]: [`AgoraClient`], the AGORA v2 relay (search, create, transitions, backfill lots);
-//! - [`atexo_sem`]: [`AtexoReturnsClient`], AGORA's answers posted back to ATEXO SEM.
+//! - [`atexo_sem`]: [`AtexoReturnsClient`], AGORA's answers posted back to ATEXO SEM;
+//! - [`pole_emploi`]: [`PoleEmploiClient`], the Pôle emploi partner API (OAuth2 token, a session's
+//!   registrations), polled by [`crate::pollers::pole_emploi`].
 //!
 //! The clients do the I/O and nothing else: what to send and what an answer means is the adapters'
-//! business (`passerelle_adapters::agora`, `passerelle_adapters::atexo_sem`). Each client is built
+//! business (`passerelle_adapters::agora`, `passerelle_adapters::atexo_sem`,
+//! `passerelle_adapters::pole_emploi`). Each client is built
 //! once from settings and keeps one connection pool; it is cheap to clone (`reqwest::Client` is an
 //! `Arc` inside) and safe to share between workers.
 //!
@@ -14,11 +17,13 @@
 
 pub mod agora;
 pub mod atexo_sem;
+pub mod pole_emploi;
 #[cfg(test)]
 mod tests;
 
 pub use agora::{AgoraClient, AgoraClientConfig, Health, LotFailure};
 pub use atexo_sem::{AtexoReturnsClient, AtexoReturnsConfig, ReturnError};
+pub use pole_emploi::{PoleEmploiClient, PoleEmploiClientConfig, PoleEmploiError};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,7 +66,7 @@ pub enum ClientBuildError {
 /// What every outbound client shares: the transport settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Transport<'a> {
-    /// The settings' section, named in build errors (`agora`, `atexo_sem`).
+    /// The settings' section, named in build errors (`agora`, `atexo_sem`, `pole_emploi`).
     pub section: &'static str,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -114,6 +119,7 @@ fn ca_setting(section: &'static str) -> &'static str {
     match section {
         "agora" => "agora.ca_file",
         "atexo_sem" => "atexo_sem.ca_file",
+        "pole_emploi" => "pole_emploi.ca_file",
         _ => "ca_file",
     }
 }

@@ -17,7 +17,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(config, std::env::vars())?;
-    crate::telemetry::init();
+    // Outside the runtime: the OTLP exporter's client is a blocking one (see telemetry::Guard).
+    let _traces = crate::telemetry::init_with(&settings.telemetry)?;
     runtime()?.block_on(async move {
         let data_dir = settings.data.dir.clone();
         let app = Application::build(settings)
@@ -31,11 +32,13 @@ pub fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn sandbox(port: u16) -> anyhow::Result<ExitCode> {
+/// `passerelle sandbox`: the simulators alone, on `bind:port`, until SIGINT or SIGTERM (`docker
+/// stop`).
+pub fn sandbox(bind: std::net::IpAddr, port: u16) -> anyhow::Result<ExitCode> {
     crate::telemetry::init();
     runtime()?.block_on(async move {
         let config = passerelle_sandbox::SandboxConfig {
-            bind: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            bind: std::net::SocketAddr::from((bind, port)),
             ..Default::default()
         };
         let sb = passerelle_sandbox::Sandbox::start(config)
@@ -49,7 +52,7 @@ pub fn sandbox(port: u16) -> anyhow::Result<ExitCode> {
             sb.pole_emploi_url(),
             sb.atexo_sem_returns_url()
         );
-        tokio::signal::ctrl_c().await.ok();
+        crate::startup::wait_for_signal().await;
         sb.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

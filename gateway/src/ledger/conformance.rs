@@ -24,8 +24,8 @@ use passerelle_adapters::violation::Rule;
 use passerelle_adapters::Violation;
 
 use super::{
-    DeadLetterFilter, DeadReason, DeliveryStatus, Flow, Inbound, InboundRecord, Lease, Ledger,
-    LedgerError, OperationRecord, AGORA,
+    BackfillProgress, DeadLetterFilter, DeadReason, DeliveryStatus, Flow, Inbound, InboundRecord,
+    Lease, Ledger, LedgerError, LotLine, LotMember, LotState, OperationRecord, AGORA,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -160,6 +160,13 @@ fn p() -> Precedence {
 
 async fn accept(l: &dyn Ledger, hash: &str, rec: InboundRecord) -> super::Accepted {
     l.accept(inbound(hash, rec), &p()).await.expect("accepted")
+}
+
+/// A backfill message of one record.
+async fn backfill(l: &dyn Ledger, hash: &str, rec: InboundRecord) -> super::Accepted {
+    let mut msg = inbound(hash, rec);
+    msg.flow = Flow::Backfill;
+    l.accept(msg, &p()).await.expect("accepted")
 }
 
 async fn row(l: &dyn Ledger, id: &str) -> super::DossierRow {
@@ -670,6 +677,7 @@ pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
                 outcome: "not found".into(),
                 numero_agora: None,
                 at,
+                replay_id: None,
             },
             Delivered::Absent,
         ),
@@ -680,6 +688,7 @@ pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
                 outcome: "created".into(),
                 numero_agora: Some("AG-000001".into()),
                 at: at + chrono::Duration::milliseconds(1),
+                replay_id: None,
             },
             Delivered::Present {
                 numero_agora: "AG-000001".into(),
@@ -693,6 +702,7 @@ pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
                 outcome: "connection reset".into(),
                 numero_agora: None,
                 at: at + chrono::Duration::milliseconds(2),
+                replay_id: None,
             },
             Delivered::Present {
                 numero_agora: "AG-000001".into(),
@@ -706,6 +716,7 @@ pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
                 outcome: "entered".into(),
                 numero_agora: Some("AG-000001".into()),
                 at: at + chrono::Duration::milliseconds(3),
+                replay_id: Some("replay-1".into()),
             },
             Delivered::Present {
                 numero_agora: "AG-000001".into(),
@@ -719,6 +730,7 @@ pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
                 outcome: "found".into(),
                 numero_agora: Some("AG-000001".into()),
                 at: at + chrono::Duration::milliseconds(4),
+                replay_id: None,
             },
             Delivered::Unknown,
         ),
@@ -934,12 +946,42 @@ pub async fn dead_letters_filter_and_replay(l: Arc<dyn Ledger>) {
         vec![dl2.clone(), dl3.clone()]
     );
 
+    let of_dossier = |id: &str| DeadLetterFilter {
+        dossier_id: Some(id.into()),
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(
+        ids(l.dead_letters(&of_dossier("d2")).await.expect("l")),
+        vec![dl2.clone()]
+    );
+    assert!(l
+        .dead_letters(&of_dossier("nope"))
+        .await
+        .expect("l")
+        .is_empty());
+    let combined = DeadLetterFilter {
+        destination: Some(AGORA.into()),
+        code: Some("AG-NIR".into()),
+        since: Some(t0),
+        until: Some(later),
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(
+        ids(l.dead_letters(&combined).await.expect("l")),
+        vec![dl1.clone()],
+        "every filter given must match"
+    );
+
     // Replay: the dead letter stays, marked; the dossier is owed again with fresh attempts.
-    assert_eq!(l.replay(&dl1).await.expect("replayed"), "d1");
+    let replayed = l.replay(&dl1).await.expect("replayed");
+    assert_eq!(replayed.dead_letter_id, dl1);
+    assert_eq!(replayed.dossier_id, "d1");
+    assert_eq!(replayed.destination, AGORA);
     let r = row(&*l, "d1").await;
     assert_eq!(r.delivery.status, DeliveryStatus::Pending);
     assert_eq!(r.delivery.attempts, 0);
     assert_eq!(r.delivery.last_error, None);
+    assert_eq!(r.delivery.replay_id.as_ref(), Some(&replayed.replay_id));
     assert!(l
         .pending(AGORA, Duration::ZERO, 10)
         .await
@@ -959,16 +1001,306 @@ pub async fn dead_letters_filter_and_replay(l: Arc<dyn Ledger>) {
     };
     let all = l.dead_letters(&with_replayed).await.expect("l");
     assert_eq!(all.len(), 3);
-    let replayed_at = all[0].replayed_at.expect("marked replayed");
     assert_eq!(all[0].id, dl1);
+    assert_eq!(all[0].replayed_at, Some(replayed.replayed_at));
+    assert_eq!(all[0].replay_id.as_ref(), Some(&replayed.replay_id));
     assert_eq!(all[0].reason, rejected, "lineage kept");
-    // Replaying twice keeps the first mark.
-    assert_eq!(l.replay(&dl1).await.expect("replayed"), "d1");
+    assert_eq!(
+        ids(l.dead_letters(&by_code("AG-NIR")).await.expect("l")),
+        Vec::<String>::new(),
+        "a filter leaves replayed letters out too"
+    );
+
+    // A second replay is refused and changes nothing.
+    let err = l.replay(&dl1).await.expect_err("replayed once");
+    match err {
+        LedgerError::AlreadyReplayed {
+            id,
+            dossier_id,
+            replayed_at,
+        } => {
+            assert_eq!((id.as_str(), dossier_id.as_str()), (dl1.as_str(), "d1"));
+            assert_eq!(replayed_at, replayed.replayed_at);
+        }
+        other => panic!("{other:?}"),
+    }
     let again = l.dead_letters(&with_replayed).await.expect("l");
-    assert_eq!(again[0].replayed_at, Some(replayed_at));
+    assert_eq!(again[0].replayed_at, Some(replayed.replayed_at));
+    assert_eq!(
+        row(&*l, "d1").await.delivery.replay_id.as_ref(),
+        Some(&replayed.replay_id)
+    );
 
     let err = l.replay("no-such-id").await.expect_err("unknown");
     assert!(matches!(err, LedgerError::NotFound { .. }), "{err:?}");
+}
+
+fn rejected_with(code: &str) -> DeadReason {
+    DeadReason::Rejected {
+        anomalies: vec![Anomaly {
+            code: code.into(),
+            champ: Some("/formation/certification".into()),
+            libelle: Some("refusé".into()),
+        }],
+    }
+}
+
+/// A replay opens an attempt: its id goes on the replayed letter, the delivery, the calls made,
+/// and the dead letter that ends the attempt; each dead letter is replayed once.
+pub async fn replay_lineage_links_the_attempts(l: Arc<dyn Ledger>) {
+    accept(&*l, "1", record("d1", atexo(State::Validated, Some(1)))).await;
+    let before = l
+        .dead_letter("d1", AGORA, &rejected_with("AG-CERTIF"))
+        .await
+        .expect("dead");
+    let first = l
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .expect("l");
+    assert_eq!(
+        (first[0].replay_id.as_ref(), first[0].after_replay.as_ref()),
+        (None, None)
+    );
+
+    let r1 = l.replay(&before).await.expect("replayed");
+    // The calls of the attempt carry its replay id (the worker copies the delivery's).
+    let attempt = row(&*l, "d1").await.delivery.replay_id;
+    assert_eq!(attempt.as_ref(), Some(&r1.replay_id));
+    let mut call = search(super::logic::now());
+    call.replay_id = attempt;
+    l.record_operation("d1", AGORA, &call, &Delivered::Absent)
+        .await
+        .expect("recorded");
+    assert_eq!(
+        l.operations("d1", AGORA).await.expect("ops")[0]
+            .replay_id
+            .as_ref(),
+        Some(&r1.replay_id)
+    );
+
+    // It fails again: a new dead letter, naming the attempt; the delivery's attempt is over.
+    l.record_failure("d1", AGORA, "http 422").await.expect("f");
+    let after = l
+        .dead_letter("d1", AGORA, &rejected_with("AG-CERTIF"))
+        .await
+        .expect("dead");
+    assert_ne!(after, before);
+    let r = row(&*l, "d1").await;
+    assert_eq!(r.delivery.status, DeliveryStatus::Dead);
+    assert_eq!(r.delivery.replay_id, None);
+    let trace = l
+        .dead_letters(&DeadLetterFilter {
+            dossier_id: Some("d1".into()),
+            include_replayed: true,
+            ..DeadLetterFilter::default()
+        })
+        .await
+        .expect("l");
+    assert_eq!(
+        trace.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        vec![before.clone(), after.clone()]
+    );
+    assert_eq!(trace[0].replay_id.as_ref(), Some(&r1.replay_id));
+    assert_eq!(trace[1].after_replay.as_ref(), Some(&r1.replay_id));
+    assert_eq!(trace[1].replayed_at, None);
+    assert_eq!(trace[1].attempts, 1);
+    assert_eq!(
+        l.dead_letters(&DeadLetterFilter::default())
+            .await
+            .expect("l")
+            .iter()
+            .map(|d| d.id.clone())
+            .collect::<Vec<_>>(),
+        vec![after.clone()],
+        "only the new one waits for an operator"
+    );
+
+    // Replayed again: a second attempt, with its own id.
+    let r2 = l.replay(&after).await.expect("replayed");
+    assert_ne!(r2.replay_id, r1.replay_id);
+    // A newer desired version arrives meanwhile: settling the older one ends nothing.
+    let mut newer = atexo(State::Validated, Some(2));
+    newer.training.title = Some("corrigé".into());
+    accept(&*l, "2", record("d1", newer)).await;
+    l.settle_delivery("d1", AGORA, DeliveryStatus::Delivered, 1, &[])
+        .await
+        .expect("settled");
+    let r = row(&*l, "d1").await;
+    assert_eq!(r.delivery.status, DeliveryStatus::Pending);
+    assert_eq!(r.delivery.replay_id.as_ref(), Some(&r2.replay_id));
+    // Settled at the desired version: the attempt is over.
+    l.settle_delivery("d1", AGORA, DeliveryStatus::Delivered, 2, &[])
+        .await
+        .expect("settled");
+    let r = row(&*l, "d1").await;
+    assert_eq!(r.delivery.status, DeliveryStatus::Delivered);
+    assert_eq!(r.delivery.replay_id, None);
+    // A later failure is no replay's.
+    let third = l
+        .dead_letter("d1", AGORA, &rejected_with("AG-X"))
+        .await
+        .expect("dead");
+    let all = l
+        .dead_letters(&DeadLetterFilter {
+            include_replayed: true,
+            ..DeadLetterFilter::default()
+        })
+        .await
+        .expect("l");
+    let third = all.iter().find(|d| d.id == third).expect("listed");
+    assert_eq!(third.after_replay, None);
+    assert!(matches!(
+        l.replay(&before).await,
+        Err(LedgerError::AlreadyReplayed { .. })
+    ));
+}
+
+/// A bulk replay takes the dead letters not yet replayed that its filter selects, once each,
+/// even when two run at the same time.
+pub async fn replay_matching_replays_what_the_filter_selects(l: Arc<dyn Ledger>) {
+    let t0 = Utc::now() - chrono::Duration::seconds(1);
+    let reasons = [
+        ("d1", rejected_with("AG-CERTIF")),
+        ("d2", rejected_with("AG-CERTIF")),
+        ("d3", rejected_with("AG-SIRET")),
+        (
+            "d4",
+            DeadReason::Exhausted {
+                last_error: "503".into(),
+                status: Some(503),
+            },
+        ),
+    ];
+    let mut dl = Vec::new();
+    for (i, (id, reason)) in reasons.iter().enumerate() {
+        accept(
+            &*l,
+            &format!("{i}"),
+            record(id, atexo(State::Validated, Some(1))),
+        )
+        .await;
+        dl.push(l.dead_letter(id, AGORA, reason).await.expect("dead"));
+    }
+    let filter = |code: Option<&str>| DeadLetterFilter {
+        code: code.map(str::to_string),
+        ..DeadLetterFilter::default()
+    };
+    let ids = |v: &[super::Replayed]| {
+        v.iter()
+            .map(|r| r.dead_letter_id.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let certif = l
+        .replay_matching(&filter(Some("AG-CERTIF")))
+        .await
+        .expect("replayed");
+    assert_eq!(
+        ids(&certif),
+        vec![dl[0].clone(), dl[1].clone()],
+        "oldest first"
+    );
+    assert_eq!(
+        certif
+            .iter()
+            .map(|r| r.dossier_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["d1", "d2"]
+    );
+    assert_ne!(certif[0].replay_id, certif[1].replay_id);
+    for (id, status) in [
+        ("d1", DeliveryStatus::Pending),
+        ("d2", DeliveryStatus::Pending),
+        ("d3", DeliveryStatus::Dead),
+        ("d4", DeliveryStatus::Dead),
+    ] {
+        assert_eq!(row(&*l, id).await.delivery.status, status, "{id}");
+    }
+    assert_eq!(
+        row(&*l, "d2").await.delivery.replay_id.as_ref(),
+        Some(&certif[1].replay_id)
+    );
+    assert!(
+        l.replay_matching(&filter(Some("AG-CERTIF")))
+            .await
+            .expect("none left")
+            .is_empty(),
+        "replayed letters are not replayed again"
+    );
+
+    // Filters that select nothing replay nothing.
+    let later = Utc::now() + chrono::Duration::seconds(60);
+    for nothing in [
+        DeadLetterFilter {
+            destination: Some("elsewhere".into()),
+            ..DeadLetterFilter::default()
+        },
+        DeadLetterFilter {
+            since: Some(later),
+            ..DeadLetterFilter::default()
+        },
+        DeadLetterFilter {
+            until: Some(t0),
+            ..DeadLetterFilter::default()
+        },
+        DeadLetterFilter {
+            code: Some("AG-SIRET".into()),
+            dossier_id: Some("d4".into()),
+            ..DeadLetterFilter::default()
+        },
+    ] {
+        assert!(
+            l.replay_matching(&nothing).await.expect("l").is_empty(),
+            "{nothing:?}"
+        );
+    }
+    assert_eq!(row(&*l, "d3").await.delivery.status, DeliveryStatus::Dead);
+
+    let by_dossier = l
+        .replay_matching(&DeadLetterFilter {
+            dossier_id: Some("d3".into()),
+            destination: Some(AGORA.into()),
+            since: Some(t0),
+            until: Some(later),
+            ..DeadLetterFilter::default()
+        })
+        .await
+        .expect("replayed");
+    assert_eq!(ids(&by_dossier), vec![dl[2].clone()]);
+    assert!(matches!(
+        l.replay(&dl[2]).await,
+        Err(LedgerError::AlreadyReplayed { .. })
+    ));
+    // The empty filter: every dead letter left.
+    let rest = l
+        .replay_matching(&DeadLetterFilter::default())
+        .await
+        .expect("replayed");
+    assert_eq!(ids(&rest), vec![dl[3].clone()]);
+    let mut owed = l.pending(AGORA, Duration::ZERO, 10).await.expect("p");
+    owed.sort();
+    assert_eq!(owed, vec!["d1", "d2", "d3", "d4"]);
+
+    // Two bulk replays at once replay each dead letter once between them.
+    let mut fresh = BTreeSet::new();
+    for id in ["d1", "d2", "d3", "d4"] {
+        fresh.insert(
+            l.dead_letter(id, AGORA, &rejected_with("AG-CERTIF"))
+                .await
+                .expect("dead"),
+        );
+    }
+    let (certif, everything) = (filter(Some("AG-CERTIF")), filter(None));
+    let (a, b) = tokio::join!(l.replay_matching(&certif), l.replay_matching(&everything));
+    let mut both: Vec<String> = ids(&a.expect("a"));
+    both.extend(ids(&b.expect("b")));
+    assert_eq!(both.len(), fresh.len(), "none twice: {both:?}");
+    assert_eq!(both.into_iter().collect::<BTreeSet<_>>(), fresh);
+    assert!(l
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .expect("l")
+        .is_empty());
 }
 
 pub async fn new_version_revives_a_dead_dossier(l: Arc<dyn Ledger>) {
@@ -1131,6 +1463,173 @@ pub async fn one_message_many_dossiers(l: Arc<dyn Ledger>) {
     assert_eq!(row(&*l, "d1").await.flow, Flow::Sync);
 }
 
+/// One message naming dossiers several times ends as the same records accepted one message at a
+/// time: a later record sees what an earlier one did (new dossier, second source, stale record,
+/// perimeter flip, a dead dossier revived), and the journal links each dossier once, at its first
+/// record's position.
+pub async fn a_dossier_named_twice_in_one_message(l: Arc<dyn Ledger>) {
+    // The dossiers as they stand before: x2 out of perimeter, x3 dead.
+    for prefix in ["a", "b"] {
+        let mut out = record(&format!("{prefix}2"), atexo(State::Validated, Some(1)));
+        out.in_perimeter = false;
+        backfill(&*l, &format!("{prefix}-before-2"), out).await;
+        backfill(
+            &*l,
+            &format!("{prefix}-before-3"),
+            record(&format!("{prefix}3"), atexo(State::Validated, Some(1))),
+        )
+        .await;
+        l.record_failure(&format!("{prefix}3"), AGORA, "503")
+            .await
+            .expect("failure");
+        l.dead_letter(
+            &format!("{prefix}3"),
+            AGORA,
+            &DeadReason::Rejected { anomalies: vec![] },
+        )
+        .await
+        .expect("dead");
+    }
+    let mut corrected = atexo(State::Validated, Some(2));
+    corrected.training.title = Some("corrigé".into());
+    let mut still_out = record("2", ouiform(State::Registered));
+    still_out.in_perimeter = false;
+    // (dossier suffix, record, in perimeter)
+    let records = vec![
+        ("1", atexo(State::Validated, Some(1)), true),
+        ("2", ouiform(State::Registered), true),
+        ("1", atexo(State::Entered, Some(2)), true),
+        ("3", atexo(State::Validated, Some(1)), true),
+        ("1", pole_emploi_entered(), true),
+        ("2", atexo(State::Validated, Some(2)), true),
+        ("1", atexo(State::Validated, Some(1)), true),
+        ("3", corrected, true),
+        ("2", still_out.record, false),
+    ];
+    let rec = |prefix: &str, (suffix, r, in_perimeter): &(&str, Dossier, bool)| InboundRecord {
+        dossier_id: format!("{prefix}{suffix}"),
+        record: r.clone(),
+        in_perimeter: *in_perimeter,
+    };
+
+    let mut msg = inbound("batch", rec("a", &records[0]));
+    msg.flow = Flow::Backfill;
+    msg.records = records.iter().map(|r| rec("a", r)).collect();
+    let batch = l.accept(msg, &p()).await.expect("accepted");
+    let mut one_by_one = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let mut msg = inbound(&format!("one-{i}"), rec("b", r));
+        msg.flow = Flow::Backfill;
+        let a = l.accept(msg, &p()).await.expect("accepted");
+        one_by_one.extend(a.dossiers);
+    }
+    let strip = |dossiers: Vec<super::AcceptedDossier>| {
+        dossiers
+            .into_iter()
+            .map(|d| {
+                (
+                    d.dossier_id[1..].to_string(),
+                    d.in_perimeter,
+                    d.changed,
+                    d.desired_version,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(batch.dossiers), strip(one_by_one));
+
+    for suffix in ["1", "2", "3"] {
+        let a = row(&*l, &format!("a{suffix}")).await;
+        let b = row(&*l, &format!("b{suffix}")).await;
+        assert_eq!(a.desired, b.desired, "{suffix}");
+        assert_eq!(a.desired_version, b.desired_version, "{suffix}");
+        assert_eq!(a.flow, b.flow, "{suffix}");
+        assert_eq!(a.in_perimeter, b.in_perimeter, "{suffix}");
+        assert_eq!(a.sources, b.sources, "{suffix}");
+        let (mut da, mut db) = (a.delivery, b.delivery);
+        da.last_attempt_at = None;
+        db.last_attempt_at = None;
+        assert_eq!(da, db, "{suffix}");
+    }
+    let a1 = row(&*l, "a1").await;
+    assert_eq!(
+        a1.desired_version, 3,
+        "new, entered, second source; stale ignored"
+    );
+    assert_eq!(a1.desired.state, State::Entered);
+    assert_eq!(a1.sources.len(), 2);
+    assert_eq!(a1.delivery.status, DeliveryStatus::Pending);
+    let a2 = row(&*l, "a2").await;
+    assert!(!a2.in_perimeter, "OUIFORM's last verdict excludes it again");
+    assert_eq!(a2.delivery.status, DeliveryStatus::OutOfPerimeter);
+    let a3 = row(&*l, "a3").await;
+    assert_eq!(a3.delivery.status, DeliveryStatus::Pending, "revived");
+    assert_eq!(a3.delivery.attempts, 0);
+
+    let journal = l.journal("a1").await.expect("journal");
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].dossier_ids, vec!["a1", "a2", "a3"]);
+    // The duplicate answers as the batch left them.
+    let mut msg = inbound("batch", rec("a", &records[0]));
+    msg.flow = Flow::Backfill;
+    msg.records = records.iter().map(|r| rec("a", r)).collect();
+    let dup = l.accept(msg, &p()).await.expect("accepted");
+    assert!(dup.duplicate);
+    assert_eq!(
+        dup.dossiers
+            .iter()
+            .map(|d| (d.dossier_id.as_str(), d.desired_version))
+            .collect::<Vec<_>>(),
+        vec![
+            ("a1", 3),
+            ("a2", a2.desired_version),
+            ("a3", a3.desired_version)
+        ]
+    );
+}
+
+/// Refused records in the middle of a large message: every violation is reported and nothing of
+/// the message is stored, not even the valid records before and after them.
+pub async fn refused_records_in_a_batch_store_nothing(l: Arc<dyn Ledger>) {
+    accept(&*l, "e1", record("e1", atexo(State::Entered, Some(1)))).await;
+    accept(&*l, "e2", record("e2", atexo(State::Entered, Some(1)))).await;
+    let before = [row(&*l, "e1").await, row(&*l, "e2").await];
+    let mut msg = inbound("batch", record("n0", atexo(State::Validated, Some(1))));
+    msg.flow = Flow::Backfill;
+    msg.records = (0..40)
+        .map(|i| match i {
+            10 => record("e1", atexo(State::Cancelled, Some(2))),
+            25 => record("e2", atexo(State::Cancelled, Some(2))),
+            // Named again after its refused record: valid on its own, stored neither.
+            30 => record("e1", atexo(State::Exited, Some(3))),
+            i => record(&format!("n{i}"), atexo(State::Validated, Some(1))),
+        })
+        .collect();
+    match l.accept(msg.clone(), &p()).await.expect_err("refused") {
+        LedgerError::Rejected(v) => {
+            assert_eq!(v.len(), 2);
+            assert!(v.iter().all(|v| v.rule == Rule::LifecycleTransition));
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert_eq!([row(&*l, "e1").await, row(&*l, "e2").await], before);
+    for i in [0, 9, 11, 39] {
+        assert!(l.dossier(&format!("n{i}")).await.expect("read").is_none());
+    }
+    assert_eq!(l.journal("e1").await.expect("journal").len(), 1);
+    assert_eq!(
+        l.backfill_progress(AGORA).await.expect("progress"),
+        BackfillProgress::default()
+    );
+    // Without its refused records the message is accepted, whole.
+    msg.records.retain(|r| r.record.state != State::Cancelled);
+    let a = l.accept(msg, &p()).await.expect("accepted");
+    assert!(!a.duplicate);
+    assert_eq!(a.dossiers.len(), 38);
+    assert_eq!(row(&*l, "e1").await.desired.state, State::Exited);
+    assert_eq!(row(&*l, "n39").await.desired_version, 1);
+}
+
 pub async fn concurrent_accepts_on_a_new_dossier(l: Arc<dyn Ledger>) {
     const N: u64 = 20;
     let mut tasks = Vec::new();
@@ -1260,6 +1759,676 @@ pub async fn record_without_source_is_refused(l: Arc<dyn Ledger>) {
     let err = l.accept(msg, &p()).await.expect_err("refused");
     assert!(matches!(err, LedgerError::Rejected(_)), "{err:?}");
     assert!(l.dossier("d1").await.expect("readable").is_none());
+}
+
+/// The records of one message apply in order, as if each were a message of its own: a dossier
+/// named twice sees its first record's outcome (stale, behind, revived, perimeter flips alike).
+pub async fn one_message_naming_a_dossier_twice_equals_its_records_one_by_one(l: Arc<dyn Ledger>) {
+    // `m…` dossiers get one message of seven records; `s…` the same records one by one.
+    let mut first_dead = Vec::new();
+    for prefix in ["m", "s"] {
+        let id = format!("{prefix}1");
+        accept(
+            &*l,
+            &format!("{prefix}-seed"),
+            record(&id, atexo(State::Validated, Some(1))),
+        )
+        .await;
+        l.record_failure(&id, AGORA, "503").await.expect("failure");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let reason = DeadReason::Irreconcilable { detail: "x".into() };
+        first_dead.push(l.dead_letter(&id, AGORA, &reason).await.expect("dead"));
+    }
+    let records = |prefix: &str| {
+        let (one, two) = (format!("{prefix}1"), format!("{prefix}2"));
+        let mut titled = atexo(State::Entered, Some(3));
+        titled.training.title = Some("v3".into());
+        let mut out = record(&two, atexo(State::Entered, Some(4)));
+        out.in_perimeter = false;
+        let mut last = atexo(State::Entered, Some(5));
+        last.training.title = Some("v5".into());
+        vec![
+            record(&two, atexo(State::Validated, Some(1))),
+            record(&one, atexo(State::Entered, Some(2))),
+            record(&two, titled),
+            record(&one, atexo(State::Validated, Some(1))),
+            out,
+            record(&one, ouiform(State::Registered)),
+            record(&one, last),
+        ]
+    };
+    let mut msg = inbound("batch", records("m").remove(0));
+    msg.records = records("m");
+    let batch = l.accept(msg.clone(), &p()).await.expect("accepted");
+    let mut one_by_one = Vec::new();
+    for (i, rec) in records("s").into_iter().enumerate() {
+        one_by_one.extend(accept(&*l, &format!("s-{i}"), rec).await.dossiers);
+    }
+    let outcome = |dossiers: &[super::AcceptedDossier]| {
+        dossiers
+            .iter()
+            .map(|d| {
+                (
+                    d.dossier_id[1..].to_string(),
+                    d.changed,
+                    d.desired_version,
+                    d.in_perimeter,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<(String, bool, i64, bool)> = vec![
+        ("2".into(), true, 1, true),
+        ("1".into(), true, 2, true),
+        ("2".into(), true, 2, true),
+        ("1".into(), false, 2, true),
+        ("2".into(), true, 3, false),
+        ("1".into(), true, 3, true),
+        ("1".into(), true, 4, true),
+    ];
+    assert_eq!(outcome(&batch.dossiers), expected);
+    assert_eq!(outcome(&one_by_one), expected);
+
+    for n in ["1", "2"] {
+        let (m, s) = (
+            row(&*l, &format!("m{n}")).await,
+            row(&*l, &format!("s{n}")).await,
+        );
+        assert_eq!(m.desired, s.desired, "dossier {n}");
+        assert_eq!(m.desired_version, s.desired_version, "dossier {n}");
+        assert_eq!(m.flow, s.flow, "dossier {n}");
+        assert_eq!(m.in_perimeter, s.in_perimeter, "dossier {n}");
+        assert_eq!(m.sources, s.sources, "dossier {n}");
+        assert_eq!(m.delivery.status, s.delivery.status, "dossier {n}");
+        assert_eq!(m.delivery.attempts, s.delivery.attempts, "dossier {n}");
+        assert_eq!(m.delivery.delivered, s.delivery.delivered, "dossier {n}");
+        assert_eq!(
+            m.delivery.waiting_for, s.delivery.waiting_for,
+            "dossier {n}"
+        );
+    }
+    let m1 = row(&*l, "m1").await;
+    assert_eq!(m1.desired_version, 4);
+    assert_eq!(m1.desired.training.title.as_deref(), Some("v5"));
+    assert_eq!(m1.sources.len(), 2, "one record per source");
+    assert_eq!(m1.sources[0].sources[0].version, Some(5));
+    assert_eq!(m1.delivery.status, DeliveryStatus::Pending, "revived");
+    assert_eq!(m1.delivery.attempts, 0);
+    let m2 = row(&*l, "m2").await;
+    assert_eq!(m2.delivery.status, DeliveryStatus::OutOfPerimeter);
+    assert_eq!(m2.created_at, m2.updated_at);
+
+    // A revived dossier starts a fresh series of failures.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    l.record_failure("m1", AGORA, "503").await.expect("failure");
+    let reason = DeadReason::Irreconcilable { detail: "y".into() };
+    let again = l.dead_letter("m1", AGORA, &reason).await.expect("dead");
+    let all = l
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .expect("dead letters");
+    let find = |id: &str| all.iter().find(|d| d.id == id).expect("listed");
+    assert!(find(&again).first_failure > find(&first_dead[0]).last_failure);
+
+    // The journal links each dossier once, at its first record.
+    let j = l.journal("m1").await.expect("journal");
+    assert_eq!(j.len(), 2);
+    assert_eq!(j[1].dossier_ids, vec!["m2".to_string(), "m1".to_string()]);
+    let dup = l.accept(msg, &p()).await.expect("accepted");
+    assert!(dup.duplicate);
+    assert_eq!(dup.message_id, batch.message_id);
+    assert_eq!(
+        dup.dossiers
+            .iter()
+            .map(|d| (d.dossier_id.as_str(), d.desired_version, d.in_perimeter))
+            .collect::<Vec<_>>(),
+        vec![("m2", 3, false), ("m1", 4, true)]
+    );
+}
+
+/// A refused message reports every refused record; a later record of the same dossier is judged
+/// against the dossier as stored (the refused one changed nothing).
+pub async fn every_refused_record_is_reported(l: Arc<dyn Ledger>) {
+    accept(&*l, "r1", record("r1", atexo(State::Entered, Some(1)))).await;
+    accept(&*l, "r2", record("r2", atexo(State::Entered, Some(1)))).await;
+    let before = [row(&*l, "r1").await, row(&*l, "r2").await];
+    let mut msg = inbound("bad", record("r3", atexo(State::Validated, Some(1))));
+    msg.records.extend([
+        record("r1", atexo(State::Cancelled, Some(2))),
+        record("r2", atexo(State::Cancelled, Some(2))),
+        record("r1", atexo(State::Exited, Some(3))),
+    ]);
+    match l.accept(msg, &p()).await.expect_err("refused") {
+        LedgerError::Rejected(v) => {
+            assert_eq!(
+                v.iter().map(|v| v.rule).collect::<Vec<_>>(),
+                vec![Rule::LifecycleTransition; 2]
+            );
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert_eq!([row(&*l, "r1").await, row(&*l, "r2").await], before);
+    assert!(l.dossier("r3").await.expect("readable").is_none());
+    assert_eq!(l.journal("r1").await.expect("journal").len(), 1);
+}
+
+// --- The backfill's lots.
+
+fn progress(claimable: u64, in_lots: u64, open_lots: u64, pending_other: u64) -> BackfillProgress {
+    BackfillProgress {
+        claimable,
+        in_lots,
+        open_lots,
+        pending_other,
+    }
+}
+
+fn members(ids: &[&str]) -> Vec<LotMember> {
+    ids.iter()
+        .map(|id| LotMember {
+            dossier_id: (*id).into(),
+            desired_version: 1,
+        })
+        .collect()
+}
+
+fn present(numero: &str, state: AgoraState) -> Delivered {
+    Delivered::Present {
+        numero_agora: numero.into(),
+        state,
+    }
+}
+
+fn search(at: chrono::DateTime<Utc>) -> OperationRecord {
+    OperationRecord {
+        operation: Operation::Search,
+        status: Some(200),
+        outcome: "searched".into(),
+        numero_agora: None,
+        at,
+        replay_id: None,
+    }
+}
+
+/// Backfill dossiers, in perimeter, accepted in this order (created a little apart).
+async fn backfill_dossiers(l: &dyn Ledger, ids: &[&str]) {
+    for id in ids {
+        backfill(
+            l,
+            &format!("bf-{id}"),
+            record(id, atexo(State::Validated, Some(1))),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub async fn claim_lot_takes_claimable_dossiers_oldest_first(l: Arc<dyn Ledger>) {
+    assert!(l.claim_lot(AGORA, "L0", 10).await.expect("claim").is_none());
+    assert!(l.lot("L0").await.expect("lot").is_none(), "nothing created");
+    assert!(l.backfill_progress(AGORA).await.expect("p").is_idle());
+
+    // Claimable, oldest first: b3, b1, b2, then a1 (searched: absent), k2 (lease expired).
+    backfill_dossiers(&*l, &["b3", "b1", "b2", "p1", "a1", "k1", "k2", "d1"]).await;
+    let mut out = record("o1", atexo(State::Validated, Some(1)));
+    out.in_perimeter = false;
+    backfill(&*l, "bf-o1", out).await;
+    accept(
+        &*l,
+        "sync-s1",
+        record("s1", atexo(State::Validated, Some(1))),
+    )
+    .await;
+    let at = super::logic::now();
+    l.record_operation(
+        "p1",
+        AGORA,
+        &search(at),
+        &present("AG-P1", AgoraState::Entre),
+    )
+    .await
+    .expect("recorded");
+    l.record_operation("a1", AGORA, &search(at), &Delivered::Absent)
+        .await
+        .expect("recorded");
+    assert!(l
+        .try_lease("k1", "worker-1", Duration::from_secs(60))
+        .await
+        .expect("lease")
+        .is_held());
+    assert!(l
+        .try_lease("k2", "worker-2", Duration::ZERO)
+        .await
+        .expect("lease")
+        .is_held());
+    l.settle_delivery("d1", AGORA, DeliveryStatus::Delivered, 1, &[])
+        .await
+        .expect("settled");
+    // Leases aside, k1 is claimable too; p1 (AGORA confirmed it) is reconciled one by one.
+    assert_eq!(
+        l.backfill_progress(AGORA).await.expect("p"),
+        progress(6, 0, 0, 1)
+    );
+    assert_eq!(
+        l.backfill_progress("other").await.expect("p"),
+        BackfillProgress::default()
+    );
+    let mut pending = l.pending(AGORA, Duration::ZERO, 100).await.expect("p");
+    pending.sort();
+    assert_eq!(
+        pending,
+        vec!["p1", "s1"],
+        "claimable backfill dossiers are the lots' to deliver"
+    );
+
+    let l1 = l
+        .claim_lot(AGORA, "L1", 2)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    assert_eq!(l1.lot_key, "L1");
+    assert_eq!(l1.destination, AGORA);
+    assert_eq!(l1.state, LotState::Claimed);
+    assert_eq!(l1.agora_lot, None);
+    assert_eq!(l1.members, members(&["b3", "b1"]));
+    assert_eq!(l1.created_at, l1.updated_at);
+    assert_eq!(l.lot("L1").await.expect("lot"), Some(l1.clone()));
+    assert_eq!(
+        l.backfill_progress(AGORA).await.expect("p"),
+        progress(4, 2, 1, 1)
+    );
+
+    // A second claim does not take the first lot's members again.
+    let l2 = l
+        .claim_lot(AGORA, "L2", 10)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    // Oldest pending first (by the delivery's last change: a1's search moved it, differently
+    // per backend), so only the set is compared.
+    let mut taken = l2.members.clone();
+    taken.sort_by(|a, b| a.dossier_id.cmp(&b.dossier_id));
+    assert_eq!(taken, members(&["a1", "b2", "k2"]));
+    assert!(l.claim_lot(AGORA, "L3", 10).await.expect("claim").is_none());
+    assert!(l.lot("L3").await.expect("lot").is_none());
+    assert!(l
+        .claim_lot("other", "L4", 10)
+        .await
+        .expect("claim")
+        .is_none());
+    assert_eq!(
+        l.backfill_progress(AGORA).await.expect("p"),
+        progress(1, 5, 2, 1)
+    );
+    let mut pending = l.pending(AGORA, Duration::ZERO, 100).await.expect("p");
+    pending.sort();
+    assert_eq!(
+        pending,
+        vec!["p1", "s1"],
+        "lot members are the lots' to deliver"
+    );
+
+    // The lease gone, k1 is claimable.
+    l.release("k1", "worker-1").await.expect("released");
+    let l5 = l
+        .claim_lot(AGORA, "L5", 10)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    assert_eq!(l5.members, members(&["k1"]));
+
+    // The dossiers read back with their lot.
+    assert_eq!(row(&*l, "b3").await.lot.as_deref(), Some("L1"));
+    assert_eq!(row(&*l, "p1").await.lot, None);
+    let ids: Vec<String> = ["b2", "b3", "p1", "nope"].map(String::from).to_vec();
+    let mut rows = l.dossiers(&ids).await.expect("dossiers");
+    rows.sort_by(|a, b| a.dossier_id.cmp(&b.dossier_id));
+    assert_eq!(
+        rows,
+        vec![
+            row(&*l, "b2").await,
+            row(&*l, "b3").await,
+            row(&*l, "p1").await
+        ]
+    );
+    assert_eq!(rows[0].lot.as_deref(), Some("L2"));
+    assert_eq!(rows[0].sources.len(), 1);
+    assert_eq!(
+        rows[2].delivery.delivered,
+        present("AG-P1", AgoraState::Entre)
+    );
+    assert!(l.dossiers(&[]).await.expect("dossiers").is_empty());
+}
+
+pub async fn lots_round_trip(l: Arc<dyn Ledger>) {
+    backfill_dossiers(&*l, &["b1", "b2", "b3"]).await;
+    let l1 = l
+        .claim_lot(AGORA, "L1", 1)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let l2 = l
+        .claim_lot(AGORA, "L2", 5)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    assert_eq!(
+        l.open_lots(AGORA).await.expect("open"),
+        vec![l1.clone(), l2.clone()]
+    );
+    assert!(l.open_lots("other").await.expect("open").is_empty());
+
+    l.lot_submitted("L1", "AG-LOT-1").await.expect("submitted");
+    let submitted = l.lot("L1").await.expect("lot").expect("exists");
+    assert_eq!(submitted.state, LotState::Submitted);
+    assert_eq!(submitted.agora_lot.as_deref(), Some("AG-LOT-1"));
+    assert_eq!(submitted.members, l1.members);
+    assert_eq!(submitted.created_at, l1.created_at);
+    assert!(submitted.updated_at >= l1.updated_at);
+    assert_eq!(
+        l.open_lots(AGORA).await.expect("open"),
+        vec![submitted, l2.clone()]
+    );
+    let err = l.lot_submitted("nope", "AG").await.expect_err("unknown");
+    assert!(matches!(err, LedgerError::NotFound { .. }), "{err:?}");
+    let err = l.settle_lot("nope", &[], true).await.expect_err("unknown");
+    assert!(matches!(err, LedgerError::NotFound { .. }), "{err:?}");
+}
+
+pub async fn settle_lot_settles_each_line(l: Arc<dyn Ledger>) {
+    backfill_dossiers(&*l, &["c1", "c2", "c3", "c4", "c5", "c6"]).await;
+    accept(
+        &*l,
+        "sync-s1",
+        record("s1", atexo(State::Validated, Some(1))),
+    )
+    .await;
+    let lot = l
+        .claim_lot(AGORA, "L1", 10)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    assert_eq!(lot.members, members(&["c1", "c2", "c3", "c4", "c5", "c6"]));
+    l.lot_submitted("L1", "AG-LOT-9").await.expect("submitted");
+
+    // A new source version of c2 arrives while the lot is with AGORA: it stays in the lot.
+    let mut newer = atexo(State::Validated, Some(2));
+    newer.training.title = Some("Titre corrigé".into());
+    let a = backfill(&*l, "bf-c2-v2", record("c2", newer)).await;
+    assert_eq!(a.dossiers[0].desired_version, 2);
+    assert_eq!(row(&*l, "c2").await.lot.as_deref(), Some("L1"));
+
+    let doublon = DeadReason::Rejected {
+        anomalies: vec![Anomaly {
+            code: "AG-DOUBLON".into(),
+            champ: None,
+            libelle: Some("dossier en double".into()),
+        }],
+    };
+    let accepted = |id: &str, numero: &str| LotLine::Accepted {
+        dossier_id: id.into(),
+        numero_agora: numero.into(),
+        state: AgoraState::Cree,
+        version: 1,
+    };
+    let lines = vec![
+        accepted("c1", "AG-1"),
+        accepted("c2", "AG-2"),
+        LotLine::NothingOwed {
+            dossier_id: "c3".into(),
+            version: 1,
+        },
+        LotLine::Dead {
+            dossier_id: "c4".into(),
+            reason: doublon.clone(),
+        },
+        LotLine::Released {
+            dossier_id: "c5".into(),
+        },
+        // Not a member: ignored.
+        accepted("s1", "AG-S"),
+    ];
+    let owed = l.settle_lot("L1", &lines, false).await.expect("settled");
+    assert_eq!(owed, vec!["c2", "c5"], "newer version, released");
+
+    let c1 = row(&*l, "c1").await;
+    assert_eq!(c1.lot, None);
+    assert_eq!(c1.delivery.status, DeliveryStatus::Delivered);
+    assert_eq!(c1.delivery.delivered, present("AG-1", AgoraState::Cree));
+    assert_eq!(c1.delivery.delivered_version, 1);
+    let ops = l.operations("c1", AGORA).await.expect("ops");
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].operation, Operation::Create);
+    assert_eq!(ops[0].status, Some(202));
+    assert_eq!(ops[0].outcome, "backfill lot AG-LOT-9: CREE");
+    assert_eq!(ops[0].numero_agora.as_deref(), Some("AG-1"));
+
+    let c2 = row(&*l, "c2").await;
+    assert_eq!(c2.lot, None);
+    assert_eq!(
+        c2.delivery.status,
+        DeliveryStatus::Pending,
+        "version 2 is owed"
+    );
+    assert_eq!(c2.delivery.delivered, present("AG-2", AgoraState::Cree));
+    assert_eq!(c2.delivery.delivered_version, 1);
+    assert_eq!(l.operations("c2", AGORA).await.expect("ops").len(), 1);
+
+    let c3 = row(&*l, "c3").await;
+    assert_eq!(c3.lot, None);
+    assert_eq!(c3.delivery.status, DeliveryStatus::Delivered);
+    assert_eq!(c3.delivery.delivered, Delivered::Unknown);
+    assert_eq!(c3.delivery.delivered_version, 1);
+    assert!(l.operations("c3", AGORA).await.expect("ops").is_empty());
+
+    let c4 = row(&*l, "c4").await;
+    assert_eq!(c4.lot, None);
+    assert_eq!(c4.delivery.status, DeliveryStatus::Dead);
+    let dead = l
+        .dead_letters(&DeadLetterFilter {
+            code: Some("AG-DOUBLON".into()),
+            ..DeadLetterFilter::default()
+        })
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].dossier_id, "c4");
+    assert_eq!(dead[0].destination, AGORA);
+    assert_eq!(dead[0].reason, doublon);
+
+    let c5 = row(&*l, "c5").await;
+    assert_eq!(c5.lot, None);
+    assert_eq!(c5.delivery.status, DeliveryStatus::Pending);
+    assert_eq!(c5.delivery.delivered, Delivered::Unknown);
+
+    let s1 = row(&*l, "s1").await;
+    assert_eq!(s1.delivery.status, DeliveryStatus::Pending);
+    assert_eq!(s1.delivery.delivered, Delivered::Unknown);
+    assert!(l.operations("s1", AGORA).await.expect("ops").is_empty());
+
+    assert_eq!(row(&*l, "c6").await.lot.as_deref(), Some("L1"));
+    assert_eq!(
+        l.lot("L1").await.expect("lot").expect("exists").state,
+        LotState::Submitted
+    );
+    // c5 is claimable again; c2 (AGORA has it) is reconciled one by one.
+    assert_eq!(
+        l.backfill_progress(AGORA).await.expect("p"),
+        progress(1, 1, 1, 1)
+    );
+    let mut pending = l.pending(AGORA, Duration::ZERO, 100).await.expect("p");
+    pending.sort();
+    assert_eq!(pending, vec!["c2", "s1"]);
+
+    let l2 = l
+        .claim_lot(AGORA, "L2", 10)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    assert_eq!(l2.members, members(&["c5"]), "c6 is still in L1");
+
+    // Done: the member the report did not name leaves the lot; a line naming a dossier that
+    // already left is ignored.
+    let owed = l
+        .settle_lot("L1", &[accepted("c1", "AG-OTHER")], true)
+        .await
+        .expect("settled");
+    assert_eq!(owed, vec!["c6"]);
+    assert_eq!(row(&*l, "c6").await.lot, None);
+    assert_eq!(
+        row(&*l, "c1").await.delivery.delivered,
+        present("AG-1", AgoraState::Cree)
+    );
+    assert_eq!(l.operations("c1", AGORA).await.expect("ops").len(), 1);
+    let l1 = l.lot("L1").await.expect("lot").expect("exists");
+    assert_eq!(l1.state, LotState::Done);
+    assert_eq!(l1.members, lot.members, "the members stay, for the trace");
+    assert_eq!(
+        l.open_lots(AGORA)
+            .await
+            .expect("open")
+            .into_iter()
+            .map(|lot| lot.lot_key)
+            .collect::<Vec<_>>(),
+        vec!["L2"]
+    );
+    assert_eq!(
+        l.backfill_progress(AGORA).await.expect("p"),
+        progress(1, 1, 1, 1)
+    );
+
+    let owed = l
+        .settle_lot("L2", &[accepted("c5", "AG-5")], true)
+        .await
+        .expect("settled");
+    assert!(owed.is_empty());
+    assert_eq!(
+        row(&*l, "c5").await.delivery.status,
+        DeliveryStatus::Delivered
+    );
+    assert_eq!(
+        l.backfill_progress(AGORA).await.expect("p"),
+        progress(1, 0, 0, 1)
+    );
+    assert!(l.open_lots(AGORA).await.expect("open").is_empty());
+}
+
+pub async fn checkpoints_round_trip(l: Arc<dyn Ledger>) {
+    assert_eq!(l.checkpoint("file-a").await.expect("read"), None);
+    l.set_checkpoint("file-a", 5).await.expect("set");
+    assert_eq!(l.checkpoint("file-a").await.expect("read"), Some(5));
+    l.set_checkpoint("file-a", 12_000_000_000)
+        .await
+        .expect("set");
+    assert_eq!(
+        l.checkpoint("file-a").await.expect("read"),
+        Some(12_000_000_000)
+    );
+    assert_eq!(l.checkpoint("file-b").await.expect("read"), None);
+}
+
+/// An ATEXO record of `state` on the session (`formation`, `action`, `session`).
+fn on_session(state: State, formation: Option<&str>, action: &str, session: &str) -> Dossier {
+    let mut d = atexo(state, Some(1));
+    d.training.numero_formation = formation.map(str::to_string);
+    d.training.numero_action = Some(action.to_string());
+    d.training.numero_session = session.to_string();
+    d
+}
+
+fn session(f: &str, a: &str, s: &str) -> passerelle_adapters::pole_emploi::SessionRef {
+    passerelle_adapters::pole_emploi::SessionRef {
+        numero_formation: f.into(),
+        numero_action: a.into(),
+        numero_session: s.into(),
+    }
+}
+
+pub async fn sessions_of_open_in_perimeter_dossiers(l: Arc<dyn Ledger>) {
+    let open = [
+        State::Prescribed,
+        State::Registered,
+        State::Validated,
+        State::Entered,
+    ];
+    assert!(l.sessions(&open).await.expect("sessions").is_empty());
+    // Two dossiers of one session: listed once. `_` sorts before letters in byte order only.
+    let s1 = on_session(State::Validated, Some("20_A"), "20_B", "S1");
+    accept(&*l, "1", record("d1", s1.clone())).await;
+    let mut other_trainee = s1;
+    other_trainee.trainee.nir = Nir::new("269054958815780");
+    accept(&*l, "2", record("d2", other_trainee)).await;
+    let s0 = on_session(State::Registered, Some("20_A"), "20_B", "S0");
+    backfill(&*l, "3", record("d3", s0)).await;
+    let sorted = on_session(State::Entered, Some("20_A"), "20_Ba", "S9");
+    accept(&*l, "4", record("d4", sorted)).await;
+    // Out of perimeter, closed (settled), or lacking a number: not polled.
+    let mut excluded = record(
+        "d5",
+        on_session(State::Validated, Some("20_X"), "20_X", "S5"),
+    );
+    excluded.in_perimeter = false;
+    l.accept(inbound("5", excluded), &p())
+        .await
+        .expect("accepted");
+    accept(
+        &*l,
+        "6",
+        record("d6", on_session(State::Settled, Some("20_Y"), "20_Y", "S6")),
+    )
+    .await;
+    accept(
+        &*l,
+        "7",
+        record("d7", on_session(State::Validated, None, "20_Z", "S7")),
+    )
+    .await;
+
+    let listed = l.sessions(&open).await.expect("sessions");
+    assert_eq!(
+        listed,
+        vec![
+            session("20_A", "20_B", "S0"),
+            session("20_A", "20_B", "S1"),
+            session("20_A", "20_Ba", "S9"),
+        ]
+    );
+    // The states asked for are the filter.
+    assert_eq!(
+        l.sessions(&[State::Settled]).await.expect("sessions"),
+        vec![session("20_Y", "20_Y", "S6")]
+    );
+    assert!(l.sessions(&[]).await.expect("sessions").is_empty());
+
+    // A dossier that moves on leaves the list with its state; one that enters the perimeter joins.
+    accept(
+        &*l,
+        "8",
+        record("d4", {
+            let mut d = on_session(State::Exited, Some("20_A"), "20_Ba", "S9");
+            d.sources[0].version = Some(2);
+            d.exit = Some(passerelle_adapters::canonical::Exit {
+                date: date(2019, 12, 20),
+                reason: passerelle_adapters::canonical::ExitReason::End,
+                result: None,
+                hours_done: None,
+            });
+            d
+        }),
+    )
+    .await;
+    let mut corrected = on_session(State::Validated, Some("20_X"), "20_X", "S5");
+    corrected.sources[0].version = Some(2);
+    accept(&*l, "9", record("d5", corrected)).await;
+    assert_eq!(
+        l.sessions(&open).await.expect("sessions"),
+        vec![
+            session("20_A", "20_B", "S0"),
+            session("20_A", "20_B", "S1"),
+            session("20_X", "20_X", "S5"),
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1402,12 +2571,23 @@ conformance!(
     operations_and_delivered_round_trip,
     failures_count_attempts,
     dead_letters_filter_and_replay,
+    replay_lineage_links_the_attempts,
+    replay_matching_replays_what_the_filter_selects,
     new_version_revives_a_dead_dossier,
     pending_lists_owed_dossiers,
     purge_payloads_by_age,
     one_message_many_dossiers,
+    a_dossier_named_twice_in_one_message,
+    refused_records_in_a_batch_store_nothing,
     concurrent_accepts_on_a_new_dossier,
     concurrent_identical_payloads,
     unknown_dossier_reads_empty,
     record_without_source_is_refused,
+    one_message_naming_a_dossier_twice_equals_its_records_one_by_one,
+    every_refused_record_is_reported,
+    claim_lot_takes_claimable_dossiers_oldest_first,
+    lots_round_trip,
+    settle_lot_settles_each_line,
+    checkpoints_round_trip,
+    sessions_of_open_in_perimeter_dossiers,
 );

@@ -1,17 +1,24 @@
 //! What both backends share, with no I/O: how one inbound record changes its dossier (source
-//! versions, merge, lifecycle check, version bump, delivery status), time, ids, and the mapping of
-//! database and JSON errors to [`LedgerError`] without quoting any stored value.
+//! versions, merge, lifecycle check, version bump, delivery status) and how a whole inbound is
+//! planned against the dossiers it names, how a backfill lot's lines
+//! are sorted for settling, time, ids, and the mapping of database and JSON errors to
+//! [`LedgerError`] without quoting any stored value.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use passerelle_adapters::canonical::{Dossier, System};
 use passerelle_adapters::merge::{check_transition, merge, Precedence};
-use passerelle_adapters::planner::Operation;
+use passerelle_adapters::planner::{AgoraState, Delivered, Operation};
+use passerelle_adapters::pole_emploi::SessionRef;
 use passerelle_adapters::violation::Rule;
 use passerelle_adapters::Violation;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{DeliveryStatus, Flow, InboundRecord, LedgerError};
+use super::{
+    DeadReason, DeliveryStatus, Flow, Inbound, InboundRecord, LedgerError, LotLine, LotState,
+};
 use passerelle_adapters::canonical::Advance;
 
 /// Now, in UTC, truncated to the microsecond: what PostgreSQL keeps, so values read back compare
@@ -151,6 +158,9 @@ pub(crate) struct Plan {
     pub flow: Flow,
     /// The delivery status to set, `None` to leave it as it is.
     pub status: Option<DeliveryStatus>,
+    /// The dossier once this plan is written, as a reload would give it (sources by system): what
+    /// a later record of the same message merges into, without reading the database again.
+    pub after: Loaded,
 }
 
 #[derive(Debug)]
@@ -202,6 +212,10 @@ pub(crate) fn plan(
                     in_perimeter: l.in_perimeter,
                     flow: merge_flow(l.flow, flow),
                     status: None,
+                    after: Loaded {
+                        flow: merge_flow(l.flow, flow),
+                        ..l.clone()
+                    },
                 });
             }
         }
@@ -250,6 +264,8 @@ pub(crate) fn plan(
     } else {
         DeliveryStatus::OutOfPerimeter
     };
+    // Both backends load the sources ordered by system.
+    sources.sort_by_key(|s| system_of(&s.record).map(System::as_str));
     Ok(match loaded {
         None => Plan {
             is_new: true,
@@ -260,24 +276,119 @@ pub(crate) fn plan(
             in_perimeter,
             flow,
             status: Some(target_status),
+            after: Loaded {
+                desired,
+                desired_version: 1,
+                flow,
+                in_perimeter,
+                sources,
+            },
         },
         Some(l) => {
             let previous_json = to_json(&what, &l.desired).map_err(PlanError::Corrupt)?;
             let changed = previous_json != desired_json;
             let perimeter_flipped = in_perimeter != l.in_perimeter;
+            let desired_version = l.desired_version + i64::from(changed);
+            let flow = merge_flow(l.flow, flow);
             Plan {
                 is_new: false,
                 source: Some(source),
                 desired_json,
-                desired_version: l.desired_version + i64::from(changed),
+                desired_version,
                 changed,
                 in_perimeter,
-                flow: merge_flow(l.flow, flow),
+                flow,
                 // A new desired version (or perimeter verdict) is owed again, even by a dead
                 // dossier: a corrected source is what its dead letter waited for.
                 status: (changed || perimeter_flipped).then_some(target_status),
+                after: Loaded {
+                    desired,
+                    desired_version,
+                    flow,
+                    in_perimeter,
+                    sources,
+                },
             }
         }
+    })
+}
+
+/// Plans every record of `inbound` against `held` (the dossiers it names as they stand, by id),
+/// in order: a dossier named twice sees the first record's result, as it would read it back from
+/// the ledger. All or nothing: the refused records make the whole message `Rejected`, with every
+/// violation.
+pub(crate) fn plan_inbound(
+    inbound: &Inbound,
+    precedence: &Precedence,
+    mut held: HashMap<String, Loaded>,
+) -> Result<Vec<Plan>, LedgerError> {
+    // Only a dossier named again needs its state carried forward (it costs a parse).
+    let mut named: HashMap<&str, usize> = HashMap::with_capacity(inbound.records.len());
+    for rec in &inbound.records {
+        *named.entry(rec.dossier_id.as_str()).or_default() += 1;
+    }
+    let mut plans = Vec::with_capacity(inbound.records.len());
+    let mut refused = Vec::new();
+    for rec in &inbound.records {
+        let id = rec.dossier_id.as_str();
+        let loaded = held.get(id);
+        match plan(id, loaded, rec, inbound.flow, precedence) {
+            Ok(p) => {
+                let left = named.get_mut(id).map_or(0, |n| {
+                    *n -= 1;
+                    *n
+                });
+                if left > 0 {
+                    let next = planned(id, loaded, &p)?;
+                    held.insert(rec.dossier_id.clone(), next);
+                }
+                plans.push(p);
+            }
+            Err(PlanError::Refused(v)) => {
+                if let Some(n) = named.get_mut(id) {
+                    *n -= 1;
+                }
+                refused.push(v);
+            }
+            Err(PlanError::Corrupt(e)) => return Err(e),
+        }
+    }
+    if refused.is_empty() {
+        Ok(plans)
+    } else {
+        Err(LedgerError::Rejected(refused))
+    }
+}
+
+/// The dossier as `plan` leaves it: what loading it again after the plan's writes would give
+/// (sources in the order of their system, as both backends read them).
+pub(crate) fn planned(
+    dossier_id: &str,
+    loaded: Option<&Loaded>,
+    plan: &Plan,
+) -> Result<Loaded, LedgerError> {
+    let what = format!("dossier {dossier_id}");
+    let mut sources = loaded.map(|l| l.sources.clone()).unwrap_or_default();
+    if let Some(source) = &plan.source {
+        let stored = StoredSource {
+            record: from_json(&what, &source.record_json)?,
+            in_perimeter: source.in_perimeter,
+        };
+        match sources
+            .iter()
+            .position(|s| system_of(&s.record) == Some(source.system))
+        {
+            Some(i) => sources[i] = stored,
+            None => sources.push(stored),
+        }
+        sources.sort_by_key(|s| system_of(&s.record).map(System::as_str));
+    }
+    Ok(Loaded {
+        desired: from_json(&what, &plan.desired_json)?,
+        desired_version: plan.desired_version,
+        flow: plan.flow,
+        in_perimeter: plan.in_perimeter,
+        sources,
     })
 }
 
@@ -290,6 +401,22 @@ fn merge_flow(stored: Flow, incoming: Flow) -> Flow {
     }
 }
 
+/// The sessions as both backends list them: in byte order of the three numbers (a database's
+/// collation would order `_` and letters differently), each once.
+pub(crate) fn sessions(mut rows: Vec<(String, String, String)>) -> Vec<SessionRef> {
+    rows.sort_unstable();
+    rows.dedup();
+    rows.into_iter()
+        .map(
+            |(numero_formation, numero_action, numero_session)| SessionRef {
+                numero_formation,
+                numero_action,
+                numero_session,
+            },
+        )
+        .collect()
+}
+
 /// The lease an upsert gave: `None` when it took nothing, else the holder it replaced (if any).
 pub(crate) fn lease(taken: Option<Option<String>>, holder: &str) -> super::Lease {
     match taken {
@@ -297,6 +424,81 @@ pub(crate) fn lease(taken: Option<Option<String>>, holder: &str) -> super::Lease
         Some(Some(prev)) if prev != holder => super::Lease::TakenOver,
         Some(_) => super::Lease::Acquired,
     }
+}
+
+pub(crate) fn parse_lot_state(what: &str, s: &str) -> Result<LotState, LedgerError> {
+    LotState::parse(s).ok_or_else(|| corrupt(what, format!("unknown lot state {s:?}")))
+}
+
+/// The stored JSON (`deliveries.delivered`) of the two delivered states that are not `Present`:
+/// AGORA never confirmed the dossier, so a backfill lot may send it. The backends' SQL spells
+/// these exact texts (tests check they are what serde writes).
+#[cfg(test)]
+pub(crate) const DELIVERED_NOT_PRESENT: [&str; 2] =
+    [r#"{"kind":"unknown"}"#, r#"{"kind":"absent"}"#];
+
+/// The outcome an `Accepted` lot line records with its operation (no personal value).
+pub(crate) fn lot_outcome(lot: &str, state: AgoraState) -> String {
+    format!("backfill lot {lot}: {}", state.as_str())
+}
+
+/// An `Accepted` lot line, ready to write.
+#[derive(Debug, Clone)]
+pub(crate) struct AcceptedLine<'a> {
+    pub dossier_id: &'a str,
+    pub numero_agora: &'a str,
+    /// `Delivered::Present` as stored.
+    pub delivered_json: String,
+    pub version: i64,
+    pub outcome: String,
+}
+
+/// A lot's lines sorted by kind, each dossier once (its first line wins: a report naming a
+/// member twice settles it once).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LotLines<'a> {
+    pub accepted: Vec<AcceptedLine<'a>>,
+    pub nothing_owed: Vec<(&'a str, i64)>,
+    pub dead: Vec<(&'a str, &'a DeadReason)>,
+    pub released: Vec<&'a str>,
+}
+
+/// Sorts `lines` by kind; `lot` names the lot in the operations' outcome (AGORA's id when known).
+pub(crate) fn lot_lines<'a>(lot: &str, lines: &'a [LotLine]) -> Result<LotLines<'a>, LedgerError> {
+    let mut seen = std::collections::HashSet::with_capacity(lines.len());
+    let mut sorted = LotLines::default();
+    for line in lines {
+        if !seen.insert(line.dossier_id()) {
+            continue;
+        }
+        match line {
+            LotLine::Accepted {
+                dossier_id,
+                numero_agora,
+                state,
+                version,
+            } => sorted.accepted.push(AcceptedLine {
+                dossier_id,
+                numero_agora,
+                delivered_json: to_json(
+                    &format!("dossier {dossier_id}"),
+                    &Delivered::Present {
+                        numero_agora: numero_agora.clone(),
+                        state: *state,
+                    },
+                )?,
+                version: *version,
+                outcome: lot_outcome(lot, *state),
+            }),
+            LotLine::NothingOwed {
+                dossier_id,
+                version,
+            } => sorted.nothing_owed.push((dossier_id, *version)),
+            LotLine::Dead { dossier_id, reason } => sorted.dead.push((dossier_id, reason)),
+            LotLine::Released { dossier_id } => sorted.released.push(dossier_id),
+        }
+    }
+    Ok(sorted)
 }
 
 #[cfg(test)]
@@ -352,6 +554,48 @@ mod tests {
         };
         assert!(matches!(err, LedgerError::Unavailable(_)), "{err:?}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn not_present_texts_are_what_serde_writes() {
+        assert_eq!(
+            [
+                to_json("t", &Delivered::Unknown).expect("ok"),
+                to_json("t", &Delivered::Absent).expect("ok")
+            ],
+            DELIVERED_NOT_PRESENT.map(String::from)
+        );
+    }
+
+    #[test]
+    fn lot_lines_keep_the_first_line_of_a_dossier() {
+        let lines = vec![
+            LotLine::Released {
+                dossier_id: "d1".into(),
+            },
+            LotLine::Accepted {
+                dossier_id: "d2".into(),
+                numero_agora: "AG-1".into(),
+                state: AgoraState::Solde,
+                version: 3,
+            },
+            LotLine::NothingOwed {
+                dossier_id: "d1".into(),
+                version: 1,
+            },
+        ];
+        let sorted = lot_lines("L-1", &lines).expect("ok");
+        assert_eq!(sorted.released, vec!["d1"]);
+        assert!(sorted.nothing_owed.is_empty());
+        assert_eq!(sorted.accepted.len(), 1);
+        assert_eq!(sorted.accepted[0].outcome, "backfill lot L-1: SOLDE");
+        assert_eq!(
+            from_json::<Delivered>("t", &sorted.accepted[0].delivered_json).expect("ok"),
+            Delivered::Present {
+                numero_agora: "AG-1".into(),
+                state: AgoraState::Solde
+            }
+        );
     }
 
     #[test]

@@ -26,6 +26,13 @@
 //!   `Pending` (or `OutOfPerimeter`), **including from `Dead`**: a corrected source is what an
 //!   operator waits for, so a new desired version revives a dead dossier, with its attempts reset.
 //!   The dead letter itself stays as it was (not marked replayed: only an operator replays).
+//! - **Replay lineage.** A replay marks its dead letter replayed (it stays, for the trace), sets
+//!   the dossier back to `Pending` and opens a new attempt named by a replay id, recorded on the
+//!   dead letter (`replay_id`) and on the delivery. The worker copies the delivery's replay id
+//!   onto each AGORA call it records; a dead letter ending that attempt names it (`after_replay`).
+//!   The attempt ends, and the delivery forgets its replay id, when the dossier is dead-lettered
+//!   again or settled at its desired version (delivered, incomplete, out of perimeter). A dead
+//!   letter is replayed once: a second replay is [`LedgerError::AlreadyReplayed`].
 //! - **Settling a stale version.** `settle_delivery` for a version older than the current desired
 //!   version records what was reached but leaves the status `Pending`: a newer state is owed.
 //! - **Time.** Timestamps are taken by the gateway (UTC, truncated to microseconds, the precision
@@ -36,9 +43,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use passerelle_adapters::agora::model::Anomaly;
-use passerelle_adapters::canonical::{Dossier, System};
+use passerelle_adapters::canonical::{Dossier, State, System};
 use passerelle_adapters::merge::Precedence;
-use passerelle_adapters::planner::{Delivered, Operation};
+use passerelle_adapters::planner::{AgoraState, Delivered, Operation};
+use passerelle_adapters::pole_emploi::SessionRef;
 use passerelle_adapters::Violation;
 use serde::{Deserialize, Serialize};
 
@@ -175,6 +183,9 @@ pub struct DossierRow {
     /// The latest record of each source, as received.
     pub sources: Vec<Dossier>,
     pub delivery: DeliveryRow,
+    /// The open backfill lot the dossier belongs to, if any: the lot, not a per-dossier task,
+    /// delivers it until the lot is settled.
+    pub lot: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -193,6 +204,8 @@ pub struct DeliveryRow {
     /// What the dossier waits for when `Incomplete` (canonical pointers and rules).
     pub waiting_for: Vec<Violation>,
     pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The replay whose attempt is under way, if the current attempt started from a replay.
+    pub replay_id: Option<String>,
 }
 
 /// What [`Ledger::try_lease`] gave.
@@ -223,6 +236,9 @@ pub struct OperationRecord {
     pub outcome: String,
     pub numero_agora: Option<String>,
     pub at: DateTime<Utc>,
+    /// The replay whose attempt made this call (the delivery's `replay_id` when it was made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_id: Option<String>,
 }
 
 /// One entry of the message journal.
@@ -280,6 +296,129 @@ pub struct DeadLetter {
     pub last_failure: DateTime<Utc>,
     /// When it was replayed, if it was: the dead letter stays, marked, for the lineage.
     pub replayed_at: Option<DateTime<Utc>>,
+    /// The attempt its replay opened (set with `replayed_at`): the AGORA calls of that attempt
+    /// and the dead letter that may end it carry the same id.
+    pub replay_id: Option<String>,
+    /// The replay whose attempt ended in this dead letter; `None` when the attempt did not start
+    /// from a replay.
+    pub after_replay: Option<String>,
+}
+
+/// What a replay did: the dead letter marked, its dossier owed again under a new attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replayed {
+    pub dead_letter_id: String,
+    pub dossier_id: String,
+    pub destination: String,
+    /// The new attempt's id (see [`DeadLetter::replay_id`]).
+    pub replay_id: String,
+    pub replayed_at: DateTime<Utc>,
+}
+
+/// Where a backfill lot (*lot de reprise*) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LotState {
+    /// Members chosen; `POST /reprises` not answered yet. After a crash in this state whether
+    /// AGORA received the lot is unknown: its members are searched before anything is resent.
+    Claimed,
+    /// AGORA answered `202` with its lot id: the report is polled, the lot never resent.
+    Submitted,
+    /// The report was read and every member settled.
+    Done,
+}
+
+impl LotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LotState::Claimed => "claimed",
+            LotState::Submitted => "submitted",
+            LotState::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LotState> {
+        [LotState::Claimed, LotState::Submitted, LotState::Done]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+    }
+}
+
+/// A backfill lot as the ledger tracks it (the checkpoint of one `POST /reprises`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotRow {
+    /// passerelle's id of the lot.
+    pub lot_key: String,
+    pub destination: String,
+    pub state: LotState,
+    /// AGORA's id of the lot, once `POST /reprises` answered `202`.
+    pub agora_lot: Option<String>,
+    /// The members, in line order, with the desired version each was claimed at.
+    pub members: Vec<LotMember>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotMember {
+    pub dossier_id: String,
+    pub desired_version: i64,
+}
+
+/// What became of one member of a lot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LotLine {
+    /// AGORA holds the dossier under this number in this state (a report line accepted, or a
+    /// search after an interrupted submission). Delivered if the dossier's desired version is
+    /// still `version`; otherwise what was reached is recorded and the status stays `Pending`.
+    Accepted {
+        dossier_id: String,
+        numero_agora: String,
+        state: AgoraState,
+        version: i64,
+    },
+    /// Nothing is owed to AGORA (e.g. refused or cancelled before AGORA ever had it):
+    /// `Delivered` with the delivered state unchanged, like the worker's "nothing owed".
+    NothingOwed { dossier_id: String, version: i64 },
+    /// AGORA rejected the line, or the lot failed for good: a dead letter with this reason.
+    Dead {
+        dossier_id: String,
+        reason: DeadReason,
+    },
+    /// Not sent after all (e.g. incomplete, or another flow took it over): back out of the lot,
+    /// its status untouched, for a per-dossier task or a later lot.
+    Released { dossier_id: String },
+}
+
+impl LotLine {
+    pub fn dossier_id(&self) -> &str {
+        match self {
+            LotLine::Accepted { dossier_id, .. }
+            | LotLine::NothingOwed { dossier_id, .. }
+            | LotLine::Dead { dossier_id, .. }
+            | LotLine::Released { dossier_id } => dossier_id,
+        }
+    }
+}
+
+/// Where the backfill flow stands toward a destination (dossiers whose flow is `backfill`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackfillProgress {
+    /// Pending, never delivered, in no lot: what the next lots will take.
+    pub claimable: u64,
+    /// Members of lots not yet `Done`.
+    pub in_lots: u64,
+    /// Lots not yet `Done`.
+    pub open_lots: u64,
+    /// Any other pending backfill dossier (being reconciled one by one).
+    pub pending_other: u64,
+}
+
+impl BackfillProgress {
+    /// Nothing left for the backfill to do.
+    pub fn is_idle(&self) -> bool {
+        self.claimable == 0 && self.in_lots == 0 && self.open_lots == 0 && self.pending_other == 0
+    }
 }
 
 /// Filters of the dead-letter list. `since` (inclusive) and `until` (exclusive) bound the last
@@ -287,11 +426,24 @@ pub struct DeadLetter {
 /// `include_replayed`. The list is ordered by last failure, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadLetterFilter {
+    pub dossier_id: Option<String>,
     pub destination: Option<String>,
+    /// [`DeadReason::code`]: an AGORA anomaly code, `http.<status>`, `transport`, or a planner code.
     pub code: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub include_replayed: bool,
+}
+
+impl DeadLetterFilter {
+    /// Whether it names nothing to narrow on: it selects every dead letter.
+    pub fn is_empty(&self) -> bool {
+        self.dossier_id.is_none()
+            && self.destination.is_none()
+            && self.code.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +460,13 @@ pub enum LedgerError {
     Corrupt { what: String, detail: String },
     #[error("no such {what}")]
     NotFound { what: &'static str },
+    /// A dead letter is replayed once; this one already was.
+    #[error("dead letter {id} was already replayed at {replayed_at}")]
+    AlreadyReplayed {
+        id: String,
+        dossier_id: String,
+        replayed_at: DateTime<Utc>,
+    },
 }
 
 /// The ledger's operations. Each is one transaction.
@@ -383,8 +542,18 @@ pub trait Ledger: Send + Sync + 'static {
         -> Result<Vec<DeadLetter>, LedgerError>;
 
     /// Marks a dead letter replayed (it stays, for the lineage), sets the dossier back to
-    /// `Pending` with its attempts reset, and returns the dossier id to reconcile again.
-    async fn replay(&self, dead_letter_id: &str) -> Result<String, LedgerError>;
+    /// `Pending` with its attempts reset under a new replay id (see the module's "Replay
+    /// lineage"), and says what to reconcile again. `NotFound` for an unknown id,
+    /// `AlreadyReplayed` for a dead letter replayed before (nothing changes then).
+    async fn replay(&self, dead_letter_id: &str) -> Result<Replayed, LedgerError>;
+
+    /// Replays, in one transaction and oldest first, every dead letter not yet replayed that
+    /// `filter` selects (its `include_replayed` is ignored). An empty filter selects them all:
+    /// callers facing an operator ask for an explicit "all" first.
+    async fn replay_matching(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<Replayed>, LedgerError>;
 
     /// The journal entries that shaped a dossier, oldest first.
     async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError>;
@@ -398,7 +567,8 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Dossiers whose delivery is `Pending` and untouched for `quiet_for` (to re-enqueue a task
     /// lost after a crash; a dossier in its retry backoff was touched by its last failure and is
-    /// left to its delayed task).
+    /// left to its delayed task). Members of an open lot and claimable backfill dossiers are left
+    /// out: the backfill's lots deliver them.
     async fn pending(
         &self,
         destination: &str,
@@ -408,6 +578,59 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Deletes masked payloads older than `retention` and returns how many were deleted.
     async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError>;
+
+    /// The sessions the Pôle emploi poller asks about: the distinct (`numero_formation`,
+    /// `numero_action`, `numero_session`) of the in-perimeter dossiers whose desired state is one
+    /// of `states`, leaving out those that lack one of the three numbers (the partner API wants
+    /// all three). Sorted by the three numbers, byte order, whatever the database's collation.
+    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError>;
+
+    // --- The backfill (*reprise d'antériorité*) ------------------------------------------------
+
+    /// Several dossiers at once (those found; any order), for the backfill's lots and report.
+    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError>;
+
+    /// Opens lot `lot_key` with up to `limit` **claimable** dossiers: flow `backfill`, in
+    /// perimeter, status `Pending` toward `destination`, delivered state not `Present` (AGORA
+    /// never confirmed them), in no lot, and not leased by a worker. Oldest pending first (by the
+    /// delivery's last change). Returns `None` (and creates nothing) when none is claimable; the
+    /// lot is `Claimed`.
+    async fn claim_lot(
+        &self,
+        destination: &str,
+        lot_key: &str,
+        limit: i64,
+    ) -> Result<Option<LotRow>, LedgerError>;
+
+    async fn lot(&self, lot_key: &str) -> Result<Option<LotRow>, LedgerError>;
+
+    /// Lots not `Done`, oldest first (to resume them).
+    async fn open_lots(&self, destination: &str) -> Result<Vec<LotRow>, LedgerError>;
+
+    /// Checkpoint: AGORA accepted the lot under `agora_lot` (state `Submitted`).
+    async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError>;
+
+    /// Settles lot members (one transaction): each line as [`LotLine`] says, each member leaving
+    /// the lot (lines naming a dossier not in the lot are ignored). For the trace, an `Accepted`
+    /// line also records an operation: `Create`, status `Some(202)`, outcome
+    /// `"backfill lot {agora_lot}: {STATE}"`, with its number. When `done`, the lot becomes
+    /// `Done` and any member not named leaves it too. Returns the ids of the settled or released
+    /// members still `Pending` afterwards (a newer desired version, or released): the caller gives
+    /// them a per-dossier task.
+    async fn settle_lot(
+        &self,
+        lot_key: &str,
+        lines: &[LotLine],
+        done: bool,
+    ) -> Result<Vec<String>, LedgerError>;
+
+    /// Counts of the backfill flow toward `destination`.
+    async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError>;
+
+    /// A named checkpoint (e.g. how many dossiers of an input file were committed).
+    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError>;
+
+    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError>;
 }
 
 /// Opens the ledger `url` names and brings its schema up to date:

@@ -1,28 +1,45 @@
 //! The production ledger: PostgreSQL, shared by several gateway replicas.
 //!
-//! `accept` runs at READ COMMITTED and serialises the messages of one dossier with a row lock:
-//! each dossier row is first inserted if missing (`INSERT … ON CONFLICT DO NOTHING`, a placeholder
-//! with no desired state, visible to nobody before commit), then locked (`SELECT … FOR NO KEY
-//! UPDATE`: the lock an `UPDATE` takes. `FOR UPDATE` would also block the foreign-key checks of
-//! a worker inserting an operation of that dossier while it holds the dossier's delivery row,
-//! which waits for the same delivery row: a deadlock).
-//! Two first messages of a new dossier thus queue on the unique index, and the second sees the
-//! first's committed row. The dossiers of one message are locked in id order, so two messages
-//! naming the same dossiers in another order cannot deadlock. The journal entry is inserted first,
-//! with `ON CONFLICT DO NOTHING` on (system, payload hash): a concurrent identical payload waits for
-//! the first and then answers as a duplicate.
+//! `accept` runs at READ COMMITTED and serialises the messages of one dossier with a row lock.
+//! It is set-based: a handful of statements whatever the number of records (a backfill message
+//! carries hundreds).
+//!
+//! 1. The journal entry is inserted first, with `ON CONFLICT DO NOTHING` on (system, payload
+//!    hash): a concurrent identical payload waits for the first and then answers as a duplicate.
+//! 2. One statement inserts a placeholder row for each new dossier (no desired state, visible to
+//!    nobody before commit) and locks each existing one: `INSERT … ON CONFLICT DO UPDATE … WHERE
+//!    false` updates nothing but locks the conflicting row, with the lock an `UPDATE` of a
+//!    non-key column takes (`FOR NO KEY UPDATE`; `FOR UPDATE` would also block the foreign-key
+//!    checks of a worker inserting an operation of that dossier while it holds the dossier's
+//!    delivery row, which waits for the same delivery row: a deadlock). Two first messages of a
+//!    new dossier thus queue on the unique index, and the second locks the first's committed row.
+//!    The ids go in sorted order, so two messages naming the same dossiers cannot deadlock.
+//! 3. The dossiers that existed are read with their sources, by a new statement: its snapshot
+//!    shows what the previous holders of the locks committed.
+//! 4. Every record is planned in memory (`logic::plan`), in order, each against the dossier as
+//!    the previous records of the message left it.
+//! 5. One statement writes it all over `UNNEST`ed arrays: dossiers, sources, deliveries and the
+//!    journal's links. The delivery's revival from `dead` is decided there, at write time, since
+//!    workers update deliveries without the dossier's lock.
+//!
+//! Backfill lots are set-based, a few statements whatever their size: `claim_lot` picks its
+//! members with `FOR UPDATE SKIP LOCKED` (concurrent claims take other dossiers instead of
+//! waiting) and `settle_lot` settles each kind of line with one statement over `UNNEST`ed arrays,
+//! under the lot row's lock.
 //!
 //! JSON is stored as JSONB (bound and read as text, decoded with serde). Every session has a
 //! statement timeout, so a stuck lock makes the ledger unavailable instead of hanging the caller.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use passerelle_adapters::canonical::Dossier;
+use passerelle_adapters::canonical::{Dossier, State};
 use passerelle_adapters::merge::Precedence;
-use passerelle_adapters::planner::Delivered;
+use passerelle_adapters::planner::{Delivered, Operation};
+use passerelle_adapters::pole_emploi::SessionRef;
 use passerelle_adapters::Violation;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -30,12 +47,12 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::logic::{
     self, clip, corrupt, db_error, from_json, now, parse_flow, parse_status, parse_system_col,
-    to_json, Loaded, Plan, PlanError, StoredSource,
+    to_json, Loaded, Plan, PlanError, SourceWrite, StoredSource,
 };
 use super::{
-    mask_url, Accepted, AcceptedDossier, DeadLetter, DeadLetterFilter, DeadReason, DeliveryRow,
-    DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, OperationRecord,
-    AGORA,
+    mask_url, Accepted, AcceptedDossier, BackfillProgress, DeadLetter, DeadLetterFilter,
+    DeadReason, DeliveryRow, DeliveryStatus, DossierRow, Flow, Inbound, JournalEntry, Lease,
+    Ledger, LedgerError, LotLine, LotMember, LotRow, LotState, OperationRecord, Replayed, AGORA,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -53,6 +70,114 @@ pub struct PostgresLedger {
 }
 
 type Tx = Transaction<'static, Postgres>;
+
+/// A delivery (`deliveries v`) whose delivered state is not `Present`: AGORA never confirmed it.
+/// The texts are `logic::DELIVERED_NOT_PRESENT`, as serde writes them (a test checks).
+macro_rules! not_present {
+    () => {
+        r#"v.delivered IN ('{"kind":"unknown"}'::jsonb, '{"kind":"absent"}'::jsonb)"#
+    };
+}
+
+/// A delivery a backfill lot may take (`deliveries v` joined with its `dossiers d`), leases aside.
+macro_rules! claimable {
+    () => {
+        concat!(
+            "d.flow = 'backfill' AND d.in_perimeter AND v.status = 'pending' AND v.lot IS NULL AND ",
+            not_present!()
+        )
+    };
+}
+
+/// The columns [`PostgresLedger::dossier_from_row`] reads: dossiers with their sources and their
+/// delivery toward `$1`, in one statement (one snapshot, one round trip); the caller appends the
+/// `WHERE`. A placeholder (desired NULL) only exists inside an uncommitted accept: never seen.
+macro_rules! select_dossiers {
+    () => {
+        "SELECT d.dossier_id, d.desired::text AS desired, d.desired_version, d.flow, \
+         d.in_perimeter, d.created_at, d.updated_at, \
+         (SELECT coalesce(json_agg(s.record ORDER BY s.system), '[]'::json)::text \
+          FROM dossier_sources s WHERE s.dossier_id = d.dossier_id) AS sources, \
+         v.destination, v.delivered::text AS delivered, v.delivered_version, v.status, \
+         v.attempts, v.last_error, v.waiting_for::text AS waiting_for, v.last_attempt_at, v.lot, \
+         v.replay_id \
+         FROM dossiers d LEFT JOIN deliveries v \
+         ON v.dossier_id = d.dossier_id AND v.destination = $1 "
+    };
+}
+
+/// The `WHERE` conditions of a dead-letter filter: `$1` destination, `$2` code, `$3` since, `$4`
+/// until, `$5` include replayed, `$6` dossier (each `NULL` for "any"), then the order.
+macro_rules! dead_letter_filter {
+    () => {
+        "($1::text IS NULL OR destination = $1) AND ($2::text IS NULL OR code = $2) AND \
+         ($3::timestamptz IS NULL OR last_failure >= $3) AND \
+         ($4::timestamptz IS NULL OR last_failure < $4) AND \
+         ($5 OR replayed_at IS NULL) AND ($6::text IS NULL OR dossier_id = $6) \
+         ORDER BY last_failure, id"
+    };
+}
+
+/// A lot with its members in line order, in one statement; the caller appends the `WHERE`.
+macro_rules! select_lots {
+    () => {
+        "SELECT l.lot_key, l.destination, l.state, l.agora_lot, l.created_at, l.updated_at, \
+         ARRAY(SELECT m.dossier_id FROM lot_members m WHERE m.lot_key = l.lot_key \
+               ORDER BY m.position) AS member_ids, \
+         ARRAY(SELECT m.desired_version FROM lot_members m WHERE m.lot_key = l.lot_key \
+               ORDER BY m.position) AS member_versions \
+         FROM lots l "
+    };
+}
+
+/// What one message does to one dossier: its records' plans folded in order. The last plan gives
+/// the dossier's state, the last status set is the delivery's, the last record of a source is
+/// the one kept; the journal links the dossier at its first position.
+#[derive(Debug)]
+struct DossierWrite {
+    position: i32,
+    /// Whether the message creates the dossier (its first record found a placeholder).
+    is_new: bool,
+    desired_json: String,
+    desired_version: i64,
+    flow: Flow,
+    in_perimeter: bool,
+    status: Option<DeliveryStatus>,
+    /// At most one per system.
+    sources: Vec<SourceWrite>,
+}
+
+impl DossierWrite {
+    /// Empty until its first plan is applied.
+    fn new(position: i32, is_new: bool) -> Self {
+        Self {
+            position,
+            is_new,
+            desired_json: String::new(),
+            desired_version: 0,
+            flow: Flow::Backfill,
+            in_perimeter: false,
+            status: None,
+            sources: Vec::new(),
+        }
+    }
+
+    /// Folds in the plan of the dossier's next record; returns the dossier as it then stands.
+    fn apply(&mut self, plan: Plan) -> Loaded {
+        self.desired_json = plan.desired_json;
+        self.desired_version = plan.desired_version;
+        self.flow = plan.flow;
+        self.in_perimeter = plan.in_perimeter;
+        self.status = plan.status.or(self.status);
+        if let Some(source) = plan.source {
+            match self.sources.iter_mut().find(|s| s.system == source.system) {
+                Some(held) => *held = source,
+                None => self.sources.push(source),
+            }
+        }
+        plan.after
+    }
+}
 
 fn get<'r, T>(row: &'r PgRow, what: &str, col: &str) -> Result<T, LedgerError>
 where
@@ -91,122 +216,207 @@ impl PostgresLedger {
         self.pool.begin().await.map_err(|e| db_error(what, e))
     }
 
-    /// Loads a dossier locked by this transaction; `None` for the placeholder of a new one.
-    async fn load_locked(tx: &mut Tx, dossier_id: &str) -> Result<Option<Loaded>, LedgerError> {
-        let what = format!("dossier {dossier_id}");
-        let row = sqlx::query(
-            "SELECT desired::text AS desired, desired_version, flow, in_perimeter \
-             FROM dossiers WHERE dossier_id = $1 FOR NO KEY UPDATE",
+    /// Locks the dossiers `ids` (sorted, distinct) for this transaction, in that order, and
+    /// returns those it created: a placeholder (no desired state, visible to nobody before
+    /// commit) for each id not yet known.
+    ///
+    /// One statement: `ON CONFLICT DO UPDATE … WHERE false` updates nothing but locks each
+    /// existing row, with the lock an `UPDATE` of a non-key column takes (`FOR NO KEY UPDATE`),
+    /// even a row committed after this statement's snapshot. An id another transaction is
+    /// creating waits for it on the unique index, then is locked as an existing row.
+    async fn lock_dossiers(
+        tx: &mut Tx,
+        ids: &[&str],
+        perimeters: &[bool],
+        flow: Flow,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<String>, LedgerError> {
+        sqlx::query_scalar(
+            "INSERT INTO dossiers (dossier_id, desired, desired_version, flow, in_perimeter, \
+             created_at, updated_at) \
+             SELECT u.dossier_id, NULL, 0, $3, u.in_perimeter, $4, $4 \
+             FROM UNNEST($1::text[], $2::bool[]) AS u(dossier_id, in_perimeter) \
+             ON CONFLICT (dossier_id) DO UPDATE SET updated_at = excluded.updated_at WHERE false \
+             RETURNING dossier_id",
         )
-        .bind(dossier_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(|e| db_error(&what, e))?;
-        let desired: Option<String> = get(&row, &what, "desired")?;
-        let Some(desired) = desired else {
-            return Ok(None);
-        };
-        let flow: String = get(&row, &what, "flow")?;
-        let sources = sqlx::query(
-            "SELECT record::text AS record, in_perimeter FROM dossier_sources \
-             WHERE dossier_id = $1 ORDER BY system",
-        )
-        .bind(dossier_id)
+        .bind(ids)
+        .bind(perimeters)
+        .bind(flow.as_str())
+        .bind(at)
         .fetch_all(&mut **tx)
         .await
-        .map_err(|e| db_error(&what, e))?
-        .iter()
-        .map(|r| {
-            let record: String = get(r, &what, "record")?;
-            Ok(StoredSource {
-                record: from_json(&what, &record)?,
-                in_perimeter: get(r, &what, "in_perimeter")?,
-            })
-        })
-        .collect::<Result<Vec<_>, LedgerError>>()?;
-        Ok(Some(Loaded {
-            desired: from_json(&what, &desired)?,
-            desired_version: get(&row, &what, "desired_version")?,
-            flow: parse_flow(&what, &flow)?,
-            in_perimeter: get(&row, &what, "in_perimeter")?,
-            sources,
-        }))
+        .map_err(|e| db_error("accept", e))
     }
 
+    /// Loads dossiers this transaction locked (every id exists), with their sources, in one
+    /// statement. Run after [`Self::lock_dossiers`], so its snapshot shows what the previous
+    /// holders of the locks committed. `None` for a placeholder. (`LIMIT`: see [`Self::write`].)
+    async fn load_locked(
+        tx: &mut Tx,
+        ids: &[&str],
+    ) -> Result<Vec<(String, Option<Loaded>)>, LedgerError> {
+        sqlx::query(
+            "SELECT d.dossier_id, d.desired::text AS desired, d.desired_version, d.flow, \
+             d.in_perimeter, \
+             (SELECT coalesce(json_agg(json_build_array(s.record, s.in_perimeter) \
+                                       ORDER BY s.system), '[]'::json)::text \
+              FROM dossier_sources s WHERE s.dossier_id = d.dossier_id) AS sources \
+             FROM (SELECT * FROM UNNEST($1::text[]) LIMIT $2) AS u(dossier_id) \
+             JOIN dossiers d ON d.dossier_id = u.dossier_id",
+        )
+        .bind(ids)
+        .bind(i64::try_from(ids.len()).unwrap_or(i64::MAX))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| db_error("accept", e))?
+        .iter()
+        .map(|row| {
+            let dossier_id: String = get(row, "dossier", "dossier_id")?;
+            let what = format!("dossier {dossier_id}");
+            let desired: Option<String> = get(row, &what, "desired")?;
+            let Some(desired) = desired else {
+                return Ok((dossier_id, None));
+            };
+            let flow: String = get(row, &what, "flow")?;
+            let sources: String = get(row, &what, "sources")?;
+            let loaded = Loaded {
+                desired: from_json(&what, &desired)?,
+                desired_version: get(row, &what, "desired_version")?,
+                flow: parse_flow(&what, &flow)?,
+                in_perimeter: get(row, &what, "in_perimeter")?,
+                sources: from_json::<Vec<(Dossier, bool)>>(&what, &sources)?
+                    .into_iter()
+                    .map(|(record, in_perimeter)| StoredSource {
+                        record,
+                        in_perimeter,
+                    })
+                    .collect(),
+            };
+            Ok((dossier_id, Some(loaded)))
+        })
+        .collect()
+    }
+
+    /// Writes what the records of one message did to their dossiers (locked by this
+    /// transaction), in one statement whatever their number: the dossiers, their sources, their
+    /// delivery toward AGORA, and the journal's links.
     async fn write(
         tx: &mut Tx,
-        dossier_id: &str,
-        plan: &Plan,
+        message_id: &str,
+        writes: &BTreeMap<&str, DossierWrite>,
         at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let what = format!("dossier {dossier_id}");
-        // The row exists (placeholder or not) and is locked by this transaction.
+        let n = writes.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let mut desired = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut flows = Vec::with_capacity(n);
+        let mut perimeters = Vec::with_capacity(n);
+        let mut delivery_ids = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut created = Vec::with_capacity(n);
+        let mut source_ids = Vec::with_capacity(n);
+        let mut systems = Vec::with_capacity(n);
+        let mut source_versions = Vec::with_capacity(n);
+        let mut source_perimeters = Vec::with_capacity(n);
+        let mut records = Vec::with_capacity(n);
+        for (&id, w) in writes {
+            ids.push(id);
+            positions.push(w.position);
+            desired.push(w.desired_json.as_str());
+            versions.push(w.desired_version);
+            flows.push(w.flow.as_str());
+            perimeters.push(w.in_perimeter);
+            if let Some(status) = w.status {
+                delivery_ids.push(id);
+                statuses.push(status.as_str());
+                created.push(w.is_new);
+            }
+            for s in &w.sources {
+                source_ids.push(id);
+                systems.push(s.system.as_str());
+                source_versions.push(s.version);
+                source_perimeters.push(s.in_perimeter);
+                records.push(s.record_json.as_str());
+            }
+        }
+        // The CTEs touch disjoint rows; the foreign keys are checked at the end of the statement.
+        // A new dossier gets its delivery row; an existing one owed again (a status to set)
+        // forgets what it waited for, and a dead one revived by a new version starts a fresh
+        // series of attempts (read at write time: workers update deliveries without the dossier
+        // lock).
+        //
+        // `LIMIT $19`, the number of dossiers (it drops nothing), is for the planner: it counts
+        // an `UNNEST` of a parameter as 10 rows, so it would plan this statement anew at every
+        // one-record call, or cache a plan that scans whole tables while they are small. Told
+        // "few rows", it caches one plan of index lookups, right for one record as for 500. For
+        // the same reason deliveries are matched on their whole key from `delivery`: a filter on
+        // the destination alone would invite a scan of every delivery toward it.
         sqlx::query(
-            "UPDATE dossiers SET desired = $2::text::jsonb, desired_version = $3, flow = $4, \
-             in_perimeter = $5, updated_at = $6, \
-             created_at = CASE WHEN desired IS NULL THEN $6 ELSE created_at END \
-             WHERE dossier_id = $1",
+            "WITH dossier AS ( \
+               UPDATE dossiers d SET desired = u.desired::jsonb, desired_version = u.version, \
+               flow = u.flow, in_perimeter = u.in_perimeter, updated_at = $2, \
+               created_at = CASE WHEN d.desired IS NULL THEN $2 ELSE d.created_at END \
+               FROM (SELECT * FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[], \
+                                          $7::bool[]) LIMIT $19) \
+               AS u(dossier_id, desired, version, flow, in_perimeter) \
+               WHERE d.dossier_id = u.dossier_id), \
+             linked AS ( \
+               INSERT INTO journal_dossiers (message_id, dossier_id, position) \
+               SELECT $1, * FROM UNNEST($3::text[], $8::int[]) ON CONFLICT DO NOTHING), \
+             delivery AS MATERIALIZED ( \
+               SELECT *, $9::text AS destination \
+               FROM UNNEST($10::text[], $11::text[], $12::bool[]) \
+               AS u(dossier_id, status, is_new) LIMIT $19), \
+             created AS ( \
+               INSERT INTO deliveries (dossier_id, destination, delivered, delivered_version, \
+               status, attempts, waiting_for, updated_at) \
+               SELECT u.dossier_id, u.destination, $13::jsonb, 0, u.status, 0, '[]'::jsonb, $2 \
+               FROM delivery u WHERE u.is_new), \
+             owed AS ( \
+               UPDATE deliveries v SET \
+               attempts = CASE WHEN v.status = 'dead' THEN 0 ELSE v.attempts END, \
+               first_failure_at = CASE WHEN v.status = 'dead' THEN NULL \
+                                  ELSE v.first_failure_at END, \
+               status = u.status, waiting_for = '[]'::jsonb, updated_at = $2 \
+               FROM delivery u \
+               WHERE NOT u.is_new AND v.dossier_id = u.dossier_id \
+               AND v.destination = u.destination), \
+             sourced AS ( \
+               INSERT INTO dossier_sources (dossier_id, system, source_version, in_perimeter, \
+               record, received_at) \
+               SELECT u.dossier_id, u.system, u.version, u.in_perimeter, u.record::jsonb, $2 \
+               FROM UNNEST($14::text[], $15::text[], $16::bigint[], $17::bool[], $18::text[]) \
+               AS u(dossier_id, system, version, in_perimeter, record) \
+               ON CONFLICT (dossier_id, system) DO UPDATE SET \
+               source_version = excluded.source_version, in_perimeter = excluded.in_perimeter, \
+               record = excluded.record, received_at = excluded.received_at) \
+             SELECT 1",
         )
-        .bind(dossier_id)
-        .bind(&plan.desired_json)
-        .bind(plan.desired_version)
-        .bind(plan.flow.as_str())
-        .bind(plan.in_perimeter)
+        .bind(message_id)
         .bind(at)
+        .bind(&ids)
+        .bind(&desired)
+        .bind(&versions)
+        .bind(&flows)
+        .bind(&perimeters)
+        .bind(&positions)
+        .bind(AGORA)
+        .bind(&delivery_ids)
+        .bind(&statuses)
+        .bind(&created)
+        .bind(to_json("delivery", &Delivered::Unknown)?)
+        .bind(&source_ids)
+        .bind(&systems)
+        .bind(&source_versions)
+        .bind(&source_perimeters)
+        .bind(&records)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
         .execute(&mut **tx)
         .await
-        .map_err(|e| db_error(&what, e))?;
-        if plan.is_new {
-            sqlx::query(
-                "INSERT INTO deliveries (dossier_id, destination, delivered, delivered_version, \
-                 status, attempts, waiting_for, updated_at) \
-                 VALUES ($1, $2, $3::text::jsonb, 0, $4, 0, '[]'::jsonb, $5)",
-            )
-            .bind(dossier_id)
-            .bind(AGORA)
-            .bind(to_json(&what, &Delivered::Unknown)?)
-            .bind(plan.status.unwrap_or(DeliveryStatus::Pending).as_str())
-            .bind(at)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| db_error(&what, e))?;
-        } else if let Some(status) = plan.status {
-            // Owed again: what it waited for is moot, and a dead dossier revived by a new
-            // version starts a fresh series of attempts.
-            sqlx::query(
-                "UPDATE deliveries SET \
-                 attempts = CASE WHEN status = 'dead' THEN 0 ELSE attempts END, \
-                 first_failure_at = CASE WHEN status = 'dead' THEN NULL ELSE first_failure_at END, \
-                 status = $3, waiting_for = '[]'::jsonb, updated_at = $4 \
-                 WHERE dossier_id = $1 AND destination = $2",
-            )
-            .bind(dossier_id)
-            .bind(AGORA)
-            .bind(status.as_str())
-            .bind(at)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| db_error(&what, e))?;
-        }
-        if let Some(source) = &plan.source {
-            sqlx::query(
-                "INSERT INTO dossier_sources (dossier_id, system, source_version, in_perimeter, \
-                 record, received_at) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6) \
-                 ON CONFLICT (dossier_id, system) DO UPDATE SET \
-                 source_version = excluded.source_version, in_perimeter = excluded.in_perimeter, \
-                 record = excluded.record, received_at = excluded.received_at",
-            )
-            .bind(dossier_id)
-            .bind(source.system.as_str())
-            .bind(source.version)
-            .bind(source.in_perimeter)
-            .bind(&source.record_json)
-            .bind(at)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| db_error(&what, e))?;
-        }
-        Ok(())
+        .map(|_| ())
+        .map_err(|e| db_error("accept", e))
     }
 
     async fn linked_dossiers(&self, message_id: &str) -> Result<Vec<AcceptedDossier>, LedgerError> {
@@ -245,6 +455,7 @@ impl PostgresLedger {
             last_error: get(r, what, "last_error")?,
             waiting_for: from_json::<Vec<Violation>>(what, &waiting_for)?,
             last_attempt_at: get(r, what, "last_attempt_at")?,
+            replay_id: get(r, what, "replay_id")?,
         })
     }
 
@@ -260,8 +471,163 @@ impl PostgresLedger {
             first_failure: get(r, &what, "first_failure")?,
             last_failure: get(r, &what, "last_failure")?,
             replayed_at: get(r, &what, "replayed_at")?,
+            replay_id: get(r, &what, "replay_id")?,
+            after_replay: get(r, &what, "after_replay")?,
             id,
         })
+    }
+
+    /// Decodes a row of `select_dossiers!()`.
+    fn dossier_from_row(r: &PgRow) -> Result<DossierRow, LedgerError> {
+        let dossier_id: String = get(r, "dossier", "dossier_id")?;
+        let what = format!("dossier {dossier_id}");
+        let desired: String = get(r, &what, "desired")?;
+        let flow: String = get(r, &what, "flow")?;
+        let sources: String = get(r, &what, "sources")?;
+        let destination: Option<String> = get(r, &what, "destination")?;
+        if destination.is_none() {
+            return Err(corrupt(&what, "no delivery row"));
+        }
+        Ok(DossierRow {
+            desired: from_json(&what, &desired)?,
+            desired_version: get(r, &what, "desired_version")?,
+            flow: parse_flow(&what, &flow)?,
+            in_perimeter: get(r, &what, "in_perimeter")?,
+            sources: from_json(&what, &sources)?,
+            delivery: Self::delivery_from_row(&what, r)?,
+            lot: get(r, &what, "lot")?,
+            created_at: get(r, &what, "created_at")?,
+            updated_at: get(r, &what, "updated_at")?,
+            dossier_id,
+        })
+    }
+
+    /// Decodes a row of `select_lots!()`.
+    fn lot_from_row(r: &PgRow) -> Result<LotRow, LedgerError> {
+        let lot_key: String = get(r, "lot", "lot_key")?;
+        let what = format!("lot {lot_key}");
+        let state: String = get(r, &what, "state")?;
+        let ids: Vec<String> = get(r, &what, "member_ids")?;
+        let versions: Vec<i64> = get(r, &what, "member_versions")?;
+        Ok(LotRow {
+            destination: get(r, &what, "destination")?,
+            state: logic::parse_lot_state(&what, &state)?,
+            agora_lot: get(r, &what, "agora_lot")?,
+            members: ids
+                .into_iter()
+                .zip(versions)
+                .map(|(dossier_id, desired_version)| LotMember {
+                    dossier_id,
+                    desired_version,
+                })
+                .collect(),
+            created_at: get(r, &what, "created_at")?,
+            updated_at: get(r, &what, "updated_at")?,
+            lot_key,
+        })
+    }
+
+    /// Dead-letters dossiers toward `destination` (status `Dead`) in one statement, and returns
+    /// (dossier id, dead letter id) of those that have such a delivery. With `lot`, only members
+    /// of that lot, which leave it. Shared by `dead_letter` and `settle_lot`.
+    async fn dead_letters_in<'e, E: sqlx::PgExecutor<'e>>(
+        executor: E,
+        destination: &str,
+        dead: &[(&str, &DeadReason)],
+        at: DateTime<Utc>,
+        lot: Option<&str>,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        let mut ids = Vec::with_capacity(dead.len());
+        let mut dossier_ids = Vec::with_capacity(dead.len());
+        let mut codes = Vec::with_capacity(dead.len());
+        let mut reasons = Vec::with_capacity(dead.len());
+        for (dossier_id, reason) in dead {
+            ids.push(logic::new_id());
+            dossier_ids.push(*dossier_id);
+            codes.push(reason.code());
+            reasons.push(to_json(&format!("dossier {dossier_id}"), reason)?);
+        }
+        sqlx::query_as(
+            "WITH line AS ( \
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
+               AS t(id, dossier_id, code, reason)), \
+             dead AS ( \
+               INSERT INTO dead_letters (id, dossier_id, destination, code, reason, attempts, \
+               first_failure, last_failure, after_replay) \
+               SELECT line.id, v.dossier_id, v.destination, line.code, line.reason::jsonb, \
+                      v.attempts, COALESCE(v.first_failure_at, $6), $6, v.replay_id \
+               FROM line JOIN deliveries v \
+               ON v.dossier_id = line.dossier_id AND v.destination = $5 \
+               WHERE $7::text IS NULL OR v.lot = $7 \
+               RETURNING id, dossier_id) \
+             UPDATE deliveries v SET status = 'dead', updated_at = $6, replay_id = NULL, \
+             lot = CASE WHEN $7::text IS NULL THEN v.lot END \
+             FROM dead WHERE v.dossier_id = dead.dossier_id AND v.destination = $5 \
+             RETURNING dead.dossier_id, dead.id",
+        )
+        .bind(&ids)
+        .bind(&dossier_ids)
+        .bind(&codes)
+        .bind(&reasons)
+        .bind(destination)
+        .bind(at)
+        .bind(lot)
+        .fetch_all(executor)
+        .await
+        .map_err(|e| db_error("dead letter", e))
+    }
+
+    /// Replays dead letters (locked rows with `id`, `dossier_id`, `destination`, none replayed
+    /// yet) in one statement: each is marked with a new replay id, which its delivery takes with
+    /// a fresh run of attempts. Shared by `replay` and `replay_matching`.
+    async fn replay_in(
+        tx: &mut Tx,
+        letters: &[PgRow],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        if letters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut replayed = Vec::with_capacity(letters.len());
+        for r in letters {
+            let id: String = get(r, "dead letter", "id")?;
+            let what = format!("dead letter {id}");
+            replayed.push(Replayed {
+                dossier_id: get(r, &what, "dossier_id")?,
+                destination: get(r, &what, "destination")?,
+                replay_id: logic::new_id(),
+                replayed_at: at,
+                dead_letter_id: id,
+            });
+        }
+        let ids: Vec<&str> = replayed.iter().map(|r| r.dead_letter_id.as_str()).collect();
+        let replay_ids: Vec<&str> = replayed.iter().map(|r| r.replay_id.as_str()).collect();
+        // Data-modifying CTEs run to completion whether or not the outer query reads them.
+        let marked: Vec<String> = sqlx::query_scalar(
+            "WITH line AS ( \
+               SELECT * FROM UNNEST($1::text[], $2::text[]) AS t(id, replay_id)), \
+             marked AS ( \
+               UPDATE dead_letters l SET replayed_at = $3, replay_id = line.replay_id \
+               FROM line WHERE l.id = line.id AND l.replayed_at IS NULL \
+               RETURNING l.id, l.dossier_id, l.destination, l.replay_id), \
+             owed AS ( \
+               UPDATE deliveries v SET status = 'pending', attempts = 0, last_error = NULL, \
+               first_failure_at = NULL, waiting_for = '[]'::jsonb, \
+               replay_id = marked.replay_id, updated_at = $3 \
+               FROM marked \
+               WHERE v.dossier_id = marked.dossier_id AND v.destination = marked.destination \
+               RETURNING 1) \
+             SELECT id FROM marked",
+        )
+        .bind(&ids)
+        .bind(&replay_ids)
+        .bind(at)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| db_error("dead letters", e))?;
+        let marked: HashSet<String> = marked.into_iter().collect();
+        replayed.retain(|r| marked.contains(&r.dead_letter_id));
+        Ok(replayed)
     }
 }
 
@@ -325,7 +691,9 @@ impl Ledger for PostgresLedger {
             });
         }
 
-        // Lock every dossier of the message, in id order (no deadlock between two messages).
+        // Lock every dossier of the message, in id order (no deadlock between two messages), then
+        // load those that existed. A message of new dossiers (a backfill's first pass) reads
+        // nothing back.
         let mut ids: Vec<(&str, bool)> = inbound
             .records
             .iter()
@@ -333,37 +701,38 @@ impl Ledger for PostgresLedger {
             .collect();
         ids.sort_unstable();
         ids.dedup_by(|a, b| a.0 == b.0);
-        for (dossier_id, in_perimeter) in &ids {
-            sqlx::query(
-                "INSERT INTO dossiers (dossier_id, desired, desired_version, flow, in_perimeter, \
-                 created_at, updated_at) VALUES ($1, NULL, 0, $2, $3, $4, $4) \
-                 ON CONFLICT (dossier_id) DO NOTHING",
-            )
-            .bind(dossier_id)
-            .bind(inbound.flow.as_str())
-            .bind(in_perimeter)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error("accept", e))?;
-            sqlx::query("SELECT 1 FROM dossiers WHERE dossier_id = $1 FOR NO KEY UPDATE")
-                .bind(dossier_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db_error("accept", e))?;
+        let (ids, perimeters): (Vec<&str>, Vec<bool>) = ids.into_iter().unzip();
+        let created = Self::lock_dossiers(&mut tx, &ids, &perimeters, inbound.flow, at).await?;
+        // What the next record of each dossier merges into (`None`: a new dossier).
+        let mut current: HashMap<&str, Option<Loaded>> = HashMap::with_capacity(ids.len());
+        if created.len() < ids.len() {
+            let created: HashSet<&str> = created.iter().map(String::as_str).collect();
+            let existing: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| !created.contains(id))
+                .collect();
+            let mut loaded: HashMap<String, Option<Loaded>> = Self::load_locked(&mut tx, &existing)
+                .await?
+                .into_iter()
+                .collect();
+            for id in existing {
+                let dossier = loaded
+                    .remove(id)
+                    .ok_or_else(|| corrupt(&format!("dossier {id}"), "locked but not found"))?;
+                current.insert(id, dossier);
+            }
         }
 
+        // Plan every record in order, a dossier named twice seeing its first record's outcome;
+        // nothing is written unless every record is accepted.
+        let mut writes: BTreeMap<&str, DossierWrite> = BTreeMap::new();
         let mut dossiers = Vec::with_capacity(inbound.records.len());
         let mut refused = Vec::new();
         for (position, rec) in inbound.records.iter().enumerate() {
-            let loaded = Self::load_locked(&mut tx, &rec.dossier_id).await?;
-            let plan = match logic::plan(
-                &rec.dossier_id,
-                loaded.as_ref(),
-                rec,
-                inbound.flow,
-                precedence,
-            ) {
+            let id = rec.dossier_id.as_str();
+            let slot = current.entry(id).or_default();
+            let plan = match logic::plan(id, slot.as_ref(), rec, inbound.flow, precedence) {
                 Ok(plan) => plan,
                 Err(PlanError::Refused(v)) => {
                     refused.push(v);
@@ -371,27 +740,26 @@ impl Ledger for PostgresLedger {
                 }
                 Err(PlanError::Corrupt(e)) => return Err(e),
             };
-            Self::write(&mut tx, &rec.dossier_id, &plan, at).await?;
-            sqlx::query(
-                "INSERT INTO journal_dossiers (message_id, dossier_id, position) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&message_id)
-            .bind(&rec.dossier_id)
-            .bind(i32::try_from(position).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error("journal", e))?;
             dossiers.push(AcceptedDossier {
                 dossier_id: rec.dossier_id.clone(),
                 in_perimeter: plan.in_perimeter,
                 changed: plan.changed,
                 desired_version: plan.desired_version,
             });
+            let position = i32::try_from(position).unwrap_or(i32::MAX);
+            *slot = Some(
+                writes
+                    .entry(id)
+                    .or_insert_with(|| DossierWrite::new(position, plan.is_new))
+                    .apply(plan),
+            );
         }
         if !refused.is_empty() {
             tx.rollback().await.map_err(|e| db_error("accept", e))?;
             return Err(LedgerError::Rejected(refused));
+        }
+        if !writes.is_empty() {
+            Self::write(&mut tx, &message_id, &writes, at).await?;
         }
         commit(tx, "accept").await?;
         Ok(Accepted {
@@ -403,45 +771,19 @@ impl Ledger for PostgresLedger {
 
     async fn dossier(&self, dossier_id: &str) -> Result<Option<DossierRow>, LedgerError> {
         let what = format!("dossier {dossier_id}");
-        // One statement, so one snapshot and one round trip: the worker reads this at every task.
-        // A placeholder (desired NULL) only exists inside an uncommitted accept: never seen here.
-        let row = sqlx::query(
-            "SELECT d.desired::text AS desired, d.desired_version, d.flow, d.in_perimeter, \
-             d.created_at, d.updated_at, \
-             (SELECT coalesce(json_agg(s.record ORDER BY s.system), '[]'::json)::text \
-              FROM dossier_sources s WHERE s.dossier_id = d.dossier_id) AS sources, \
-             v.destination, v.delivered::text AS delivered, v.delivered_version, v.status, \
-             v.attempts, v.last_error, v.waiting_for::text AS waiting_for, v.last_attempt_at \
-             FROM dossiers d LEFT JOIN deliveries v \
-             ON v.dossier_id = d.dossier_id AND v.destination = $2 \
-             WHERE d.dossier_id = $1 AND d.desired IS NOT NULL",
-        )
-        .bind(dossier_id)
+        // The worker reads this at every task: one statement.
+        sqlx::query(concat!(
+            select_dossiers!(),
+            "WHERE d.dossier_id = $2 AND d.desired IS NOT NULL"
+        ))
         .bind(AGORA)
+        .bind(dossier_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db_error(&what, e))?;
-        let Some(row) = row else { return Ok(None) };
-        let desired: String = get(&row, &what, "desired")?;
-        let desired: Dossier = from_json(&what, &desired)?;
-        let flow: String = get(&row, &what, "flow")?;
-        let sources: String = get(&row, &what, "sources")?;
-        let sources: Vec<Dossier> = from_json(&what, &sources)?;
-        let destination: Option<String> = get(&row, &what, "destination")?;
-        if destination.is_none() {
-            return Err(corrupt(&what, "no delivery row"));
-        }
-        Ok(Some(DossierRow {
-            dossier_id: dossier_id.to_string(),
-            desired,
-            desired_version: get(&row, &what, "desired_version")?,
-            flow: parse_flow(&what, &flow)?,
-            in_perimeter: get(&row, &what, "in_perimeter")?,
-            sources,
-            delivery: Self::delivery_from_row(&what, &row)?,
-            created_at: get(&row, &what, "created_at")?,
-            updated_at: get(&row, &what, "updated_at")?,
-        }))
+        .map_err(|e| db_error(&what, e))?
+        .as_ref()
+        .map(Self::dossier_from_row)
+        .transpose()
     }
 
     async fn try_lease(
@@ -495,7 +837,7 @@ impl Ledger for PostgresLedger {
                UPDATE deliveries SET delivered = $3::text::jsonb, updated_at = $4 \
                WHERE dossier_id = $1 AND destination = $2 RETURNING 1) \
              INSERT INTO operations (dossier_id, destination, operation, http_status, outcome, \
-             numero_agora, at) SELECT $1, $2, $5, $6, $7, $8, $9 FROM delivery",
+             numero_agora, at, replay_id) SELECT $1, $2, $5, $6, $7, $8, $9, $10 FROM delivery",
         )
         .bind(dossier_id)
         .bind(destination)
@@ -506,6 +848,7 @@ impl Ledger for PostgresLedger {
         .bind(&op.outcome)
         .bind(&op.numero_agora)
         .bind(op.at)
+        .bind(&op.replay_id)
         .execute(&self.pool)
         .await
         .map_err(|e| db_error(&what, e))?
@@ -530,6 +873,8 @@ impl Ledger for PostgresLedger {
         let updated = sqlx::query(
             "UPDATE deliveries dl SET \
              status = CASE WHEN $4 < d.desired_version THEN 'pending' ELSE $3 END, \
+             replay_id = CASE WHEN $4 < d.desired_version OR $3 = 'pending' THEN dl.replay_id \
+                         END, \
              delivered_version = CASE WHEN $3 = 'delivered' \
                                  THEN GREATEST(dl.delivered_version, $4) \
                                  ELSE dl.delivered_version END, \
@@ -582,62 +927,35 @@ impl Ledger for PostgresLedger {
         destination: &str,
         reason: &DeadReason,
     ) -> Result<String, LedgerError> {
-        let what = format!("dossier {dossier_id}");
-        let at = now();
-        let id = logic::new_id();
-        let mut tx = self.begin(&what).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO dead_letters (id, dossier_id, destination, code, reason, attempts, \
-             first_failure, last_failure) \
-             SELECT $1, dossier_id, destination, $3, $4::text::jsonb, attempts, \
-                    COALESCE(first_failure_at, $5), $5 \
-             FROM deliveries WHERE dossier_id = $2 AND destination = $6",
+        Self::dead_letters_in(
+            &self.pool,
+            destination,
+            &[(dossier_id, reason)],
+            now(),
+            None,
         )
-        .bind(&id)
-        .bind(dossier_id)
-        .bind(reason.code())
-        .bind(to_json(&what, reason)?)
-        .bind(at)
-        .bind(destination)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(LedgerError::NotFound { what: "delivery" });
-        }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'dead', updated_at = $3 \
-             WHERE dossier_id = $1 AND destination = $2",
-        )
-        .bind(dossier_id)
-        .bind(destination)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?;
-        commit(tx, &what).await?;
-        Ok(id)
+        .await?
+        .pop()
+        .map(|(_, id)| id)
+        .ok_or(LedgerError::NotFound { what: "delivery" })
     }
 
     async fn dead_letters(
         &self,
         filter: &DeadLetterFilter,
     ) -> Result<Vec<DeadLetter>, LedgerError> {
-        sqlx::query(
-            "SELECT id, dossier_id, destination, reason::text AS reason, attempts, first_failure, \
-             last_failure, replayed_at FROM dead_letters WHERE \
-             ($1::text IS NULL OR destination = $1) AND ($2::text IS NULL OR code = $2) AND \
-             ($3::timestamptz IS NULL OR last_failure >= $3) AND \
-             ($4::timestamptz IS NULL OR last_failure < $4) AND \
-             ($5 OR replayed_at IS NULL) \
-             ORDER BY last_failure, id",
-        )
+        sqlx::query(concat!(
+            "SELECT id, dossier_id, destination, reason::text AS reason, attempts, \
+                 first_failure, last_failure, replayed_at, replay_id, after_replay \
+                 FROM dead_letters WHERE ",
+            dead_letter_filter!()
+        ))
         .bind(&filter.destination)
         .bind(&filter.code)
         .bind(filter.since)
         .bind(filter.until)
         .bind(filter.include_replayed)
+        .bind(&filter.dossier_id)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("dead letters", e))?
@@ -646,37 +964,61 @@ impl Ledger for PostgresLedger {
         .collect()
     }
 
-    async fn replay(&self, dead_letter_id: &str) -> Result<String, LedgerError> {
+    async fn replay(&self, dead_letter_id: &str) -> Result<Replayed, LedgerError> {
         let what = format!("dead letter {dead_letter_id}");
-        let at = now();
         let mut tx = self.begin(&what).await?;
+        // The row lock makes two concurrent replays of one dead letter take turns: the second
+        // sees the first's mark.
         let row = sqlx::query(
-            "UPDATE dead_letters SET replayed_at = COALESCE(replayed_at, $2) WHERE id = $1 \
-             RETURNING dossier_id, destination",
+            "SELECT id, dossier_id, destination, replayed_at FROM dead_letters WHERE id = $1 \
+             FOR UPDATE",
         )
         .bind(dead_letter_id)
-        .bind(at)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| db_error(&what, e))?
         .ok_or(LedgerError::NotFound {
             what: "dead letter",
         })?;
-        let dossier_id: String = get(&row, &what, "dossier_id")?;
-        let destination: String = get(&row, &what, "destination")?;
-        sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, \
-             first_failure_at = NULL, waiting_for = '[]'::jsonb, updated_at = $3 \
-             WHERE dossier_id = $1 AND destination = $2",
-        )
-        .bind(&dossier_id)
-        .bind(&destination)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?;
+        let replayed_at: Option<DateTime<Utc>> = get(&row, &what, "replayed_at")?;
+        if let Some(replayed_at) = replayed_at {
+            return Err(LedgerError::AlreadyReplayed {
+                id: dead_letter_id.to_string(),
+                dossier_id: get(&row, &what, "dossier_id")?,
+                replayed_at,
+            });
+        }
+        let replayed = Self::replay_in(&mut tx, &[row], now()).await?;
         commit(tx, &what).await?;
-        Ok(dossier_id)
+        replayed.into_iter().next().ok_or(LedgerError::NotFound {
+            what: "dead letter",
+        })
+    }
+
+    async fn replay_matching(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        let mut tx = self.begin("dead letters").await?;
+        // Locked, so that a concurrent replay waits and then finds them replayed (READ COMMITTED
+        // re-checks `replayed_at IS NULL` on the row it waited for).
+        let rows = sqlx::query(concat!(
+            "SELECT id, dossier_id, destination FROM dead_letters WHERE replayed_at IS NULL AND ",
+            dead_letter_filter!(),
+            " FOR UPDATE"
+        ))
+        .bind(&filter.destination)
+        .bind(&filter.code)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(false)
+        .bind(&filter.dossier_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db_error("dead letters", e))?;
+        let replayed = Self::replay_in(&mut tx, &rows, now()).await?;
+        commit(tx, "dead letters").await?;
+        Ok(replayed)
     }
 
     async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
@@ -716,7 +1058,7 @@ impl Ledger for PostgresLedger {
     ) -> Result<Vec<OperationRecord>, LedgerError> {
         let what = format!("operations of {dossier_id}");
         sqlx::query(
-            "SELECT operation, http_status, outcome, numero_agora, at FROM operations \
+            "SELECT operation, http_status, outcome, numero_agora, at, replay_id FROM operations \
              WHERE dossier_id = $1 AND destination = $2 ORDER BY id",
         )
         .bind(dossier_id)
@@ -736,6 +1078,7 @@ impl Ledger for PostgresLedger {
                 outcome: get(r, &what, "outcome")?,
                 numero_agora: get(r, &what, "numero_agora")?,
                 at: get(r, &what, "at")?,
+                replay_id: get(r, &what, "replay_id")?,
             })
         })
         .collect()
@@ -748,10 +1091,14 @@ impl Ledger for PostgresLedger {
         limit: i64,
     ) -> Result<Vec<String>, LedgerError> {
         let cutoff = now() - logic::capped(quiet_for);
-        sqlx::query_scalar(
-            "SELECT dossier_id FROM deliveries WHERE destination = $1 AND status = 'pending' \
-             AND updated_at <= $3 ORDER BY updated_at, dossier_id LIMIT $2",
-        )
+        // Lot members and claimable backfill dossiers are the lots' to deliver.
+        sqlx::query_scalar(concat!(
+            "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             WHERE v.destination = $1 AND v.status = 'pending' AND v.updated_at <= $3 \
+             AND v.lot IS NULL AND NOT (d.flow = 'backfill' AND d.in_perimeter AND ",
+            not_present!(),
+            ") ORDER BY v.updated_at, v.dossier_id LIMIT $2"
+        ))
         .bind(destination)
         .bind(limit.max(0))
         .bind(cutoff)
@@ -771,5 +1118,379 @@ impl Ledger for PostgresLedger {
         .await
         .map(|r| r.rows_affected())
         .map_err(|e| db_error("purge", e))
+    }
+
+    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError> {
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT DISTINCT f, a, s FROM ( \
+               SELECT desired -> 'training' ->> 'numero_formation' AS f, \
+                      desired -> 'training' ->> 'numero_action' AS a, \
+                      desired -> 'training' ->> 'numero_session' AS s \
+               FROM dossiers WHERE in_perimeter AND desired IS NOT NULL \
+               AND desired ->> 'state' = ANY($1)) AS open \
+             WHERE f IS NOT NULL AND a IS NOT NULL AND s IS NOT NULL",
+        )
+        .bind(&states)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("sessions", e))?;
+        Ok(logic::sessions(rows))
+    }
+
+    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError> {
+        sqlx::query(concat!(
+            select_dossiers!(),
+            "WHERE d.dossier_id = ANY($2) AND d.desired IS NOT NULL"
+        ))
+        .bind(AGORA)
+        .bind(dossier_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("dossiers", e))?
+        .iter()
+        .map(Self::dossier_from_row)
+        .collect()
+    }
+
+    async fn claim_lot(
+        &self,
+        destination: &str,
+        lot_key: &str,
+        limit: i64,
+    ) -> Result<Option<LotRow>, LedgerError> {
+        let what = format!("lot {lot_key}");
+        let at = now();
+        let mut tx = self.begin(&what).await?;
+        // The lot first: deliveries.lot refers to it.
+        sqlx::query(
+            "INSERT INTO lots (lot_key, destination, state, agora_lot, created_at, updated_at) \
+             VALUES ($1, $2, 'claimed', NULL, $3, $3)",
+        )
+        .bind(lot_key)
+        .bind(destination)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        // SKIP LOCKED: a concurrent claim takes other dossiers instead of waiting for these.
+        let mut claimed: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(concat!(
+            "WITH picked AS MATERIALIZED ( \
+               SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+               WHERE v.destination = $2 AND ",
+            claimable!(),
+            " AND NOT EXISTS (SELECT 1 FROM leases l \
+                                WHERE l.dossier_id = v.dossier_id AND l.expires_at > $3) \
+               ORDER BY v.updated_at, v.dossier_id LIMIT $4 \
+               FOR UPDATE OF v SKIP LOCKED) \
+             UPDATE deliveries v SET lot = $1 FROM picked p, dossiers d \
+             WHERE v.dossier_id = p.dossier_id AND v.destination = $2 \
+             AND d.dossier_id = v.dossier_id \
+             RETURNING v.dossier_id, d.desired_version, d.created_at"
+        ))
+        .bind(lot_key)
+        .bind(destination)
+        .bind(at)
+        .bind(limit.max(0))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        if claimed.is_empty() {
+            tx.rollback().await.map_err(|e| db_error(&what, e))?;
+            return Ok(None);
+        }
+        claimed.sort_unstable_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+        let positions: Vec<i32> = (0..).take(claimed.len()).collect();
+        let ids: Vec<&str> = claimed.iter().map(|c| c.0.as_str()).collect();
+        let versions: Vec<i64> = claimed.iter().map(|c| c.1).collect();
+        sqlx::query(
+            "INSERT INTO lot_members (lot_key, position, dossier_id, desired_version) \
+             SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[])",
+        )
+        .bind(lot_key)
+        .bind(&positions)
+        .bind(&ids)
+        .bind(&versions)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        commit(tx, &what).await?;
+        Ok(Some(LotRow {
+            lot_key: lot_key.to_string(),
+            destination: destination.to_string(),
+            state: LotState::Claimed,
+            agora_lot: None,
+            members: claimed
+                .into_iter()
+                .map(|(dossier_id, desired_version, _)| LotMember {
+                    dossier_id,
+                    desired_version,
+                })
+                .collect(),
+            created_at: at,
+            updated_at: at,
+        }))
+    }
+
+    async fn lot(&self, lot_key: &str) -> Result<Option<LotRow>, LedgerError> {
+        sqlx::query(concat!(select_lots!(), "WHERE l.lot_key = $1"))
+            .bind(lot_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error(&format!("lot {lot_key}"), e))?
+            .as_ref()
+            .map(Self::lot_from_row)
+            .transpose()
+    }
+
+    async fn open_lots(&self, destination: &str) -> Result<Vec<LotRow>, LedgerError> {
+        sqlx::query(concat!(
+            select_lots!(),
+            "WHERE l.destination = $1 AND l.state <> 'done' ORDER BY l.created_at, l.lot_key"
+        ))
+        .bind(destination)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("lots", e))?
+        .iter()
+        .map(Self::lot_from_row)
+        .collect()
+    }
+
+    async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError> {
+        let updated = sqlx::query(
+            "UPDATE lots SET state = 'submitted', agora_lot = $2, updated_at = $3 \
+             WHERE lot_key = $1",
+        )
+        .bind(lot_key)
+        .bind(agora_lot)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(&format!("lot {lot_key}"), e))?
+        .rows_affected();
+        if updated == 0 {
+            return Err(LedgerError::NotFound { what: "lot" });
+        }
+        Ok(())
+    }
+
+    async fn settle_lot(
+        &self,
+        lot_key: &str,
+        lines: &[LotLine],
+        done: bool,
+    ) -> Result<Vec<String>, LedgerError> {
+        let what = format!("lot {lot_key}");
+        let at = now();
+        let mut tx = self.begin(&what).await?;
+        // The lot's row lock serialises the settlements of one lot.
+        let row =
+            sqlx::query("SELECT destination, agora_lot FROM lots WHERE lot_key = $1 FOR UPDATE")
+                .bind(lot_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| db_error(&what, e))?
+                .ok_or(LedgerError::NotFound { what: "lot" })?;
+        let destination: String = get(&row, &what, "destination")?;
+        let agora_lot: Option<String> = get(&row, &what, "agora_lot")?;
+        let lines = logic::lot_lines(agora_lot.as_deref().unwrap_or(lot_key), lines)?;
+        // (dossier id, status afterwards) of every member settled or released.
+        let mut left: Vec<(String, String)> = Vec::new();
+
+        // Each kind of line is one statement, whatever the lot's size. Only current members are
+        // touched (`v.lot = $1`).
+        if !lines.accepted.is_empty() {
+            let ids: Vec<&str> = lines.accepted.iter().map(|l| l.dossier_id).collect();
+            let delivered: Vec<&str> = lines
+                .accepted
+                .iter()
+                .map(|l| l.delivered_json.as_str())
+                .collect();
+            let versions: Vec<i64> = lines.accepted.iter().map(|l| l.version).collect();
+            let numeros: Vec<&str> = lines.accepted.iter().map(|l| l.numero_agora).collect();
+            let outcomes: Vec<&str> = lines.accepted.iter().map(|l| l.outcome.as_str()).collect();
+            left.extend(
+                sqlx::query_as::<_, (String, String)>(
+                    "WITH line AS ( \
+                       SELECT * FROM UNNEST($4::text[], $5::text[], $6::bigint[], $7::text[], \
+                                            $8::text[]) \
+                       AS t(dossier_id, delivered, version, numero_agora, outcome)), \
+                     settled AS ( \
+                       UPDATE deliveries v SET delivered = line.delivered::jsonb, \
+                       delivered_version = GREATEST(v.delivered_version, line.version), \
+                       status = CASE WHEN d.desired_version = line.version \
+                                THEN 'delivered' ELSE 'pending' END, \
+                       replay_id = CASE WHEN d.desired_version = line.version \
+                                   THEN NULL ELSE v.replay_id END, \
+                       attempts = 0, last_error = NULL, first_failure_at = NULL, \
+                       waiting_for = '[]'::jsonb, lot = NULL, updated_at = $3 \
+                       FROM line, dossiers d \
+                       WHERE v.dossier_id = line.dossier_id AND v.destination = $2 \
+                       AND v.lot = $1 AND d.dossier_id = v.dossier_id \
+                       RETURNING v.dossier_id, v.status, line.numero_agora, line.outcome), \
+                     recorded AS ( \
+                       INSERT INTO operations (dossier_id, destination, operation, http_status, \
+                       outcome, numero_agora, at) \
+                       SELECT dossier_id, $2, $9, 202, outcome, numero_agora, $3 FROM settled) \
+                     SELECT dossier_id, status FROM settled",
+                )
+                .bind(lot_key)
+                .bind(&destination)
+                .bind(at)
+                .bind(&ids)
+                .bind(&delivered)
+                .bind(&versions)
+                .bind(&numeros)
+                .bind(&outcomes)
+                .bind(Operation::Create.name())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error(&what, e))?,
+            );
+        }
+        if !lines.nothing_owed.is_empty() {
+            let ids: Vec<&str> = lines.nothing_owed.iter().map(|l| l.0).collect();
+            let versions: Vec<i64> = lines.nothing_owed.iter().map(|l| l.1).collect();
+            left.extend(
+                sqlx::query_as::<_, (String, String)>(
+                    "UPDATE deliveries v SET \
+                     delivered_version = GREATEST(v.delivered_version, line.version), \
+                     status = CASE WHEN d.desired_version = line.version \
+                              THEN 'delivered' ELSE 'pending' END, \
+                     replay_id = CASE WHEN d.desired_version = line.version \
+                                 THEN NULL ELSE v.replay_id END, \
+                     attempts = 0, last_error = NULL, first_failure_at = NULL, \
+                     waiting_for = '[]'::jsonb, lot = NULL, updated_at = $3 \
+                     FROM UNNEST($4::text[], $5::bigint[]) AS line(dossier_id, version), dossiers d \
+                     WHERE v.dossier_id = line.dossier_id AND v.destination = $2 \
+                     AND v.lot = $1 AND d.dossier_id = v.dossier_id \
+                     RETURNING v.dossier_id, v.status",
+                )
+                .bind(lot_key)
+                .bind(&destination)
+                .bind(at)
+                .bind(&ids)
+                .bind(&versions)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error(&what, e))?,
+            );
+        }
+        if !lines.dead.is_empty() {
+            Self::dead_letters_in(&mut *tx, &destination, &lines.dead, at, Some(lot_key)).await?;
+        }
+        if !lines.released.is_empty() {
+            left.extend(
+                sqlx::query_as::<_, (String, String)>(
+                    "UPDATE deliveries v SET lot = NULL \
+                     WHERE v.dossier_id = ANY($3) AND v.destination = $2 AND v.lot = $1 \
+                     RETURNING v.dossier_id, v.status",
+                )
+                .bind(lot_key)
+                .bind(&destination)
+                .bind(&lines.released)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error(&what, e))?,
+            );
+        }
+        if done {
+            // The members the report did not name leave the lot too.
+            left.extend(
+                sqlx::query_as::<_, (String, String)>(
+                    "UPDATE deliveries SET lot = NULL WHERE lot = $1 RETURNING dossier_id, status",
+                )
+                .bind(lot_key)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error(&what, e))?,
+            );
+        }
+        sqlx::query(
+            "UPDATE lots SET state = CASE WHEN $2 THEN 'done' ELSE state END, updated_at = $3 \
+             WHERE lot_key = $1",
+        )
+        .bind(lot_key)
+        .bind(done)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        commit(tx, &what).await?;
+        let mut pending: Vec<String> = left
+            .into_iter()
+            .filter(|(_, status)| status == DeliveryStatus::Pending.as_str())
+            .map(|(id, _)| id)
+            .collect();
+        pending.sort_unstable();
+        Ok(pending)
+    }
+
+    async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError> {
+        let (claimable, in_lots, open_lots, pending_other): (i64, i64, i64, i64) =
+            sqlx::query_as(concat!(
+                "SELECT \
+                 (SELECT count(*) FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+                  WHERE v.destination = $1 AND ",
+                claimable!(),
+                "), \
+                 (SELECT count(*) FROM deliveries WHERE destination = $1 AND lot IS NOT NULL), \
+                 (SELECT count(*) FROM lots WHERE destination = $1 AND state <> 'done'), \
+                 (SELECT count(*) FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+                  WHERE v.destination = $1 AND d.flow = 'backfill' AND v.status = 'pending' \
+                  AND v.lot IS NULL AND NOT (d.in_perimeter AND ",
+                not_present!(),
+                "))"
+            ))
+            .bind(destination)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("backfill progress", e))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(BackfillProgress {
+            claimable: count(claimable),
+            in_lots: count(in_lots),
+            open_lots: count(open_lots),
+            pending_other: count(pending_other),
+        })
+    }
+
+    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {
+        sqlx::query_scalar("SELECT value FROM checkpoints WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("checkpoint", e))
+    }
+
+    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| db_error("checkpoint", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logic::DELIVERED_NOT_PRESENT;
+
+    #[test]
+    fn not_present_spells_the_stored_texts() {
+        for text in DELIVERED_NOT_PRESENT {
+            assert!(
+                not_present!().contains(&format!("'{text}'::jsonb")),
+                "{text}"
+            );
+        }
     }
 }

@@ -9,31 +9,33 @@
 //! Timestamps are stored as fixed-width UTC text (`YYYY-MM-DDTHH:MM:SS.ffffffZ`), so that text
 //! order is time order in comparisons and indexes.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use passerelle_adapters::canonical::Dossier;
+use passerelle_adapters::canonical::{Dossier, State};
 use passerelle_adapters::merge::Precedence;
-use passerelle_adapters::planner::Delivered;
+use passerelle_adapters::planner::{Delivered, Operation};
+use passerelle_adapters::pole_emploi::SessionRef;
 use passerelle_adapters::Violation;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use super::logic::{
     self, clip, corrupt, db_error, from_json, now, parse_flow, parse_status, parse_system_col,
-    to_json, Loaded, Plan, PlanError, StoredSource,
+    to_json, Loaded, Plan, StoredSource,
 };
 use super::{
-    mask_url, Accepted, AcceptedDossier, DeadLetter, DeadLetterFilter, DeadReason, DeliveryRow,
-    DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, OperationRecord,
-    AGORA,
+    mask_url, Accepted, AcceptedDossier, BackfillProgress, DeadLetter, DeadLetterFilter,
+    DeadReason, DeliveryRow, DeliveryStatus, DossierRow, Inbound, InboundRecord, JournalEntry,
+    Lease, Ledger, LedgerError, LotLine, LotMember, LotRow, OperationRecord, Replayed, AGORA,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -52,6 +54,50 @@ pub struct SqliteLedger {
 }
 
 type Tx = Transaction<'static, Sqlite>;
+
+/// How many ids one statement binds (as a JSON array read with `json_each`).
+const IDS_PER_STATEMENT: usize = 500;
+
+/// A delivery (`deliveries v`) whose delivered state is not `Present`: AGORA never confirmed it.
+/// The texts are `logic::DELIVERED_NOT_PRESENT`, as serde writes them (a test checks).
+macro_rules! not_present {
+    () => {
+        r#"v.delivered IN ('{"kind":"unknown"}', '{"kind":"absent"}')"#
+    };
+}
+
+/// A delivery a backfill lot may take (`deliveries v` joined with its `dossiers d`), leases aside.
+macro_rules! claimable {
+    () => {
+        concat!(
+            "d.flow = 'backfill' AND d.in_perimeter AND v.status = 'pending' AND v.lot IS NULL AND ",
+            not_present!()
+        )
+    };
+}
+
+/// The columns [`SqliteLedger::dossier_from_row`] reads: dossiers with their delivery toward
+/// `$1`; the caller appends the `WHERE`.
+macro_rules! select_dossiers {
+    () => {
+        "SELECT d.dossier_id, d.desired, d.desired_version, d.flow, d.in_perimeter, \
+         d.created_at, d.updated_at, v.destination, v.delivered, v.delivered_version, v.status, \
+         v.attempts, v.last_error, v.waiting_for, v.last_attempt_at, v.lot, v.replay_id \
+         FROM dossiers d LEFT JOIN deliveries v \
+         ON v.dossier_id = d.dossier_id AND v.destination = $1 "
+    };
+}
+
+/// The `WHERE` conditions of a dead-letter filter: `$1` destination, `$2` code, `$3` since, `$4`
+/// until, `$5` include replayed, `$6` dossier (each `NULL` for "any"), then the order.
+macro_rules! dead_letter_filter {
+    () => {
+        "($1 IS NULL OR destination = $1) AND ($2 IS NULL OR code = $2) AND \
+         ($3 IS NULL OR last_failure >= $3) AND ($4 IS NULL OR last_failure < $4) AND \
+         ($5 OR replayed_at IS NULL) AND ($6 IS NULL OR dossier_id = $6) \
+         ORDER BY last_failure, id"
+    };
+}
 
 /// Fixed-width UTC text: text order is time order.
 fn ts(t: DateTime<Utc>) -> String {
@@ -128,132 +174,129 @@ impl SqliteLedger {
             .map_err(|e| db_error("begin", e))
     }
 
-    async fn load(tx: &mut Tx, dossier_id: &str) -> Result<Option<Loaded>, LedgerError> {
-        let what = format!("dossier {dossier_id}");
-        let row = sqlx::query(
-            "SELECT desired, desired_version, flow, in_perimeter FROM dossiers WHERE dossier_id = $1",
+    /// The dossiers `ids_json` (a JSON array of ids) names, as they stand, by id: one query for
+    /// the dossiers, one for their sources (none when all are new).
+    async fn load_many(
+        tx: &mut Tx,
+        ids_json: &str,
+    ) -> Result<HashMap<String, Loaded>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT dossier_id, desired, desired_version, flow, in_perimeter FROM dossiers \
+             WHERE dossier_id IN (SELECT value FROM json_each($1))",
         )
-        .bind(dossier_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(|e| db_error(&what, e))?;
-        let Some(row) = row else { return Ok(None) };
-        let desired: Option<String> = get(&row, &what, "desired")?;
-        let desired = desired.ok_or_else(|| corrupt(&what, "no desired state"))?;
-        let flow: String = get(&row, &what, "flow")?;
-        let sources = sqlx::query(
-            "SELECT record, in_perimeter FROM dossier_sources WHERE dossier_id = $1 ORDER BY system",
-        )
-        .bind(dossier_id)
+        .bind(ids_json)
         .fetch_all(&mut **tx)
         .await
-        .map_err(|e| db_error(&what, e))?
-        .iter()
-        .map(|r| {
-            let record: String = get(r, &what, "record")?;
-            Ok(StoredSource {
+        .map_err(|e| db_error("dossiers", e))?;
+        let mut held = HashMap::with_capacity(rows.len());
+        if rows.is_empty() {
+            return Ok(held);
+        }
+        let mut sources: HashMap<String, Vec<StoredSource>> = HashMap::with_capacity(rows.len());
+        for r in sqlx::query(
+            "SELECT dossier_id, record, in_perimeter FROM dossier_sources \
+             WHERE dossier_id IN (SELECT value FROM json_each($1)) ORDER BY dossier_id, system",
+        )
+        .bind(ids_json)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| db_error("dossiers", e))?
+        {
+            let dossier_id: String = get(&r, "dossiers", "dossier_id")?;
+            let what = format!("dossier {dossier_id}");
+            let record: String = get(&r, &what, "record")?;
+            let source = StoredSource {
                 record: from_json(&what, &record)?,
-                in_perimeter: get(r, &what, "in_perimeter")?,
-            })
-        })
-        .collect::<Result<Vec<_>, LedgerError>>()?;
-        Ok(Some(Loaded {
-            desired: from_json(&what, &desired)?,
-            desired_version: get(&row, &what, "desired_version")?,
-            flow: parse_flow(&what, &flow)?,
-            in_perimeter: get(&row, &what, "in_perimeter")?,
-            sources,
-        }))
+                in_perimeter: get(&r, &what, "in_perimeter")?,
+            };
+            sources.entry(dossier_id).or_default().push(source);
+        }
+        for row in &rows {
+            let dossier_id: String = get(row, "dossiers", "dossier_id")?;
+            let what = format!("dossier {dossier_id}");
+            let desired: Option<String> = get(row, &what, "desired")?;
+            let desired = desired.ok_or_else(|| corrupt(&what, "no desired state"))?;
+            let flow: String = get(row, &what, "flow")?;
+            let loaded = Loaded {
+                desired: from_json(&what, &desired)?,
+                desired_version: get(row, &what, "desired_version")?,
+                flow: parse_flow(&what, &flow)?,
+                in_perimeter: get(row, &what, "in_perimeter")?,
+                sources: sources.remove(&dossier_id).unwrap_or_default(),
+            };
+            held.insert(dossier_id, loaded);
+        }
+        Ok(held)
     }
 
-    async fn write(
+    /// Writes the plans of an inbound's records (in record order; a dossier named twice ends as
+    /// its last plan leaves it) with one statement per table, each reading a JSON array of rows.
+    async fn write_many(
         tx: &mut Tx,
-        dossier_id: &str,
-        plan: &Plan,
+        records: &[InboundRecord],
+        plans: &[Plan],
         at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let what = format!("dossier {dossier_id}");
         let at = ts(at);
-        if plan.is_new {
-            sqlx::query(
-                "INSERT INTO dossiers (dossier_id, desired, desired_version, flow, in_perimeter, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            )
-            .bind(dossier_id)
-            .bind(&plan.desired_json)
-            .bind(plan.desired_version)
-            .bind(plan.flow.as_str())
-            .bind(plan.in_perimeter)
-            .bind(&at)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| db_error(&what, e))?;
+        let mut rows = Rows::default();
+        for (rec, plan) in records.iter().zip(plans) {
+            rows.add(&rec.dossier_id, plan);
+        }
+        // Dossiers first: the other tables refer to them. A new dossier is created at `at`; an
+        // existing one keeps its creation time.
+        sqlx::query(
+            "INSERT INTO dossiers (dossier_id, desired, desired_version, flow, in_perimeter, \
+             created_at, updated_at) \
+             SELECT value ->> '$.id', value ->> '$.desired', value ->> '$.version', \
+             value ->> '$.flow', value ->> '$.in_perimeter', $2, $2 FROM json_each($1) WHERE true \
+             ON CONFLICT (dossier_id) DO UPDATE SET desired = excluded.desired, \
+             desired_version = excluded.desired_version, flow = excluded.flow, \
+             in_perimeter = excluded.in_perimeter, updated_at = excluded.updated_at",
+        )
+        .bind(to_json("dossiers", &rows.dossiers)?)
+        .bind(&at)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db_error("dossiers", e))?;
+        if !rows.deliveries.is_empty() {
+            // A new dossier's delivery starts from nothing known. An existing one is owed again:
+            // what it waited for is moot, and a dead dossier revived by a new version starts a
+            // fresh series of attempts.
             sqlx::query(
                 "INSERT INTO deliveries (dossier_id, destination, delivered, delivered_version, \
-                 status, attempts, waiting_for, updated_at) VALUES ($1, $2, $3, 0, $4, 0, '[]', $5)",
+                 status, attempts, waiting_for, updated_at) \
+                 SELECT value ->> '$.id', $2, $3, 0, value ->> '$.status', 0, '[]', $4 \
+                 FROM json_each($1) WHERE true \
+                 ON CONFLICT (dossier_id, destination) DO UPDATE SET \
+                 attempts = CASE WHEN deliveries.status = 'dead' THEN 0 \
+                            ELSE deliveries.attempts END, \
+                 first_failure_at = CASE WHEN deliveries.status = 'dead' THEN NULL \
+                                    ELSE deliveries.first_failure_at END, \
+                 status = excluded.status, waiting_for = '[]', updated_at = excluded.updated_at",
             )
-            .bind(dossier_id)
+            .bind(to_json("deliveries", &rows.deliveries)?)
             .bind(AGORA)
-            .bind(to_json(&what, &Delivered::Unknown)?)
-            .bind(
-                plan.status
-                    .unwrap_or(DeliveryStatus::Pending)
-                    .as_str(),
-            )
+            .bind(to_json("deliveries", &Delivered::Unknown)?)
             .bind(&at)
             .execute(&mut **tx)
             .await
-            .map_err(|e| db_error(&what, e))?;
-        } else {
-            sqlx::query(
-                "UPDATE dossiers SET desired = $2, desired_version = $3, flow = $4, \
-                 in_perimeter = $5, updated_at = $6 WHERE dossier_id = $1",
-            )
-            .bind(dossier_id)
-            .bind(&plan.desired_json)
-            .bind(plan.desired_version)
-            .bind(plan.flow.as_str())
-            .bind(plan.in_perimeter)
-            .bind(&at)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| db_error(&what, e))?;
-            if let Some(status) = plan.status {
-                // Owed again: what it waited for is moot, and a dead dossier revived by a new
-                // version starts a fresh series of attempts.
-                sqlx::query(
-                    "UPDATE deliveries SET \
-                     attempts = CASE WHEN status = 'dead' THEN 0 ELSE attempts END, \
-                     first_failure_at = CASE WHEN status = 'dead' THEN NULL ELSE first_failure_at END, \
-                     status = $3, waiting_for = '[]', updated_at = $4 \
-                     WHERE dossier_id = $1 AND destination = $2",
-                )
-                .bind(dossier_id)
-                .bind(AGORA)
-                .bind(status.as_str())
-                .bind(&at)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| db_error(&what, e))?;
-            }
+            .map_err(|e| db_error("deliveries", e))?;
         }
-        if let Some(source) = &plan.source {
+        if !rows.sources.is_empty() {
             sqlx::query(
                 "INSERT INTO dossier_sources (dossier_id, system, source_version, in_perimeter, \
-                 record, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 record, received_at) \
+                 SELECT value ->> '$.id', value ->> '$.system', value ->> '$.version', \
+                 value ->> '$.in_perimeter', value ->> '$.record', $2 FROM json_each($1) WHERE true \
                  ON CONFLICT (dossier_id, system) DO UPDATE SET \
                  source_version = excluded.source_version, in_perimeter = excluded.in_perimeter, \
                  record = excluded.record, received_at = excluded.received_at",
             )
-            .bind(dossier_id)
-            .bind(source.system.as_str())
-            .bind(source.version)
-            .bind(source.in_perimeter)
-            .bind(&source.record_json)
+            .bind(to_json("dossier sources", &rows.sources)?)
             .bind(&at)
             .execute(&mut **tx)
             .await
-            .map_err(|e| db_error(&what, e))?;
+            .map_err(|e| db_error("dossier sources", e))?;
         }
         Ok(())
     }
@@ -298,6 +341,7 @@ impl SqliteLedger {
             last_error: get(r, what, "last_error")?,
             waiting_for: from_json::<Vec<Violation>>(what, &waiting_for)?,
             last_attempt_at: parse_opt_ts(what, get(r, what, "last_attempt_at")?)?,
+            replay_id: get(r, what, "replay_id")?,
         })
     }
 
@@ -315,8 +359,391 @@ impl SqliteLedger {
             first_failure: parse_ts(&what, &first)?,
             last_failure: parse_ts(&what, &last)?,
             replayed_at: parse_opt_ts(&what, get(r, &what, "replayed_at")?)?,
+            replay_id: get(r, &what, "replay_id")?,
+            after_replay: get(r, &what, "after_replay")?,
             id,
         })
+    }
+
+    /// Dossiers with their sources and delivery toward AGORA (those found, in no given order).
+    async fn read_dossiers(
+        conn: &mut SqliteConnection,
+        dossier_ids: &[String],
+    ) -> Result<Vec<DossierRow>, LedgerError> {
+        let mut found = Vec::with_capacity(dossier_ids.len());
+        for chunk in dossier_ids.chunks(IDS_PER_STATEMENT) {
+            let ids = to_json("dossier ids", &chunk)?;
+            let mut sources: HashMap<String, Vec<Dossier>> = HashMap::new();
+            for r in sqlx::query(
+                "SELECT dossier_id, record FROM dossier_sources \
+                 WHERE dossier_id IN (SELECT value FROM json_each($1)) \
+                 ORDER BY dossier_id, system",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error("dossiers", e))?
+            {
+                let dossier_id: String = get(&r, "dossiers", "dossier_id")?;
+                let what = format!("dossier {dossier_id}");
+                let record: String = get(&r, &what, "record")?;
+                sources
+                    .entry(dossier_id)
+                    .or_default()
+                    .push(from_json(&what, &record)?);
+            }
+            let rows = sqlx::query(concat!(
+                select_dossiers!(),
+                "WHERE d.dossier_id IN (SELECT value FROM json_each($2))"
+            ))
+            .bind(AGORA)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error("dossiers", e))?;
+            for r in &rows {
+                found.push(Self::dossier_from_row(r, &mut sources)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Decodes a row of `select_dossiers!()`, taking its sources out of `sources`.
+    fn dossier_from_row(
+        r: &SqliteRow,
+        sources: &mut HashMap<String, Vec<Dossier>>,
+    ) -> Result<DossierRow, LedgerError> {
+        let dossier_id: String = get(r, "dossier", "dossier_id")?;
+        let what = format!("dossier {dossier_id}");
+        let desired: Option<String> = get(r, &what, "desired")?;
+        let desired: Dossier = from_json(
+            &what,
+            &desired.ok_or_else(|| corrupt(&what, "no desired state"))?,
+        )?;
+        let destination: Option<String> = get(r, &what, "destination")?;
+        if destination.is_none() {
+            return Err(corrupt(&what, "no delivery row"));
+        }
+        let flow: String = get(r, &what, "flow")?;
+        let created_at: String = get(r, &what, "created_at")?;
+        let updated_at: String = get(r, &what, "updated_at")?;
+        Ok(DossierRow {
+            sources: sources.remove(&dossier_id).unwrap_or_default(),
+            desired,
+            desired_version: get(r, &what, "desired_version")?,
+            flow: parse_flow(&what, &flow)?,
+            in_perimeter: get(r, &what, "in_perimeter")?,
+            delivery: Self::delivery_from_row(&what, r)?,
+            lot: get(r, &what, "lot")?,
+            created_at: parse_ts(&what, &created_at)?,
+            updated_at: parse_ts(&what, &updated_at)?,
+            dossier_id,
+        })
+    }
+
+    /// Dead-letters dossiers toward `destination` (status `Dead`), each with its reason, in two
+    /// statements whatever their number; returns the dead letters written, as (dossier, id) (none
+    /// for a dossier with no such delivery). With `lot`, only members of that lot, which leave it.
+    /// Shared by `dead_letter` and `settle_lot`.
+    async fn dead_letter_in(
+        tx: &mut Tx,
+        dossiers: &[(&str, &DeadReason)],
+        destination: &str,
+        at: &str,
+        lot: Option<&str>,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        #[derive(serde::Serialize)]
+        struct Letter<'a> {
+            dossier: &'a str,
+            id: String,
+            code: String,
+            reason: String,
+        }
+        if dossiers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let letters = dossiers
+            .iter()
+            .map(|(dossier_id, reason)| {
+                Ok(Letter {
+                    dossier: dossier_id,
+                    id: logic::new_id(),
+                    code: reason.code(),
+                    reason: to_json(&format!("dossier {dossier_id}"), reason)?,
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        // CROSS JOIN keeps the JSON rows outside: each finds its delivery by primary key.
+        let written: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO dead_letters (id, dossier_id, destination, code, reason, attempts, \
+             first_failure, last_failure, after_replay) \
+             SELECT r.value ->> '$.id', v.dossier_id, v.destination, r.value ->> '$.code', \
+             r.value ->> '$.reason', v.attempts, COALESCE(v.first_failure_at, $2), $2, \
+             v.replay_id \
+             FROM json_each($1) AS r CROSS JOIN deliveries AS v \
+             WHERE v.dossier_id = r.value ->> '$.dossier' AND v.destination = $3 \
+             AND ($4 IS NULL OR v.lot = $4) \
+             RETURNING dossier_id, id",
+        )
+        .bind(to_json("dead letters", &letters)?)
+        .bind(at)
+        .bind(destination)
+        .bind(lot)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| db_error("dead letters", e))?;
+        if written.is_empty() {
+            return Ok(written);
+        }
+        let ids: Vec<&str> = written.iter().map(|(d, _)| d.as_str()).collect();
+        sqlx::query(
+            "UPDATE deliveries SET status = 'dead', updated_at = $2, replay_id = NULL, \
+             lot = CASE WHEN $4 IS NULL THEN lot ELSE NULL END \
+             WHERE destination = $3 AND dossier_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(to_json("dead letters", &ids)?)
+        .bind(at)
+        .bind(destination)
+        .bind(lot)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db_error("dead letters", e))?;
+        Ok(written)
+    }
+
+    /// Replays dead letters (rows with `id`, `dossier_id`, `destination`, none replayed yet):
+    /// each is marked with a new replay id, which its delivery takes with a fresh run of attempts.
+    /// Shared by `replay` and `replay_matching`.
+    async fn replay_in(
+        tx: &mut Tx,
+        letters: &[SqliteRow],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        let at_text = ts(at);
+        let mut replayed = Vec::with_capacity(letters.len());
+        for r in letters {
+            let id: String = get(r, "dead letter", "id")?;
+            let what = format!("dead letter {id}");
+            let dossier_id: String = get(r, &what, "dossier_id")?;
+            let destination: String = get(r, &what, "destination")?;
+            let replay_id = logic::new_id();
+            sqlx::query(
+                "UPDATE dead_letters SET replayed_at = $2, replay_id = $3 \
+                 WHERE id = $1 AND replayed_at IS NULL",
+            )
+            .bind(&id)
+            .bind(&at_text)
+            .bind(&replay_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| db_error(&what, e))?;
+            sqlx::query(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, \
+                 first_failure_at = NULL, waiting_for = '[]', replay_id = $3, updated_at = $4 \
+                 WHERE dossier_id = $1 AND destination = $2",
+            )
+            .bind(&dossier_id)
+            .bind(&destination)
+            .bind(&replay_id)
+            .bind(&at_text)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| db_error(&what, e))?;
+            replayed.push(Replayed {
+                dead_letter_id: id,
+                dossier_id,
+                destination,
+                replay_id,
+                replayed_at: at,
+            });
+        }
+        Ok(replayed)
+    }
+
+    /// Settles members of `lot`, each reached at its `version` (`delivered`: what AGORA now
+    /// holds, `None` to leave it): delivered if still the desired version, else pending. One
+    /// statement; returns (dossier, status afterwards) of the members settled (a line naming a
+    /// dossier not in the lot settles nothing).
+    async fn settle_members(
+        tx: &mut Tx,
+        members: &[SettleJson<'_>],
+        destination: &str,
+        lot: &str,
+        at: &str,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `+`: neither the lot's index nor the destination's may drive the join (it would scan
+        // the JSON rows once per delivery); each JSON row finds its delivery by primary key.
+        sqlx::query_as(
+            "UPDATE deliveries SET delivered = COALESCE(r.delivered, deliveries.delivered), \
+             delivered_version = max(deliveries.delivered_version, r.version), \
+             status = CASE WHEN r.version = (SELECT desired_version FROM dossiers d \
+                                             WHERE d.dossier_id = deliveries.dossier_id) \
+                      THEN 'delivered' ELSE 'pending' END, \
+             replay_id = CASE WHEN r.version = (SELECT desired_version FROM dossiers d \
+                                                WHERE d.dossier_id = deliveries.dossier_id) \
+                         THEN NULL ELSE deliveries.replay_id END, \
+             attempts = 0, last_error = NULL, first_failure_at = NULL, waiting_for = '[]', \
+             lot = NULL, updated_at = $4 \
+             FROM (SELECT value ->> '$.id' AS id, value ->> '$.delivered' AS delivered, \
+                   value ->> '$.version' AS version FROM json_each($1)) AS r \
+             WHERE deliveries.dossier_id = r.id AND +deliveries.destination = $2 \
+             AND +deliveries.lot = $3 \
+             RETURNING dossier_id, status",
+        )
+        .bind(to_json(&format!("lot {lot}"), &members)?)
+        .bind(destination)
+        .bind(lot)
+        .bind(at)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| db_error(&format!("lot {lot}"), e))
+    }
+
+    async fn lot_in(
+        conn: &mut SqliteConnection,
+        lot_key: &str,
+    ) -> Result<Option<LotRow>, LedgerError> {
+        let what = format!("lot {lot_key}");
+        let Some(row) = sqlx::query("SELECT * FROM lots WHERE lot_key = $1")
+            .bind(lot_key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| db_error(&what, e))?
+        else {
+            return Ok(None);
+        };
+        let members = sqlx::query(
+            "SELECT dossier_id, desired_version FROM lot_members WHERE lot_key = $1 \
+             ORDER BY position",
+        )
+        .bind(lot_key)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| db_error(&what, e))?
+        .iter()
+        .map(|r| {
+            Ok(LotMember {
+                dossier_id: get(r, &what, "dossier_id")?,
+                desired_version: get(r, &what, "desired_version")?,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+        let state: String = get(&row, &what, "state")?;
+        let created_at: String = get(&row, &what, "created_at")?;
+        let updated_at: String = get(&row, &what, "updated_at")?;
+        Ok(Some(LotRow {
+            lot_key: lot_key.to_string(),
+            destination: get(&row, &what, "destination")?,
+            state: logic::parse_lot_state(&what, &state)?,
+            agora_lot: get(&row, &what, "agora_lot")?,
+            members,
+            created_at: parse_ts(&what, &created_at)?,
+            updated_at: parse_ts(&what, &updated_at)?,
+        }))
+    }
+}
+
+/// The rows an inbound writes, one per dossier (or per dossier and source), as JSON arrays of
+/// objects the statements read with `json_each`; a later plan of the same dossier overwrites an
+/// earlier one, as its statements would have.
+#[derive(Debug, Default)]
+struct Rows<'a> {
+    dossiers: Vec<DossierJson<'a>>,
+    /// Only the dossiers whose delivery status is (re)set.
+    deliveries: Vec<DeliveryJson<'a>>,
+    sources: Vec<SourceJson<'a>>,
+    /// Where each dossier's rows are.
+    at: HashMap<&'a str, (usize, Option<usize>)>,
+    source_at: HashMap<(&'a str, &'static str), usize>,
+}
+
+/// A lot member to settle (see [`SqliteLedger::settle_members`]).
+#[derive(Debug, serde::Serialize)]
+struct SettleJson<'a> {
+    id: &'a str,
+    delivered: Option<&'a str>,
+    version: i64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DossierJson<'a> {
+    id: &'a str,
+    desired: &'a str,
+    version: i64,
+    flow: &'static str,
+    in_perimeter: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DeliveryJson<'a> {
+    id: &'a str,
+    status: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct SourceJson<'a> {
+    id: &'a str,
+    system: &'static str,
+    version: Option<i64>,
+    in_perimeter: bool,
+    record: &'a str,
+}
+
+impl<'a> Rows<'a> {
+    fn add(&mut self, dossier_id: &'a str, plan: &'a Plan) {
+        let dossier = DossierJson {
+            id: dossier_id,
+            desired: &plan.desired_json,
+            version: plan.desired_version,
+            flow: plan.flow.as_str(),
+            in_perimeter: plan.in_perimeter,
+        };
+        let status = plan.status.map(|status| DeliveryJson {
+            id: dossier_id,
+            status: status.as_str(),
+        });
+        match self.at.get_mut(dossier_id) {
+            Some((d, v)) => {
+                self.dossiers[*d] = dossier;
+                if let Some(status) = status {
+                    match v {
+                        Some(v) => self.deliveries[*v] = status,
+                        None => {
+                            *v = Some(self.deliveries.len());
+                            self.deliveries.push(status);
+                        }
+                    }
+                }
+            }
+            None => {
+                let v = status.map(|status| {
+                    self.deliveries.push(status);
+                    self.deliveries.len() - 1
+                });
+                self.at.insert(dossier_id, (self.dossiers.len(), v));
+                self.dossiers.push(dossier);
+            }
+        }
+        if let Some(source) = &plan.source {
+            let row = SourceJson {
+                id: dossier_id,
+                system: source.system.as_str(),
+                version: source.version,
+                in_perimeter: source.in_perimeter,
+                record: &source.record_json,
+            };
+            match self.source_at.get(&(dossier_id, row.system)) {
+                Some(&i) => self.sources[i] = row,
+                None => {
+                    self.source_at
+                        .insert((dossier_id, row.system), self.sources.len());
+                    self.sources.push(row);
+                }
+            }
+        }
     }
 }
 
@@ -340,15 +767,34 @@ impl Ledger for SqliteLedger {
         precedence: &Precedence,
     ) -> Result<Accepted, LedgerError> {
         let mut tx = self.begin_write().await?;
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT message_id FROM journal WHERE system = $1 AND payload_hash = $2",
+        // The journal entry first, unless this payload was accepted before: one statement for
+        // the common case.
+        let message_id = logic::new_id();
+        let at = now();
+        let inserted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO journal (message_id, system, flow, payload_hash, received_at, request_id, \
+             masked_payload) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (system, payload_hash) DO NOTHING RETURNING message_id",
         )
+        .bind(&message_id)
         .bind(inbound.system.as_str())
+        .bind(inbound.flow.as_str())
         .bind(&inbound.payload_hash)
+        .bind(ts(at))
+        .bind(&inbound.request_id)
+        .bind(&inbound.masked_payload)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| db_error("journal", e))?;
-        if let Some(message_id) = existing {
+        if inserted.is_none() {
+            let message_id: String = sqlx::query_scalar(
+                "SELECT message_id FROM journal WHERE system = $1 AND payload_hash = $2",
+            )
+            .bind(inbound.system.as_str())
+            .bind(&inbound.payload_hash)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error("journal", e))?;
             let dossiers = Self::linked_dossiers(&mut tx, &message_id).await?;
             tx.rollback().await.map_err(|e| db_error("journal", e))?;
             return Ok(Accepted {
@@ -358,123 +804,61 @@ impl Ledger for SqliteLedger {
             });
         }
 
-        let message_id = logic::new_id();
-        let at = now();
+        // Every record in order, against its dossier as loaded (or as an earlier record of this
+        // message left it); a refused record refuses the message (the rollback drops the journal
+        // entry too).
+        let named: Vec<&str> = inbound
+            .records
+            .iter()
+            .map(|r| r.dossier_id.as_str())
+            .collect();
+        let mut distinct = named.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let held = Self::load_many(&mut tx, &to_json("dossier ids", &distinct)?).await?;
+        let plans = match logic::plan_inbound(&inbound, precedence, held) {
+            Ok(plans) => plans,
+            Err(e) => {
+                tx.rollback().await.map_err(|e| db_error("accept", e))?;
+                return Err(e);
+            }
+        };
+        Self::write_many(&mut tx, &inbound.records, &plans, at).await?;
+        // A dossier named twice keeps the position of its first record.
         sqlx::query(
-            "INSERT INTO journal (message_id, system, flow, payload_hash, received_at, request_id, \
-             masked_payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO journal_dossiers (message_id, dossier_id, position) \
+             SELECT $1, value, key FROM json_each($2) WHERE true ORDER BY key \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&message_id)
-        .bind(inbound.system.as_str())
-        .bind(inbound.flow.as_str())
-        .bind(&inbound.payload_hash)
-        .bind(ts(at))
-        .bind(&inbound.request_id)
-        .bind(&inbound.masked_payload)
+        .bind(to_json("journal", &named)?)
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("journal", e))?;
-
-        let mut dossiers = Vec::with_capacity(inbound.records.len());
-        let mut refused = Vec::new();
-        for (position, rec) in inbound.records.iter().enumerate() {
-            let loaded = Self::load(&mut tx, &rec.dossier_id).await?;
-            let plan = match logic::plan(
-                &rec.dossier_id,
-                loaded.as_ref(),
-                rec,
-                inbound.flow,
-                precedence,
-            ) {
-                Ok(plan) => plan,
-                Err(PlanError::Refused(v)) => {
-                    refused.push(v);
-                    continue;
-                }
-                Err(PlanError::Corrupt(e)) => return Err(e),
-            };
-            Self::write(&mut tx, &rec.dossier_id, &plan, at).await?;
-            sqlx::query(
-                "INSERT INTO journal_dossiers (message_id, dossier_id, position) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&message_id)
-            .bind(&rec.dossier_id)
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error("journal", e))?;
-            dossiers.push(AcceptedDossier {
-                dossier_id: rec.dossier_id.clone(),
-                in_perimeter: plan.in_perimeter,
-                changed: plan.changed,
-                desired_version: plan.desired_version,
-            });
-        }
-        if !refused.is_empty() {
-            tx.rollback().await.map_err(|e| db_error("accept", e))?;
-            return Err(LedgerError::Rejected(refused));
-        }
         commit(tx, "accept").await?;
         Ok(Accepted {
             message_id,
             duplicate: false,
-            dossiers,
+            dossiers: inbound
+                .records
+                .iter()
+                .zip(&plans)
+                .map(|(rec, plan)| AcceptedDossier {
+                    dossier_id: rec.dossier_id.clone(),
+                    in_perimeter: plan.in_perimeter,
+                    changed: plan.changed,
+                    desired_version: plan.desired_version,
+                })
+                .collect(),
         })
     }
 
     async fn dossier(&self, dossier_id: &str) -> Result<Option<DossierRow>, LedgerError> {
         let what = format!("dossier {dossier_id}");
         let mut conn = self.pool.begin().await.map_err(|e| db_error(&what, e))?;
-        let row = sqlx::query(
-            "SELECT desired, desired_version, flow, in_perimeter, created_at, updated_at \
-             FROM dossiers WHERE dossier_id = $1",
-        )
-        .bind(dossier_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| db_error(&what, e))?;
-        let Some(row) = row else { return Ok(None) };
-        let desired: Option<String> = get(&row, &what, "desired")?;
-        let desired: Dossier = from_json(
-            &what,
-            &desired.ok_or_else(|| corrupt(&what, "no desired state"))?,
-        )?;
-        let flow: String = get(&row, &what, "flow")?;
-        let created_at: String = get(&row, &what, "created_at")?;
-        let updated_at: String = get(&row, &what, "updated_at")?;
-        let sources =
-            sqlx::query("SELECT record FROM dossier_sources WHERE dossier_id = $1 ORDER BY system")
-                .bind(dossier_id)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| db_error(&what, e))?
-                .iter()
-                .map(|r| {
-                    let record: String = get(r, &what, "record")?;
-                    from_json::<Dossier>(&what, &record)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-        let delivery =
-            sqlx::query("SELECT * FROM deliveries WHERE dossier_id = $1 AND destination = $2")
-                .bind(dossier_id)
-                .bind(AGORA)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| db_error(&what, e))?
-                .ok_or_else(|| corrupt(&what, "no delivery row"))?;
+        let rows = Self::read_dossiers(&mut conn, &[dossier_id.to_string()]).await?;
         conn.rollback().await.map_err(|e| db_error(&what, e))?;
-        Ok(Some(DossierRow {
-            dossier_id: dossier_id.to_string(),
-            desired,
-            desired_version: get(&row, &what, "desired_version")?,
-            flow: parse_flow(&what, &flow)?,
-            in_perimeter: get(&row, &what, "in_perimeter")?,
-            sources,
-            delivery: Self::delivery_from_row(&what, &delivery)?,
-            created_at: parse_ts(&what, &created_at)?,
-            updated_at: parse_ts(&what, &updated_at)?,
-        }))
+        Ok(rows.into_iter().next())
     }
 
     async fn try_lease(
@@ -550,7 +934,7 @@ impl Ledger for SqliteLedger {
         }
         sqlx::query(
             "INSERT INTO operations (dossier_id, destination, operation, http_status, outcome, \
-             numero_agora, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             numero_agora, at, replay_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(dossier_id)
         .bind(destination)
@@ -559,6 +943,7 @@ impl Ledger for SqliteLedger {
         .bind(&op.outcome)
         .bind(&op.numero_agora)
         .bind(ts(op.at))
+        .bind(&op.replay_id)
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(&what, e))?;
@@ -582,6 +967,9 @@ impl Ledger for SqliteLedger {
              status = CASE WHEN $4 < (SELECT desired_version FROM dossiers d \
                                       WHERE d.dossier_id = deliveries.dossier_id) \
                       THEN 'pending' ELSE $3 END, \
+             replay_id = CASE WHEN $4 < (SELECT desired_version FROM dossiers d \
+                                         WHERE d.dossier_id = deliveries.dossier_id) \
+                         OR $3 = 'pending' THEN replay_id ELSE NULL END, \
              delivered_version = CASE WHEN $3 = 'delivered' THEN max(delivered_version, $4) \
                                  ELSE delivered_version END, \
              waiting_for = $5, attempts = 0, last_error = NULL, first_failure_at = NULL, \
@@ -637,38 +1025,17 @@ impl Ledger for SqliteLedger {
         reason: &DeadReason,
     ) -> Result<String, LedgerError> {
         let what = format!("dossier {dossier_id}");
-        let at = ts(now());
-        let id = logic::new_id();
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO dead_letters (id, dossier_id, destination, code, reason, attempts, \
-             first_failure, last_failure) \
-             SELECT $1, dossier_id, destination, $3, $4, attempts, COALESCE(first_failure_at, $5), $5 \
-             FROM deliveries WHERE dossier_id = $2 AND destination = $6",
+        let (_, id) = Self::dead_letter_in(
+            &mut tx,
+            &[(dossier_id, reason)],
+            destination,
+            &ts(now()),
+            None,
         )
-        .bind(&id)
-        .bind(dossier_id)
-        .bind(reason.code())
-        .bind(to_json(&what, reason)?)
-        .bind(&at)
-        .bind(destination)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(LedgerError::NotFound { what: "delivery" });
-        }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'dead', updated_at = $3 \
-             WHERE dossier_id = $1 AND destination = $2",
-        )
-        .bind(dossier_id)
-        .bind(destination)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?;
+        .await?
+        .pop()
+        .ok_or(LedgerError::NotFound { what: "delivery" })?;
         commit(tx, &what).await?;
         Ok(id)
     }
@@ -677,18 +1044,16 @@ impl Ledger for SqliteLedger {
         &self,
         filter: &DeadLetterFilter,
     ) -> Result<Vec<DeadLetter>, LedgerError> {
-        sqlx::query(
-            "SELECT * FROM dead_letters WHERE \
-             ($1 IS NULL OR destination = $1) AND ($2 IS NULL OR code = $2) AND \
-             ($3 IS NULL OR last_failure >= $3) AND ($4 IS NULL OR last_failure < $4) AND \
-             ($5 OR replayed_at IS NULL) \
-             ORDER BY last_failure, id",
-        )
+        sqlx::query(concat!(
+            "SELECT * FROM dead_letters WHERE ",
+            dead_letter_filter!()
+        ))
         .bind(&filter.destination)
         .bind(&filter.code)
         .bind(filter.since.map(ts))
         .bind(filter.until.map(ts))
         .bind(filter.include_replayed)
+        .bind(&filter.dossier_id)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("dead letters", e))?
@@ -697,37 +1062,56 @@ impl Ledger for SqliteLedger {
         .collect()
     }
 
-    async fn replay(&self, dead_letter_id: &str) -> Result<String, LedgerError> {
+    async fn replay(&self, dead_letter_id: &str) -> Result<Replayed, LedgerError> {
         let what = format!("dead letter {dead_letter_id}");
-        let at = ts(now());
+        let at = now();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "UPDATE dead_letters SET replayed_at = COALESCE(replayed_at, $2) WHERE id = $1 \
-             RETURNING dossier_id, destination",
+            "SELECT id, dossier_id, destination, replayed_at FROM dead_letters WHERE id = $1",
         )
         .bind(dead_letter_id)
-        .bind(&at)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| db_error(&what, e))?
         .ok_or(LedgerError::NotFound {
             what: "dead letter",
         })?;
-        let dossier_id: String = get(&row, &what, "dossier_id")?;
-        let destination: String = get(&row, &what, "destination")?;
-        sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, \
-             first_failure_at = NULL, waiting_for = '[]', updated_at = $3 \
-             WHERE dossier_id = $1 AND destination = $2",
-        )
-        .bind(&dossier_id)
-        .bind(&destination)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&what, e))?;
+        if let Some(replayed_at) = parse_opt_ts(&what, get(&row, &what, "replayed_at")?)? {
+            return Err(LedgerError::AlreadyReplayed {
+                id: dead_letter_id.to_string(),
+                dossier_id: get(&row, &what, "dossier_id")?,
+                replayed_at,
+            });
+        }
+        let replayed = Self::replay_in(&mut tx, &[row], at).await?;
         commit(tx, &what).await?;
-        Ok(dossier_id)
+        replayed.into_iter().next().ok_or(LedgerError::NotFound {
+            what: "dead letter",
+        })
+    }
+
+    async fn replay_matching(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(concat!(
+            "SELECT id, dossier_id, destination FROM dead_letters WHERE replayed_at IS NULL AND ",
+            dead_letter_filter!()
+        ))
+        .bind(&filter.destination)
+        .bind(&filter.code)
+        .bind(filter.since.map(ts))
+        .bind(filter.until.map(ts))
+        .bind(false)
+        .bind(&filter.dossier_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db_error("dead letters", e))?;
+        let replayed = Self::replay_in(&mut tx, &rows, at).await?;
+        commit(tx, "dead letters").await?;
+        Ok(replayed)
     }
 
     async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
@@ -776,7 +1160,7 @@ impl Ledger for SqliteLedger {
     ) -> Result<Vec<OperationRecord>, LedgerError> {
         let what = format!("operations of {dossier_id}");
         sqlx::query(
-            "SELECT operation, http_status, outcome, numero_agora, at FROM operations \
+            "SELECT operation, http_status, outcome, numero_agora, at, replay_id FROM operations \
              WHERE dossier_id = $1 AND destination = $2 ORDER BY id",
         )
         .bind(dossier_id)
@@ -797,6 +1181,7 @@ impl Ledger for SqliteLedger {
                 outcome: get(r, &what, "outcome")?,
                 numero_agora: get(r, &what, "numero_agora")?,
                 at: parse_ts(&what, &at)?,
+                replay_id: get(r, &what, "replay_id")?,
             })
         })
         .collect()
@@ -809,10 +1194,14 @@ impl Ledger for SqliteLedger {
         limit: i64,
     ) -> Result<Vec<String>, LedgerError> {
         let cutoff = now() - logic::capped(quiet_for);
-        sqlx::query_scalar(
-            "SELECT dossier_id FROM deliveries WHERE destination = $1 AND status = 'pending' \
-             AND updated_at <= $3 ORDER BY updated_at, dossier_id LIMIT $2",
-        )
+        // Lot members and claimable backfill dossiers are the lots' to deliver.
+        sqlx::query_scalar(concat!(
+            "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             WHERE v.destination = $1 AND v.status = 'pending' AND v.updated_at <= $3 \
+             AND v.lot IS NULL AND NOT (d.flow = 'backfill' AND d.in_perimeter AND ",
+            not_present!(),
+            ") ORDER BY v.updated_at, v.dossier_id LIMIT $2"
+        ))
         .bind(destination)
         .bind(limit.max(0))
         .bind(ts(cutoff))
@@ -835,5 +1224,333 @@ impl Ledger for SqliteLedger {
         .rows_affected();
         commit(tx, "purge").await?;
         Ok(purged)
+    }
+
+    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError> {
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT DISTINCT f, a, s FROM ( \
+               SELECT json_extract(desired, '$.training.numero_formation') AS f, \
+                      json_extract(desired, '$.training.numero_action') AS a, \
+                      json_extract(desired, '$.training.numero_session') AS s \
+               FROM dossiers WHERE in_perimeter = 1 AND desired IS NOT NULL \
+               AND json_extract(desired, '$.state') IN (SELECT value FROM json_each($1))) \
+             WHERE f IS NOT NULL AND a IS NOT NULL AND s IS NOT NULL",
+        )
+        .bind(to_json("states", &states)?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("sessions", e))?;
+        Ok(logic::sessions(rows))
+    }
+
+    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError> {
+        let mut conn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_error("dossiers", e))?;
+        let rows = Self::read_dossiers(&mut conn, dossier_ids).await?;
+        conn.rollback().await.map_err(|e| db_error("dossiers", e))?;
+        Ok(rows)
+    }
+
+    async fn claim_lot(
+        &self,
+        destination: &str,
+        lot_key: &str,
+        limit: i64,
+    ) -> Result<Option<LotRow>, LedgerError> {
+        let what = format!("lot {lot_key}");
+        let at = ts(now());
+        let mut tx = self.begin_write().await?;
+        // The lot first: deliveries.lot refers to it.
+        sqlx::query(
+            "INSERT INTO lots (lot_key, destination, state, agora_lot, created_at, updated_at) \
+             VALUES ($1, $2, 'claimed', NULL, $3, $3)",
+        )
+        .bind(lot_key)
+        .bind(destination)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        let claimed = sqlx::query(concat!(
+            "UPDATE deliveries SET lot = $1 WHERE destination = $2 AND dossier_id IN ( \
+             SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             WHERE v.destination = $2 AND ",
+            claimable!(),
+            " AND NOT EXISTS (SELECT 1 FROM leases l \
+                              WHERE l.dossier_id = v.dossier_id AND l.expires_at > $3) \
+             ORDER BY v.updated_at, v.dossier_id LIMIT $4)"
+        ))
+        .bind(lot_key)
+        .bind(destination)
+        .bind(&at)
+        .bind(limit.max(0))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await.map_err(|e| db_error(&what, e))?;
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO lot_members (lot_key, position, dossier_id, desired_version) \
+             SELECT $1, row_number() OVER (ORDER BY v.updated_at, v.dossier_id) - 1, \
+                    d.dossier_id, d.desired_version \
+             FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             WHERE v.lot = $1 AND v.destination = $2",
+        )
+        .bind(lot_key)
+        .bind(destination)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        let lot = Self::lot_in(&mut tx, lot_key).await?;
+        commit(tx, &what).await?;
+        Ok(lot)
+    }
+
+    async fn lot(&self, lot_key: &str) -> Result<Option<LotRow>, LedgerError> {
+        let what = format!("lot {lot_key}");
+        let mut conn = self.pool.begin().await.map_err(|e| db_error(&what, e))?;
+        let lot = Self::lot_in(&mut conn, lot_key).await?;
+        conn.rollback().await.map_err(|e| db_error(&what, e))?;
+        Ok(lot)
+    }
+
+    async fn open_lots(&self, destination: &str) -> Result<Vec<LotRow>, LedgerError> {
+        let mut conn = self.pool.begin().await.map_err(|e| db_error("lots", e))?;
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT lot_key FROM lots WHERE destination = $1 AND state <> 'done' \
+             ORDER BY created_at, lot_key",
+        )
+        .bind(destination)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| db_error("lots", e))?;
+        let mut lots = Vec::with_capacity(keys.len());
+        for key in &keys {
+            lots.extend(Self::lot_in(&mut conn, key).await?);
+        }
+        conn.rollback().await.map_err(|e| db_error("lots", e))?;
+        Ok(lots)
+    }
+
+    async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError> {
+        let what = format!("lot {lot_key}");
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE lots SET state = 'submitted', agora_lot = $2, updated_at = $3 \
+             WHERE lot_key = $1",
+        )
+        .bind(lot_key)
+        .bind(agora_lot)
+        .bind(ts(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?
+        .rows_affected();
+        if updated == 0 {
+            return Err(LedgerError::NotFound { what: "lot" });
+        }
+        commit(tx, &what).await
+    }
+
+    async fn settle_lot(
+        &self,
+        lot_key: &str,
+        lines: &[LotLine],
+        done: bool,
+    ) -> Result<Vec<String>, LedgerError> {
+        let what = format!("lot {lot_key}");
+        let at = ts(now());
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT destination, agora_lot FROM lots WHERE lot_key = $1")
+            .bind(lot_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| db_error(&what, e))?
+            .ok_or(LedgerError::NotFound { what: "lot" })?;
+        let destination: String = get(&row, &what, "destination")?;
+        let agora_lot: Option<String> = get(&row, &what, "agora_lot")?;
+        let lines = logic::lot_lines(agora_lot.as_deref().unwrap_or(lot_key), lines)?;
+        let mut pending = Vec::new();
+
+        // Accepted and nothing-owed lines: one statement settles them all.
+        let members: Vec<SettleJson<'_>> = lines
+            .accepted
+            .iter()
+            .map(|line| SettleJson {
+                id: line.dossier_id,
+                delivered: Some(&line.delivered_json),
+                version: line.version,
+            })
+            .chain(lines.nothing_owed.iter().map(|&(id, version)| SettleJson {
+                id,
+                delivered: None,
+                version,
+            }))
+            .collect();
+        let settled = Self::settle_members(&mut tx, &members, &destination, lot_key, &at).await?;
+        let mut in_lot = std::collections::HashSet::with_capacity(settled.len());
+        for (dossier_id, status) in settled {
+            if status == DeliveryStatus::Pending.as_str() {
+                pending.push(dossier_id.clone());
+            }
+            in_lot.insert(dossier_id);
+        }
+        // The trace of each accepted line that settled a member, in line order.
+        #[derive(serde::Serialize)]
+        struct OperationJson<'a> {
+            id: &'a str,
+            outcome: &'a str,
+            numero: &'a str,
+        }
+        let operations: Vec<OperationJson<'_>> = lines
+            .accepted
+            .iter()
+            .filter(|line| in_lot.contains(line.dossier_id))
+            .map(|line| OperationJson {
+                id: line.dossier_id,
+                outcome: &line.outcome,
+                numero: line.numero_agora,
+            })
+            .collect();
+        if !operations.is_empty() {
+            sqlx::query(
+                "INSERT INTO operations (dossier_id, destination, operation, http_status, \
+                 outcome, numero_agora, at) \
+                 SELECT value ->> '$.id', $2, $3, 202, value ->> '$.outcome', \
+                 value ->> '$.numero', $4 FROM json_each($1) ORDER BY key",
+            )
+            .bind(to_json(&what, &operations)?)
+            .bind(&destination)
+            .bind(Operation::Create.name())
+            .bind(&at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(&what, e))?;
+        }
+        Self::dead_letter_in(&mut tx, &lines.dead, &destination, &at, Some(lot_key)).await?;
+        if !lines.released.is_empty() {
+            let released: Vec<(String, String)> = sqlx::query_as(
+                "UPDATE deliveries SET lot = NULL \
+                 WHERE destination = $2 AND lot = $3 \
+                 AND dossier_id IN (SELECT value FROM json_each($1)) RETURNING dossier_id, status",
+            )
+            .bind(to_json(&what, &lines.released)?)
+            .bind(&destination)
+            .bind(lot_key)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| db_error(&what, e))?;
+            pending.extend(
+                released
+                    .into_iter()
+                    .filter(|(_, status)| status == DeliveryStatus::Pending.as_str())
+                    .map(|(dossier_id, _)| dossier_id),
+            );
+        }
+        if done {
+            // The members the report did not name leave the lot too.
+            let left: Vec<String> = sqlx::query_scalar::<_, Option<String>>(
+                "UPDATE deliveries SET lot = NULL WHERE lot = $1 RETURNING \
+                 CASE WHEN status = 'pending' THEN dossier_id END",
+            )
+            .bind(lot_key)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| db_error(&what, e))?
+            .into_iter()
+            .flatten()
+            .collect();
+            pending.extend(left);
+        }
+        sqlx::query(
+            "UPDATE lots SET state = CASE WHEN $2 THEN 'done' ELSE state END, updated_at = $3 \
+             WHERE lot_key = $1",
+        )
+        .bind(lot_key)
+        .bind(done)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        commit(tx, &what).await?;
+        pending.sort_unstable();
+        Ok(pending)
+    }
+
+    async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError> {
+        // CROSS JOIN keeps SQLite on the pending deliveries (deliveries_by_status) as the outer
+        // loop; left to itself it may scan every dossier of the flow (seconds at a million).
+        let row = sqlx::query(concat!(
+            "SELECT \
+             (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.dossier_id = v.dossier_id \
+              WHERE v.destination = $1 AND ",
+            claimable!(),
+            ") AS claimable, \
+             (SELECT count(*) FROM deliveries WHERE destination = $1 AND lot IS NOT NULL) \
+              AS in_lots, \
+             (SELECT count(*) FROM lots WHERE destination = $1 AND state <> 'done') AS open_lots, \
+             (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.dossier_id = v.dossier_id \
+              WHERE v.destination = $1 AND d.flow = 'backfill' AND v.status = 'pending' \
+              AND v.lot IS NULL AND NOT (d.in_perimeter AND ",
+            not_present!(),
+            ")) AS pending_other"
+        ))
+        .bind(destination)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db_error("backfill progress", e))?;
+        let count = |col: &str| -> Result<u64, LedgerError> {
+            let n: i64 = get(&row, "backfill progress", col)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(BackfillProgress {
+            claimable: count("claimable")?,
+            in_lots: count("in_lots")?,
+            open_lots: count("open_lots")?,
+            pending_other: count("pending_other")?,
+        })
+    }
+
+    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {
+        sqlx::query_scalar("SELECT value FROM checkpoints WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("checkpoint", e))
+    }
+
+    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(ts(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("checkpoint", e))?;
+        commit(tx, "checkpoint").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logic::DELIVERED_NOT_PRESENT;
+
+    #[test]
+    fn not_present_spells_the_stored_texts() {
+        for text in DELIVERED_NOT_PRESENT {
+            assert!(not_present!().contains(&format!("'{text}'")), "{text}");
+        }
     }
 }

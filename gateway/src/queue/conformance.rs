@@ -197,6 +197,7 @@ fn task(id: &str) -> Task {
         dossier_id: id.to_owned(),
         request_id: Some(format!("req-{id}")),
         attempt: 0,
+        lot: None,
     }
 }
 

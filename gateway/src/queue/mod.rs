@@ -53,6 +53,33 @@ pub struct Task {
     /// How many times this task was retried after a transient failure.
     #[serde(default)]
     pub attempt: u32,
+    /// A backfill lot to deliver instead of one dossier (`dossier_id` is then empty): an open lot
+    /// of the ledger to resume, or, when the ledger has no such lot, a new one to form from the
+    /// claimable backfill dossiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+}
+
+impl Task {
+    /// Reconcile this dossier.
+    pub fn dossier(dossier_id: impl Into<String>, request_id: Option<String>) -> Task {
+        Task {
+            dossier_id: dossier_id.into(),
+            request_id,
+            attempt: 0,
+            lot: None,
+        }
+    }
+
+    /// Deliver (or form) backfill lot `lot_key`.
+    pub fn lot(lot_key: impl Into<String>) -> Task {
+        Task {
+            dossier_id: String::new(),
+            request_id: None,
+            attempt: 0,
+            lot: Some(lot_key.into()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,17 +1,27 @@
-//! Admin routes: a dossier's state and history, the dead letters and their replay.
+//! Admin routes: a dossier's trace, the dead letters and their replay, one by one or by filter.
+//!
+//! A replay is committed to the ledger first (the dead letter marked, the dossier owed again under
+//! a new replay id), then its task is published with the broker's confirm. The other order would
+//! let a worker find the dossier still dead and drop the task. When the publish fails after the
+//! commit, the answer still says `202` with `"queued": false`: the replay is durable, and the
+//! sweeper of a running gateway re-enqueues a pending dossier left without a task.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use passerelle_adapters::{Rule, Violation};
+use serde_json::{json, Value};
+use tracing::{info, warn};
 
+use super::inbound::{read_body, require_content_type};
 use super::problem::ApiError;
 use super::{authenticate, AppState, Caller};
-use crate::ledger::{DeadLetterFilter, LedgerError, AGORA};
+use crate::ledger::{DeadLetter, DeadLetterFilter, LedgerError, Replayed, AGORA};
 use crate::queue::{Lane, Task};
 
-fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+/// The caller must be an operator; `Ok(true)` when its token may see personal data.
+fn require_admin(req: &HttpRequest, state: &AppState) -> Result<bool, ApiError> {
     match authenticate(req, &state.credentials)? {
-        Caller::Admin => Ok(()),
+        Caller::Admin { personal_data } => Ok(personal_data),
         Caller::System(_) => Err(ApiError::Forbidden),
     }
 }
@@ -19,18 +29,28 @@ fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
 fn unavailable(e: LedgerError) -> ApiError {
     match e {
         LedgerError::NotFound { what } => ApiError::NotFound(what),
+        LedgerError::AlreadyReplayed {
+            id,
+            dossier_id,
+            replayed_at,
+        } => ApiError::AlreadyReplayed {
+            id,
+            dossier_id,
+            replayed_at,
+        },
         other => ApiError::Unavailable(format!("the ledger is unavailable ({other})")),
     }
 }
 
-/// `GET /v1/dossiers/{id}`: the merged dossier (personal fields masked), its delivery state and
-/// history.
+/// `GET /v1/dossiers/{id}`: the merged dossier (personal fields masked unless the token may see
+/// them), its delivery state, and its trace: the source messages that shaped it, each AGORA call
+/// with its answer, and its dead letters with their replay lineage.
 pub async fn dossier(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
+    let personal_data = require_admin(&req, &state)?;
     let id = path.into_inner();
     let row = state
         .ledger
@@ -44,11 +64,30 @@ pub async fn dossier(
         .operations(&id, AGORA)
         .await
         .map_err(unavailable)?;
+    let dead_letters = state
+        .ledger
+        .dead_letters(&DeadLetterFilter {
+            dossier_id: Some(id.clone()),
+            include_replayed: true,
+            ..DeadLetterFilter::default()
+        })
+        .await
+        .map_err(unavailable)?;
     let mut desired = serde_json::to_value(&row.desired).unwrap_or_default();
-    mask_trainee(&mut desired);
+    if personal_data {
+        // An audit line: who saw personal data is a question operators get asked.
+        info!(
+            dossier_id = %id,
+            request_id = %super::request_id(&req),
+            "a dossier's personal fields were shown to the personal-data admin token"
+        );
+    } else {
+        mask_trainee(&mut desired);
+    }
     Ok(HttpResponse::Ok().json(json!({
         "dossier_id": row.dossier_id,
         "dossier": desired,
+        "personal_data": if personal_data { "shown" } else { "masked" },
         "desired_version": row.desired_version,
         "flow": row.flow,
         "in_perimeter": row.in_perimeter,
@@ -60,13 +99,18 @@ pub async fn dossier(
                 "attempts": row.delivery.attempts,
                 "last_error": row.delivery.last_error,
                 "waiting_for": row.delivery.waiting_for,
+                "replay_id": row.delivery.replay_id,
             }
         },
-        "history": { "messages": journal, "operations": operations },
+        "history": {
+            "messages": journal,
+            "operations": operations,
+            "dead_letters": dead_letters.iter().map(dead_letter_json).collect::<Vec<_>>(),
+        },
     })))
 }
 
-fn mask_trainee(v: &mut serde_json::Value) {
+fn mask_trainee(v: &mut Value) {
     if let Some(t) = v.get_mut("trainee").and_then(|t| t.as_object_mut()) {
         if let Some(nir) = t
             .get("nir")
@@ -83,71 +127,345 @@ fn mask_trainee(v: &mut serde_json::Value) {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DeadLetterQuery {
-    destination: Option<String>,
-    code: Option<String>,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(default)]
-    include_replayed: bool,
+/// A dead letter as the API and `passerelle dead-letters list --format json` show it.
+pub fn dead_letter_json(d: &DeadLetter) -> Value {
+    json!({
+        "id": d.id, "dossier_id": d.dossier_id, "destination": d.destination,
+        "reason": d.reason.code(), "detail": d.reason, "attempts": d.attempts,
+        "first_failure": d.first_failure, "last_failure": d.last_failure,
+        "replayed_at": d.replayed_at, "replay_id": d.replay_id, "after_replay": d.after_replay,
+    })
 }
 
-/// `GET /v1/dead-letters`
+/// Stores a checked value, or keeps its violation: every field is checked, all violations listed.
+fn keep<T>(slot: &mut T, checked: Result<T, Violation>, errors: &mut Vec<Violation>) {
+    match checked {
+        Ok(v) => *slot = v,
+        Err(v) => errors.push(v),
+    }
+}
+
+fn not_empty(pointer: &str, value: String) -> Result<String, Violation> {
+    if value.trim().is_empty() {
+        Err(Violation::new(
+            pointer,
+            Rule::FieldRequired,
+            "must not be empty",
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn date_time(pointer: &str, value: &str) -> Result<DateTime<Utc>, Violation> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            Violation::new(
+                pointer,
+                Rule::SchemaFormat,
+                "must be an RFC 3339 date-time such as 2019-09-02T10:15:00Z",
+            )
+        })
+}
+
+/// `GET /v1/dead-letters?destination=&code=&since=&until=&dossier_id=&include_replayed=`: the
+/// dead letters, oldest failure first. An unknown parameter is refused rather than ignored: a
+/// misspelt filter would otherwise list everything.
 pub async fn dead_letters(
     req: HttpRequest,
-    q: web::Query<DeadLetterQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let q = q.into_inner();
-    let filter = DeadLetterFilter {
-        destination: q.destination,
-        code: q.code,
-        since: q.since,
-        until: q.until,
-        include_replayed: q.include_replayed,
-    };
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|_| {
+            ApiError::Unparseable(vec![Violation::new(
+                "",
+                Rule::SchemaOther,
+                "the query string cannot be read",
+            )])
+        })?
+        .into_inner();
+    let mut filter = DeadLetterFilter::default();
+    let mut errors = Vec::new();
+    for (key, value) in pairs {
+        let p = format!("/{key}");
+        let e = &mut errors;
+        match key.as_str() {
+            "destination" => keep(&mut filter.destination, not_empty(&p, value).map(Some), e),
+            "code" => keep(&mut filter.code, not_empty(&p, value).map(Some), e),
+            "dossier_id" => keep(&mut filter.dossier_id, not_empty(&p, value).map(Some), e),
+            "since" => keep(&mut filter.since, date_time(&p, &value).map(Some), e),
+            "until" => keep(&mut filter.until, date_time(&p, &value).map(Some), e),
+            "include_replayed" => {
+                let flag = match value.as_str() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    _ => Err(Violation::new(
+                        &p,
+                        Rule::SchemaEnum,
+                        "must be true or false",
+                    )),
+                };
+                keep(&mut filter.include_replayed, flag, e);
+            }
+            _ => e.push(Violation::new(
+                &p,
+                Rule::SchemaAdditional,
+                "is not a filter of the dead letters (destination, code, since, until, \
+                 dossier_id, include_replayed)",
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
     let list = state
         .ledger
         .dead_letters(&filter)
         .await
         .map_err(unavailable)?;
-    let items: Vec<_> = list
-        .iter()
-        .map(|d| {
-            json!({
-                "id": d.id, "dossier_id": d.dossier_id, "destination": d.destination,
-                "reason": d.reason.code(), "detail": d.reason, "attempts": d.attempts,
-                "first_failure": d.first_failure, "last_failure": d.last_failure,
-                "replayed_at": d.replayed_at,
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(items))
+    Ok(HttpResponse::Ok().json(list.iter().map(dead_letter_json).collect::<Vec<_>>()))
 }
 
-/// `POST /v1/dead-letters/{id}/replay`: the dossier is reconciled again.
+/// Publishes one task per dossier replayed (with the broker's confirm); returns the dossiers whose
+/// task the queue did not confirm.
+async fn publish(
+    state: &AppState,
+    replayed: &[Replayed],
+    request_id: &str,
+) -> std::collections::HashSet<String> {
+    let mut failed = std::collections::HashSet::new();
+    let mut done = std::collections::HashSet::new();
+    for r in replayed {
+        if !done.insert(r.dossier_id.as_str()) {
+            continue;
+        }
+        let task = Task::dossier(r.dossier_id.clone(), Some(request_id.to_string()));
+        if let Err(e) = state.queue.publish(Lane::Sync, &task).await {
+            warn!(
+                dossier_id = %r.dossier_id,
+                replay_id = %r.replay_id,
+                error = %e,
+                "a replay is recorded but its task was not confirmed; the sweeper will enqueue it"
+            );
+            failed.insert(r.dossier_id.clone());
+        }
+    }
+    failed
+}
+
+fn replayed_json(r: &Replayed, failed: &std::collections::HashSet<String>) -> Value {
+    json!({
+        "id": r.dead_letter_id,
+        "dossier_id": r.dossier_id,
+        "destination": r.destination,
+        "replay_id": r.replay_id,
+        "replayed_at": r.replayed_at,
+        "queued": !failed.contains(&r.dossier_id),
+    })
+}
+
+/// `POST /v1/dead-letters/{id}/replay`: the dossier is reconciled again under a new replay id.
+/// `409` when this dead letter was already replayed, `404` when there is no such dead letter.
 pub async fn replay(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let dossier_id = state
+    let request_id = super::request_id(&req);
+    let replayed = state
         .ledger
         .replay(&path.into_inner())
         .await
         .map_err(unavailable)?;
-    let task = Task {
-        dossier_id: dossier_id.clone(),
-        request_id: Some(super::request_id(&req)),
-        attempt: 0,
+    info!(
+        dead_letter = %replayed.dead_letter_id,
+        dossier_id = %replayed.dossier_id,
+        replay_id = %replayed.replay_id,
+        request_id = %request_id,
+        "dead letter replayed"
+    );
+    let failed = publish(&state, std::slice::from_ref(&replayed), &request_id).await;
+    let mut body = replayed_json(&replayed, &failed);
+    body["status"] = json!("replaying");
+    Ok(HttpResponse::Accepted().json(body))
+}
+
+/// The filter of a bulk replay, from its JSON body: the list's filters (no `include_replayed`: a
+/// replayed dead letter is not replayed again) and `all`. An empty filter is refused unless `all`
+/// is `true`, so that nobody replays every dead letter by leaving the filter out.
+fn bulk_filter(body: &[u8]) -> Result<DeadLetterFilter, ApiError> {
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::Unparseable(vec![Violation::new(
+                "",
+                Rule::JsonSyntax,
+                format!(
+                    "the body is not JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )])
+        })?
     };
-    state
-        .queue
-        .publish(Lane::Sync, &task)
+    let Some(fields) = value.as_object() else {
+        return Err(ApiError::Invalid(vec![Violation::new(
+            "",
+            Rule::SchemaType,
+            "must be a JSON object",
+        )]));
+    };
+    let mut filter = DeadLetterFilter::default();
+    let mut all = false;
+    let mut errors = Vec::new();
+    let text = |pointer: &str, v: &Value| -> Result<String, Violation> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Violation::new(pointer, Rule::SchemaType, "must be a string"))
+            .and_then(|s| not_empty(pointer, s))
+    };
+    for (key, v) in fields {
+        let p = format!("/{key}");
+        let e = &mut errors;
+        let time = |s: String| date_time(&p, &s).map(Some);
+        match key.as_str() {
+            "destination" => keep(&mut filter.destination, text(&p, v).map(Some), e),
+            "code" => keep(&mut filter.code, text(&p, v).map(Some), e),
+            "dossier_id" => keep(&mut filter.dossier_id, text(&p, v).map(Some), e),
+            "since" => keep(&mut filter.since, text(&p, v).and_then(time), e),
+            "until" => keep(&mut filter.until, text(&p, v).and_then(time), e),
+            "all" => {
+                let flag = v
+                    .as_bool()
+                    .ok_or_else(|| Violation::new(&p, Rule::SchemaType, "must be a boolean"));
+                keep(&mut all, flag, e);
+            }
+            _ => e.push(Violation::new(
+                &p,
+                Rule::SchemaAdditional,
+                "is not a filter of a bulk replay (destination, code, since, until, dossier_id, \
+                 all)",
+            )),
+        }
+    }
+    if errors.is_empty() && filter.is_empty() && !all {
+        errors.push(Violation::new(
+            "/all",
+            Rule::FieldRequired,
+            "an empty filter would replay every dead letter: give destination, code, since, \
+             until or dossier_id, or set all to true",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(filter)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+/// `POST /v1/dead-letters/replay` with a filter (see [`bulk_filter`]): replays every dead letter
+/// not yet replayed that it selects; `202` with how many and which.
+pub async fn replay_matching(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let body = read_body(payload, state.body_limit, Rule::JsonSyntax).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        require_content_type(&req, &["application/json"], "application/json")?;
+    }
+    let filter = bulk_filter(&body)?;
+    let request_id = super::request_id(&req);
+    let replayed = state
+        .ledger
+        .replay_matching(&filter)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the queue did not confirm ({e})")))?;
-    Ok(HttpResponse::Accepted().json(json!({"dossier_id": dossier_id, "status": "replaying"})))
+        .map_err(unavailable)?;
+    info!(
+        count = replayed.len(),
+        destination = filter.destination.as_deref().unwrap_or(""),
+        code = filter.code.as_deref().unwrap_or(""),
+        request_id = %request_id,
+        "dead letters replayed by filter"
+    );
+    let failed = publish(&state, &replayed, &request_id).await;
+    Ok(HttpResponse::Accepted().json(json!({
+        "count": replayed.len(),
+        "ids": replayed.iter().map(|r| r.dead_letter_id.as_str()).collect::<Vec<_>>(),
+        "replayed": replayed.iter().map(|r| replayed_json(r, &failed)).collect::<Vec<_>>(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn violations(e: ApiError) -> Vec<(String, &'static str)> {
+        match e {
+            ApiError::Invalid(v) | ApiError::Unparseable(v) => {
+                v.into_iter().map(|v| (v.pointer, v.rule.code())).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bulk_replay_names_what_it_replays_or_says_all() {
+        for empty in [&b""[..], b"  ", b"{}", b"{\"all\": false}"] {
+            let e = bulk_filter(empty).expect_err("refused");
+            assert_eq!(
+                violations(e),
+                vec![("/all".to_string(), "field.required")],
+                "{}",
+                String::from_utf8_lossy(empty)
+            );
+        }
+        assert!(bulk_filter(b"{\"all\": true}").expect("all").is_empty());
+        let f = bulk_filter(
+            br#"{"code": "AG-CERTIF", "destination": "agora", "since": "2019-09-02T10:15:00+02:00"}"#,
+        )
+        .expect("a filter");
+        assert_eq!(f.code.as_deref(), Some("AG-CERTIF"));
+        assert_eq!(f.destination.as_deref(), Some("agora"));
+        assert_eq!(
+            f.since.map(|t| t.to_rfc3339()),
+            Some("2019-09-02T08:15:00+00:00".to_string())
+        );
+    }
+
+    #[test]
+    fn a_bad_bulk_filter_names_each_field_and_rule() {
+        let e = bulk_filter(
+            br#"{"code": 3, "since": "yesterday", "include_replayed": true, "all": "yes", "until": ""}"#,
+        )
+        .expect_err("refused");
+        let mut got = violations(e);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("/all".to_string(), "schema.type"),
+                ("/code".to_string(), "schema.type"),
+                (
+                    "/include_replayed".to_string(),
+                    "schema.additional_property"
+                ),
+                ("/since".to_string(), "schema.format"),
+                ("/until".to_string(), "field.required"),
+            ]
+        );
+        assert_eq!(
+            violations(bulk_filter(b"{\"code\": ").expect_err("syntax")),
+            vec![(String::new(), "json.syntax")]
+        );
+        assert_eq!(
+            violations(bulk_filter(b"[]").expect_err("not an object")),
+            vec![(String::new(), "schema.type")]
+        );
+    }
 }

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::problem::ApiError;
 use super::{authenticate, request_id, AppState, Caller};
-use crate::ledger::{Accepted, Flow, Inbound, InboundRecord, LedgerError};
-use crate::queue::{Lane, Task};
+use crate::intake::{self, IntakeError, Publish};
+use crate::ledger::{Accepted, Flow, Inbound, InboundRecord};
 
 fn require_caller(req: &HttpRequest, state: &AppState, system: System) -> Result<(), ApiError> {
     match authenticate(req, &state.credentials)? {
@@ -32,7 +32,7 @@ fn require_caller(req: &HttpRequest, state: &AppState, system: System) -> Result
     Ok(())
 }
 
-fn require_content_type(
+pub(super) fn require_content_type(
     req: &HttpRequest,
     accepted: &[&str],
     expected: &'static str,
@@ -57,7 +57,7 @@ fn require_content_type(
 }
 
 /// Reads the body up to the configured limit (413 past it, before reading the rest).
-async fn read_body(
+pub(super) async fn read_body(
     mut payload: web::Payload,
     limit: usize,
     syntax: Rule,
@@ -104,31 +104,18 @@ fn rejected(state: &AppState, system: System, violations: Vec<Violation>) -> Api
 /// Commits to the ledger, then publishes a task per in-perimeter dossier and waits for confirms.
 async fn commit(state: &AppState, inbound: Inbound) -> Result<Accepted, ApiError> {
     let system = inbound.system;
-    let request_id = inbound.request_id.clone();
-    let accepted = match state.ledger.accept(inbound, &state.precedence).await {
-        Ok(a) => a,
-        Err(LedgerError::Rejected(v)) => return Err(rejected(state, system, v)),
-        Err(e) => {
-            return Err(ApiError::Unavailable(format!(
-                "the ledger is unavailable ({e})"
-            )))
-        }
-    };
-    let publishes = accepted
-        .dossiers
-        .iter()
-        .filter(|d| d.in_perimeter)
-        .map(|d| {
-            let task = Task {
-                dossier_id: d.dossier_id.clone(),
-                request_id: request_id.clone(),
-                attempt: 0,
-            };
-            async move { state.queue.publish(Lane::Sync, &task).await }
-        });
-    for r in futures_util::future::join_all(publishes).await {
-        r.map_err(|e| ApiError::Unavailable(format!("the queue did not confirm ({e})")))?;
-    }
+    let accepted = intake::accept_and_publish(
+        &*state.ledger,
+        &*state.queue,
+        &state.precedence,
+        inbound,
+        Publish::InPerimeter,
+    )
+    .await
+    .map_err(|e| match e {
+        IntakeError::Rejected(v) => rejected(state, system, v),
+        other => ApiError::Unavailable(other.to_string()),
+    })?;
     state
         .metrics
         .received

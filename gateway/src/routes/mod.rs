@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage, HttpRequest};
 use passerelle_adapters::atexo_sem::DecodeSettings;
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::merge::Precedence;
@@ -27,7 +27,11 @@ use problem::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     System(System),
-    Admin,
+    /// An operator. `personal_data`: the token is `auth.tokens.admin_personal_data`, whose holder
+    /// may see a dossier's personal fields unmasked.
+    Admin {
+        personal_data: bool,
+    },
 }
 
 /// The secrets the API checks, resolved at start-up.
@@ -36,6 +40,8 @@ pub struct Credentials {
     pub ouiform: SecretString,
     pub atexo_sem: SecretString,
     pub admin: SecretString,
+    /// The operators' token that may see personal data; `None`: nobody may.
+    pub admin_personal_data: Option<SecretString>,
     pub ouiform_hmac: SecretString,
     /// Salt of the dossier ids: stable for an installation, never shown.
     pub dossier_salt: SecretString,
@@ -48,11 +54,23 @@ impl Credentials {
         let d = |s: &str| Sha256::digest(s.as_bytes());
         let t = d(token);
         [
-            (&self.ouiform, Caller::System(System::Ouiform)),
-            (&self.atexo_sem, Caller::System(System::AtexoSem)),
-            (&self.admin, Caller::Admin),
+            (Some(&self.ouiform), Caller::System(System::Ouiform)),
+            (Some(&self.atexo_sem), Caller::System(System::AtexoSem)),
+            (
+                Some(&self.admin),
+                Caller::Admin {
+                    personal_data: false,
+                },
+            ),
+            (
+                self.admin_personal_data.as_ref(),
+                Caller::Admin {
+                    personal_data: true,
+                },
+            ),
         ]
         .into_iter()
+        .filter_map(|(secret, c)| secret.map(|s| (s, c)))
         .find(|(secret, _)| d(secret.expose_secret()) == t)
         .map(|(_, c)| c)
     }
@@ -135,11 +153,101 @@ pub fn authenticate(req: &HttpRequest, creds: &Credentials) -> Result<Caller, Ap
         .ok_or(ApiError::Unauthorized("the bearer token is not valid"))
 }
 
-/// The request id: the caller's `X-Request-Id` when sane, else a new one.
+/// A request's id, chosen once by [`request_span`] and kept in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The request id: the caller's `X-Request-Id` when sane, else a new one. The same for every
+/// call within one request (the middleware picks it; this only reads it back).
 pub fn request_id(req: &HttpRequest) -> String {
-    req.headers()
+    if let Some(id) = req.extensions().get::<RequestId>() {
+        return id.0.clone();
+    }
+    pick_request_id(req.headers())
+}
+
+fn pick_request_id(headers: &actix_web::http::header::HeaderMap) -> String {
+    headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// Middleware: one `request` span per HTTP request carrying its request id, which the queue then
+/// carries to the worker's span (task and AMQP header), so one id follows a message from the
+/// caller to AGORA. The id is echoed in the response's `X-Request-Id`. Only the method, the route
+/// pattern, the status and the duration are logged: never a body, a query or a header value.
+pub async fn request_span(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
+    let id = pick_request_id(req.headers());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    // The pattern (`/v1/dead-letters/{id}/replay`), not the path: ids stay out of the logs.
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        route = %route
+    );
+    let started = Instant::now();
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let status = res.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request served"
+        );
+    });
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(personal_data: Option<&str>) -> Credentials {
+        let secret = |s: &str| SecretString::from(s.to_string());
+        Credentials {
+            ouiform: secret("o"),
+            atexo_sem: secret("a"),
+            admin: secret("admin"),
+            admin_personal_data: personal_data.map(secret),
+            ouiform_hmac: secret("h"),
+            dossier_salt: secret("s"),
+        }
+    }
+
+    #[test]
+    fn only_the_personal_data_token_may_see_personal_data() {
+        let c = creds(Some("admin-pd"));
+        assert_eq!(
+            c.caller("admin"),
+            Some(Caller::Admin {
+                personal_data: false
+            })
+        );
+        assert_eq!(
+            c.caller("admin-pd"),
+            Some(Caller::Admin {
+                personal_data: true
+            })
+        );
+        assert_eq!(c.caller("o"), Some(Caller::System(System::Ouiform)));
+        assert_eq!(c.caller("nope"), None);
+        // Unset: nobody can unmask, and an empty token is nobody's.
+        let c = creds(None);
+        assert_eq!(c.caller("admin-pd"), None);
+        assert_eq!(c.caller(""), None);
+    }
 }

@@ -26,6 +26,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("not found")]
     NotFound(&'static str),
+    #[error("dead letter {id} was already replayed")]
+    AlreadyReplayed {
+        id: String,
+        dossier_id: String,
+        replayed_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +93,11 @@ impl ApiError {
                 "urn:passerelle:problem:not-found",
                 "Not found",
             ),
+            ApiError::AlreadyReplayed { .. } => (
+                StatusCode::CONFLICT,
+                "urn:passerelle:problem:already-replayed",
+                "Dead letter already replayed",
+            ),
         }
     }
 
@@ -104,6 +115,16 @@ impl ApiError {
             ApiError::RateLimited => "retry after a second".into(),
             ApiError::Unavailable(part) => format!("{part}; nothing was accepted, retry later"),
             ApiError::NotFound(what) => format!("no such {what}"),
+            ApiError::AlreadyReplayed {
+                id,
+                dossier_id,
+                replayed_at,
+            } => format!(
+                "dead letter {id} was replayed at {}; a dead letter is replayed once. If dossier \
+                 {dossier_id} failed again, that failure is a new dead letter: see \
+                 GET /v1/dead-letters?dossier_id={dossier_id}",
+                replayed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
         }
     }
 }

@@ -21,6 +21,7 @@ pub fn task(i: usize) -> Task {
         dossier_id: format!("PDL-2019-{i:06}"),
         request_id: Some(format!("bench-{i}")),
         attempt: 0,
+        lot: None,
     }
 }
 

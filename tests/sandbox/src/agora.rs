@@ -48,6 +48,37 @@ pub struct AgoraDossier {
     pub body: DossierBody,
 }
 
+/// A business rule AGORA applies (rehearsals and tests: AGORA's own rules are not published): a
+/// dossier body whose field `champ` (a JSON pointer into the body, such as
+/// `/formation/certification`) equals `valeur` is refused, `422` with one anomaly `code` on
+/// `champ`, whether it comes by `POST /dossiers` or as a backfill line. Lifting the rule stands
+/// for the correction made on AGORA's side (e.g. the certification added to its repository).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    pub champ: String,
+    pub valeur: serde_json::Value,
+    /// AGORA's anomaly code, e.g. `AG-CERTIF`.
+    pub code: String,
+    #[serde(default = "Refusal::default_libelle")]
+    pub libelle: String,
+}
+
+impl Refusal {
+    fn default_libelle() -> String {
+        "refusé par une règle de gestion AGORA".to_string()
+    }
+
+    /// The anomaly this rule gives `body`, if it applies.
+    fn check(&self, body: &serde_json::Value) -> Option<Anomaly> {
+        (body.pointer(&self.champ) == Some(&self.valeur)).then(|| Anomaly {
+            code: self.code.clone(),
+            champ: Some(self.champ.clone()),
+            libelle: Some(self.libelle.clone()),
+        })
+    }
+}
+
 /// AGORA's identity of a trainee on a session for a funder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Identity {
@@ -97,6 +128,7 @@ pub(crate) struct AgoraStore {
     counters: HashMap<Identity, Counters>,
     lots: HashMap<String, Lot>,
     lots_made: u64,
+    refusals: Vec<Refusal>,
 }
 
 fn identity(b: &DossierBody) -> Identity {
@@ -143,6 +175,27 @@ enum Created {
 impl AgoraStore {
     pub fn dossiers(&self) -> Vec<AgoraDossier> {
         self.dossiers.clone()
+    }
+
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.refusals.clone()
+    }
+
+    pub fn refuse(&mut self, r: Refusal) {
+        self.refusals.push(r);
+    }
+
+    pub fn clear_refusals(&mut self) {
+        self.refusals.clear();
+    }
+
+    /// The first business rule that refuses this body.
+    fn refused(&self, body: &DossierBody) -> Option<Anomaly> {
+        if self.refusals.is_empty() {
+            return None;
+        }
+        let value = serde_json::to_value(body).ok()?;
+        self.refusals.iter().find_map(|r| r.check(&value))
     }
 
     pub fn creations(&self) -> Vec<Creations> {
@@ -230,6 +283,14 @@ impl AgoraStore {
     /// forward to it (accepted with the existing number) or refused when AGORA cannot get there.
     fn apply_line(&mut self, ligne: u32, line: RepriseLine, lot: &str) -> ReportLine {
         let reference = line.dossier.reference.clone();
+        if let Some(a) = self.refused(&line.dossier) {
+            return ReportLine {
+                ligne,
+                reference,
+                numero_agora: None,
+                anomalies: vec![a],
+            };
+        }
         let id = identity(&line.dossier);
         let (i, from) = match self.create(line.dossier, Call::AgoraLotSubmit, Some(lot)) {
             Created::New(numero) => match self.by_number.get(&numero) {
@@ -393,6 +454,13 @@ pub(crate) async fn create(
         let reference = dossier.reference.clone();
         let id = identity(&dossier);
         let mut store = s.agora.lock();
+        // A business refusal creates nothing, and is not counted as a creation call.
+        if let Some(a) = store.refused(&dossier) {
+            return answer(&Outcome::Rejected { anomalies: vec![a] }).tagged(Tags {
+                reference: Some(reference),
+                ..Tags::default()
+            });
+        }
         store.counters.entry(id.clone()).or_default().create_calls += 1;
         let (outcome, numero) = match store.create(dossier, Call::AgoraCreate, None) {
             Created::New(n) => (
@@ -520,7 +588,7 @@ pub(crate) async fn submit_lot(
             return Reply::empty(415);
         }
         let lines = count_lines(&body);
-        if lines > MAX_LOT_LINES {
+        if lines > s.settings.max_lot_lines.min(MAX_LOT_LINES) {
             return Reply::empty(413);
         }
         if lines == 0 {

@@ -3,6 +3,7 @@
 //! NIRs never leave as such: a dossier shows its NIR masked and an `identity`, a salted hash of
 //! (financeur, NIR-13, numero_session) that tells dossiers apart without revealing the NIR.
 
+use crate::agora::Refusal;
 use crate::faults::{Faults, ForcedFault};
 use crate::server::Shared;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -27,6 +28,9 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/journal", web::get().to(journal))
         .route("/agora/dossiers", web::get().to(dossiers))
         .route("/agora/creations", web::get().to(creations))
+        .route("/agora/refusals", web::get().to(get_refusals))
+        .route("/agora/refusals", web::post().to(add_refusal))
+        .route("/agora/refusals", web::delete().to(clear_refusals))
         .route("/faults", web::get().to(get_faults))
         .route("/faults", web::post().to(set_faults))
         .route("/faults/next", web::post().to(force_fault))
@@ -34,6 +38,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             "/pole-emploi/registrations",
             web::put().to(put_registrations),
         )
+        .route("/pole-emploi/refusals", web::put().to(put_refusal))
+        .route("/pole-emploi/refusals", web::delete().to(delete_refusal))
         .route("/pole-emploi/expire-tokens", web::post().to(expire_tokens))
         .route("/atexo-sem/retours", web::get().to(returns))
         .route("/reset", web::post().to(reset));
@@ -87,6 +93,28 @@ async fn creations(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(list)
 }
 
+async fn get_refusals(shared: web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(shared.agora.lock().refusals())
+}
+
+/// `POST /_sandbox/agora/refusals` with one [`Refusal`]: AGORA applies it from now on.
+async fn add_refusal(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<Refusal>(&body) {
+        Ok(r) if r.champ.starts_with('/') => {
+            shared.agora.lock().refuse(r);
+            HttpResponse::NoContent().finish()
+        }
+        Ok(_) => bad_request("champ must be a JSON pointer such as /formation/certification"),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+/// `DELETE /_sandbox/agora/refusals`: AGORA's rules are lifted (the correction on its side).
+async fn clear_refusals(shared: web::Data<Shared>) -> HttpResponse {
+    shared.agora.lock().clear_refusals();
+    HttpResponse::NoContent().finish()
+}
+
 async fn get_faults(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(shared.faults.lock().faults())
 }
@@ -116,6 +144,23 @@ async fn force_fault(shared: web::Data<Shared>, body: web::Bytes) -> HttpRespons
     }
 }
 
+/// The session a control call names by its query, if it names all three numbers.
+fn session_of(req: &HttpRequest) -> Option<crate::pole_emploi::SessionKey> {
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let get = |k: &str| query.get(k).filter(|v| !v.is_empty()).cloned();
+    Some((
+        get("numeroFormation")?,
+        get("numeroAction")?,
+        get("numeroSession")?,
+    ))
+}
+
+fn no_session() -> HttpResponse {
+    bad_request("numeroFormation, numeroAction and numeroSession are required")
+}
+
 /// `PUT /_sandbox/pole-emploi/registrations?numeroFormation=&numeroAction=&numeroSession=` with a
 /// registrations list in Pôle emploi's own shape (checked against its schema).
 async fn put_registrations(
@@ -123,16 +168,8 @@ async fn put_registrations(
     shared: web::Data<Shared>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .unwrap_or_default();
-    let get = |k: &str| query.get(k).filter(|v| !v.is_empty()).cloned();
-    let (Some(f), Some(a), Some(n)) = (
-        get("numeroFormation"),
-        get("numeroAction"),
-        get("numeroSession"),
-    ) else {
-        return bad_request("numeroFormation, numeroAction and numeroSession are required");
+    let Some((f, a, n)) = session_of(&req) else {
+        return no_session();
     };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -150,6 +187,49 @@ async fn put_registrations(
     }
     shared.pe.lock().sessions.insert((f, a, n), value);
     HttpResponse::NoContent().finish()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PeRefusal {
+    status: u16,
+    code_erreur: String,
+}
+
+/// `PUT /_sandbox/pole-emploi/refusals?numeroFormation=&numeroAction=&numeroSession=` with
+/// `{"status", "codeErreur"}`: the session's registrations are answered with that error.
+async fn put_refusal(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(key) = session_of(&req) else {
+        return no_session();
+    };
+    let refusal: PeRefusal = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    if !(400..=599).contains(&refusal.status) {
+        return bad_request("status must be an error status (400 to 599)");
+    }
+    shared
+        .pe
+        .lock()
+        .refusals
+        .insert(key, (refusal.status, refusal.code_erreur));
+    HttpResponse::NoContent().finish()
+}
+
+/// `DELETE /_sandbox/pole-emploi/refusals?…`: the session answers its registrations again.
+async fn delete_refusal(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    match session_of(&req) {
+        Some(key) => {
+            shared.pe.lock().refusals.remove(&key);
+            HttpResponse::NoContent().finish()
+        }
+        None => no_session(),
+    }
 }
 
 async fn expire_tokens(shared: web::Data<Shared>) -> HttpResponse {

@@ -34,14 +34,18 @@
 //! number** when that dossier is in the line's state or can be brought forward to it (the missing
 //! transitions are applied), and rejected with `AG-ETAT` otherwise: a lot sent twice is harmless.
 //! Answers are written with the adapter's encoders (`encode_answer`…), so the simulator writes
-//! exactly what the client decodes.
+//! exactly what the client decodes. Business rejections are rehearsed with [`Refusal`]s
+//! ([`RunningSandbox::refuse`], `POST /_sandbox/agora/refusals`): a creation or backfill line whose
+//! field equals a refused value is `422` with the rule's anomaly (e.g. `AG-CERTIF`), until the rules
+//! are lifted ([`RunningSandbox::clear_refusals`], `DELETE /_sandbox/agora/refusals`).
 //!
 //! **Pôle emploi** ([`pole_emploi`]): the token call wants `realm=/partenaire` and a form with
 //! `grant_type=client_credentials`, a non-empty `scope` and the configured credentials (`400` or
 //! `401` with `{"codeErreur", "codeHttp", "message"}`); tokens live
 //! [`PoleEmploiConfig::token_ttl`]. Registrations want a live token (`401` otherwise) and the three
 //! numbers (`400`); a session nobody seeded answers `200 []`. Seed with
-//! [`RunningSandbox::set_registrations`].
+//! [`RunningSandbox::set_registrations`]; make a session answer an error of your choosing (`400`,
+//! `403`, even `401` with a live token) with [`RunningSandbox::refuse_registrations`].
 //!
 //! **ATEXO SEM** ([`atexo_sem`]): `POST /retours` takes `application/xml` (or `text/xml`, else
 //! `415`) holding one `retourAgora` (`dossier`, `date` JJ/MM/AAAA, optional `numeroAgora` and
@@ -67,9 +71,11 @@
 //! [`creations`](RunningSandbox::creations) (per (financeur, NIR-13, session): creation calls,
 //! dossiers created, duplicates refused), [`returns`](RunningSandbox::returns),
 //! [`pe_token_requests`](RunningSandbox::pe_token_requests). Over HTTP, under `/_sandbox`:
-//! `GET /journal`, `GET /agora/dossiers`, `GET /agora/creations`, `GET|POST /faults`,
+//! `GET /journal`, `GET /agora/dossiers`, `GET /agora/creations`,
+//! `GET|POST|DELETE /agora/refusals`, `GET|POST /faults`,
 //! `POST /faults/next`, `PUT /pole-emploi/registrations?numeroFormation=&numeroAction=&numeroSession=`
-//! (a list in Pôle emploi's shape), `POST /pole-emploi/expire-tokens`, `GET /atexo-sem/retours`,
+//! (a list in Pôle emploi's shape), `PUT|DELETE /pole-emploi/refusals?numeroFormation=&numeroAction=&numeroSession=`
+//! (`{"status", "codeErreur"}`), `POST /pole-emploi/expire-tokens`, `GET /atexo-sem/retours`,
 //! `POST /reset`. Over HTTP a NIR is shown masked, with a salted hash of the identity instead.
 //!
 //! **Personal data**: the journal keeps no body, logs carry identifiers only (references, AGORA
@@ -82,13 +88,14 @@ mod inspect;
 pub mod pole_emploi;
 mod server;
 
-pub use agora::{AgoraDossier, Creations, StateChange};
+pub use agora::{AgoraDossier, Creations, Refusal, StateChange};
 pub use atexo_sem::StoredReturn;
 pub use faults::{Call, FaultError, FaultKind, Faults, ForcedFault};
 pub use server::CallRecord;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use passerelle_adapters::agora::MAX_LOT_LINES;
 use passerelle_adapters::pole_emploi::{encode_registrations, SessionRef};
 use passerelle_adapters::Dossier;
 use rand::RngCore;
@@ -107,6 +114,9 @@ pub struct AgoraConfig {
     pub lot_polls_en_cours: u32,
     /// The least time a lot stays `EN_COURS`, however often polled.
     pub lot_min_duration: Duration,
+    /// The most lines a lot may hold before `413` (AGORA's is 10,000; lower it to rehearse the
+    /// client's reaction).
+    pub max_lot_lines: usize,
 }
 
 impl Default for AgoraConfig {
@@ -115,6 +125,7 @@ impl Default for AgoraConfig {
             token: "sandbox-agora-token".to_string(),
             lot_polls_en_cours: 1,
             lot_min_duration: Duration::ZERO,
+            max_lot_lines: MAX_LOT_LINES,
         }
     }
 }
@@ -197,6 +208,7 @@ impl Sandbox {
                 agora_token: config.agora.token.clone(),
                 lot_polls_en_cours: config.agora.lot_polls_en_cours,
                 lot_min_duration: config.agora.lot_min_duration,
+                max_lot_lines: config.agora.max_lot_lines,
                 pe_client_id: config.pole_emploi.client_id.clone(),
                 pe_client_secret: config.pole_emploi.client_secret.clone(),
                 pe_token_ttl: config.pole_emploi.token_ttl,
@@ -381,6 +393,25 @@ impl RunningSandbox {
             .insert(pole_emploi::key_of(session), answer);
     }
 
+    /// From now on, this session's registrations are answered with `status` and Pôle emploi's
+    /// error body carrying `code_erreur` (e.g. `403` for a session the partner may not see, `400`,
+    /// or `401` to refuse even a fresh token), until [`RunningSandbox::allow_registrations`].
+    pub fn refuse_registrations(&self, session: &SessionRef, status: u16, code_erreur: &str) {
+        self.shared.pe.lock().refusals.insert(
+            pole_emploi::key_of(session),
+            (status, code_erreur.to_string()),
+        );
+    }
+
+    /// Lifts [`RunningSandbox::refuse_registrations`].
+    pub fn allow_registrations(&self, session: &SessionRef) {
+        self.shared
+            .pe
+            .lock()
+            .refusals
+            .remove(&pole_emploi::key_of(session));
+    }
+
     /// Every Pôle emploi token issued so far expires now.
     pub fn expire_pe_tokens(&self) {
         self.shared.pe.lock().expire_tokens();
@@ -396,12 +427,22 @@ impl RunningSandbox {
         self.shared.faults.lock().set(faults)
     }
 
+    /// AGORA refuses, from now on, the dossiers this rule matches (a business `422`).
+    pub fn refuse(&self, refusal: Refusal) {
+        self.shared.agora.lock().refuse(refusal);
+    }
+
+    /// Lifts every business rule set by [`RunningSandbox::refuse`].
+    pub fn clear_refusals(&self) {
+        self.shared.agora.lock().clear_refusals();
+    }
+
     /// Forces a fault on the next matching call.
     pub fn fail_next(&self, fault: ForcedFault) {
         self.shared.faults.lock().force(fault);
     }
 
-    /// Forgets every dossier, lot, token, registration, return, forced fault and journal line;
+    /// Forgets every dossier, lot, refusal, token, registration, return, forced fault and journal line;
     /// the random faults stay.
     pub fn reset(&self) {
         self.shared.reset();

@@ -20,17 +20,21 @@ pub(crate) fn key_of(s: &SessionRef) -> SessionKey {
     )
 }
 
-/// Pôle emploi's data: tokens issued (secret → expiry) and the registrations of each session.
+/// Pôle emploi's data: tokens issued (secret → expiry), the registrations of each session, and
+/// the sessions it refuses to show.
 #[derive(Debug, Default)]
 pub(crate) struct PeStore {
     tokens: HashMap<String, Instant>,
     pub sessions: HashMap<SessionKey, serde_json::Value>,
+    /// Sessions answered with an error (status, `codeErreur`) instead of their registrations.
+    pub refusals: HashMap<SessionKey, (u16, String)>,
 }
 
 impl PeStore {
     pub fn reset(&mut self) {
         self.tokens.clear();
         self.sessions.clear();
+        self.refusals.clear();
     }
 
     /// Every token issued so far expires now.
@@ -113,7 +117,8 @@ pub(crate) async fn token(
 }
 
 /// `GET /inscriptions/statut/session?numeroFormation=&numeroAction=&numeroSession=`. A session
-/// nobody seeded has no registrations: `200 []`.
+/// nobody seeded has no registrations: `200 []`; a refused one answers its error (after the token
+/// and the parameters were checked, as Pôle emploi checks the habilitation last).
 pub(crate) async fn registrations(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     let query = form(req.query_string());
     let hint = Tags {
@@ -142,12 +147,16 @@ pub(crate) async fn registrations(req: HttpRequest, shared: web::Data<Shared>) -
                 "numeroFormation, numeroAction et numeroSession sont obligatoires",
             );
         };
-        let list =
-            s.pe.lock()
-                .sessions
-                .get(&(f, a, n))
-                .cloned()
-                .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
+        let key = (f, a, n);
+        let pe = s.pe.lock();
+        if let Some((status, code)) = pe.refusals.get(&key) {
+            return error_reply(*status, code, "sandbox: session refused on purpose");
+        }
+        let list = pe
+            .sessions
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
         Reply::json(200, &list)
     })
     .await

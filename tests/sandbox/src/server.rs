@@ -111,6 +111,7 @@ pub(crate) struct Settings {
     pub agora_token: String,
     pub lot_polls_en_cours: u32,
     pub lot_min_duration: Duration,
+    pub max_lot_lines: usize,
     pub pe_client_id: String,
     pub pe_client_secret: String,
     pub pe_token_ttl: Duration,

@@ -11,7 +11,8 @@ use passerelle_adapters::pole_emploi::{self, decode_error, decode_token, Session
 use passerelle_adapters::rules::RuleSettings;
 use passerelle_adapters::{Dossier, State};
 use passerelle_sandbox::{
-    Call, FaultKind, Faults, ForcedFault, PoleEmploiConfig, RunningSandbox, Sandbox, SandboxConfig,
+    Call, FaultKind, Faults, ForcedFault, PoleEmploiConfig, Refusal, RunningSandbox, Sandbox,
+    SandboxConfig,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -429,6 +430,82 @@ async fn a_lot_is_en_cours_then_termine_and_idempotent() {
 }
 
 #[tokio::test]
+async fn a_business_refusal_is_422_until_lifted_by_call_and_by_lot() {
+    let sb = start().await;
+    let body = dossier_json(REF);
+    let certification = body["formation"]["certification"].clone();
+    assert!(certification.is_string(), "the fixture has a certification");
+    // Over HTTP, as a rehearsal sets it; a champ that is no JSON pointer is refused.
+    let rules = format!("{}/_sandbox/agora/refusals", sb.base_url());
+    let bad = client()
+        .post(&rules)
+        .json(&json!({"champ": "formation.certification", "valeur": "x", "code": "AG-X"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(bad.status(), 400);
+    let set = client()
+        .post(&rules)
+        .json(
+            &json!({"champ": "/formation/certification", "valeur": certification,
+                      "code": "AG-CERTIF", "libelle": "certification inconnue"}),
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(set.status(), 204);
+    let listed: Value = client()
+        .get(&rules)
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed[0]["code"], "AG-CERTIF");
+
+    let a = create(&sb, &body).await;
+    assert_eq!(a.status, 422);
+    match outcome(Operation::Create, &a) {
+        Outcome::Rejected { anomalies } => {
+            assert_eq!(anomalies.len(), 1);
+            assert_eq!(anomalies[0].code, "AG-CERTIF");
+            assert_eq!(
+                anomalies[0].champ.as_deref(),
+                Some("/formation/certification")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sb.agora_dossiers().is_empty(), "nothing created");
+    // A lot line matching the rule is rejected with the same anomaly; the other is accepted.
+    let (bytes, _) = lot_bytes();
+    let lot = decode_lot_accepted(&submit(&sb, bytes).await.body).expect("lot id");
+    let _ = report(&sb, &lot).await;
+    let r = report(&sb, &lot).await;
+    assert_eq!(r.etat, ReportState::Termine);
+    assert_eq!(r.compte_rendu[0].anomalies[0].code, "AG-CERTIF");
+    assert!(r.compte_rendu[0].numero_agora.is_none());
+
+    // Lifted (the correction on AGORA's side): the same body is created.
+    let cleared = client().delete(&rules).send().await.expect("answer");
+    assert_eq!(cleared.status(), 204);
+    let a = create(&sb, &body).await;
+    assert_eq!(a.status, 201);
+    // The in-process controls do the same.
+    sb.refuse(Refusal {
+        champ: "/reference".into(),
+        valeur: json!("psl-other"),
+        code: "AG-REF".into(),
+        libelle: "référence refusée".into(),
+    });
+    assert_eq!(create(&sb, &dossier_json("psl-other")).await.status, 422);
+    sb.clear_refusals();
+    assert_ne!(create(&sb, &dossier_json("psl-other")).await.status, 422);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_lot_over_10000_lines_is_413_and_unknown_lots_404() {
     let sb = start().await;
     let bytes = "{}\n".repeat(agora::MAX_LOT_LINES + 1).into_bytes();
@@ -823,6 +900,63 @@ async fn pole_emploi_tokens_registrations_and_errors() {
     assert_eq!(limited.status, 429);
     assert_eq!(limited.retry_after.as_deref(), Some("1"));
     assert_eq!(decode_error(&limited.body).expect("error").code_http, 429);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_can_be_refused_in_process_and_over_http() {
+    let sb = start().await;
+    let secret = sb.pole_emploi_credentials().1.to_string();
+    let token = decode_token(&token_call(&sb, "/partenaire", &secret).await.body).expect("token");
+    sb.refuse_registrations(&session(), 403, "HABILITATION_INSUFFISANTE");
+    let refused = registrations(&sb, token.access_token(), &session()).await;
+    assert_eq!(refused.status, 403);
+    let body = decode_error(&refused.body).expect("error body");
+    assert_eq!(
+        (body.code_erreur.as_str(), body.code_http),
+        ("HABILITATION_INSUFFISANTE", 403)
+    );
+    // The token is still checked first: a refusal says nothing to whoever has no token.
+    assert_eq!(registrations(&sb, "whatever", &session()).await.status, 401);
+    sb.allow_registrations(&session());
+    assert_eq!(
+        registrations(&sb, token.access_token(), &session())
+            .await
+            .status,
+        200
+    );
+
+    let control = format!(
+        "{}/_sandbox/pole-emploi/refusals?numeroFormation=20_1262663&numeroAction=20_1330305&numeroSession=1330305",
+        sb.base_url()
+    );
+    let put = send(
+        client()
+            .put(&control)
+            .json(&serde_json::json!({"status": 400, "codeErreur": "PARAMETRE_INVALIDE"})),
+    )
+    .await;
+    assert_eq!(put.status, 204);
+    let refused = registrations(&sb, token.access_token(), &session()).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        decode_error(&refused.body).expect("error body").code_erreur,
+        "PARAMETRE_INVALIDE"
+    );
+    let not_an_error = send(
+        client()
+            .put(&control)
+            .json(&serde_json::json!({"status": 200, "codeErreur": "OK"})),
+    )
+    .await;
+    assert_eq!(not_an_error.status, 400);
+    assert_eq!(send(client().delete(&control)).await.status, 204);
+    assert_eq!(
+        registrations(&sb, token.access_token(), &session())
+            .await
+            .status,
+        200
+    );
     sb.shutdown().await;
 }
 

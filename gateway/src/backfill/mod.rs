@@ -1,0 +1,751 @@
+//! `passerelle backfill` (*reprise d'antériorité*): the one-off mass load of a Region's existing
+//! dossiers into AGORA through its asynchronous channel (`POST /reprises`, contract §3, §5).
+//!
+//! Design.md principle 5, "the sync flow in bulk": the same adapters, validation, ledger and
+//! delivery state; only the transport to AGORA differs (lots instead of one call per transition).
+//!
+//! 1. **Read** ([`ingest`]): each input streams through the ATEXO SEM decoder (constant memory);
+//!    each dossier is classified (perimeter, with `--since`), validated, and merged into the
+//!    ledger as desired state (flow `backfill`), `backfill.commit_batch` dossiers a transaction.
+//!    A checkpoint per input file (dossiers committed) lets `--resume` skip what is done.
+//! 2. **Deliver** ([`lots`]): lot tasks on the `backfill` queue — a lane of its own with fewer
+//!    workers, so the synchronous flow is never behind it — claim up to `backfill.lot_size`
+//!    pending dossiers, send them as one NDJSON lot, poll the report, and settle each line
+//!    (AGORA's number, or a dead letter with its anomalies). The lot is the second checkpoint.
+//! 3. **Report** ([`report`]): once nothing is left in flight, the inputs are read again and each
+//!    dossier's outcome is taken from the ledger, so a resumed run reports exactly what a
+//!    straight one would.
+//!
+//! Killed anywhere and run again with `--resume`, nothing is sent twice and nothing is lost: what
+//! was committed is skipped, open lots are resumed from their checkpoint, and merging a dossier
+//! again is a no-op (same source version). A dossier later changed by ATEXO SEM's synchronous
+//! flow leaves the backfill (its flow becomes `sync`) and is reconciled from the delivered state
+//! the backfill recorded: only the operations still owed, never a second creation.
+
+pub mod lots;
+pub mod report;
+
+use std::collections::HashMap;
+use std::io::{BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use passerelle_adapters::agora::encode_reprise_line;
+use passerelle_adapters::atexo_sem::{self, DecodeSettings, Flow as SemFlow, Perimeter};
+use passerelle_adapters::canonical::System;
+use passerelle_adapters::planner::{target, Delivered, Target};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::ledger::{
+    DeadLetterFilter, DeadReason, DeliveryStatus, DossierRow, Flow, Inbound, InboundRecord, Ledger,
+    LedgerError, AGORA,
+};
+use crate::queue::{Lane, QueueError, Task};
+use crate::settings::Settings;
+use crate::startup::{Services, StartError};
+use report::{Entry, Outcome, ReportError, ReportWriter};
+
+/// The command line of `passerelle backfill`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub inputs: Vec<PathBuf>,
+    /// Sessions starting before this date are out of perimeter (default `perimeter.backfill_since`).
+    pub since: Option<NaiveDate>,
+    /// Everything but sending (and nothing is written to the ledger either).
+    pub dry_run: bool,
+    /// Skip what a previous run committed (its checkpoints).
+    pub resume: bool,
+    /// Where the JSON report goes.
+    pub report: Option<PathBuf>,
+    /// Progress display.
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on a terminal, log lines otherwise.
+    #[default]
+    Auto,
+    /// No progress at all (tests).
+    Quiet,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("{path}: {source}")]
+    Input {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the report {path}: {source}")]
+    Report {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("interrupted: run again with --resume to go on where it stopped")]
+    Interrupted,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Summary {
+    pub counts: report::Counts,
+    /// Rejected and invalid entries (at most [`report::TEXT_LIMIT`]), for the text report.
+    pub problems: Vec<Entry>,
+    pub dry_run: bool,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Contract §5: 0 only when every owed in-perimeter dossier was accepted by AGORA. An invalid
+    /// dossier was owed and not sent, so it fails the run too (dry run: only invalid ones do).
+    pub fn success(&self) -> bool {
+        use Outcome::*;
+        self.counts.get(Rejected) == 0
+            && self.counts.get(Invalid) == 0
+            && self.counts.get(Pending) == 0
+    }
+}
+
+/// Runs a backfill with `settings` (the ledger, queue and AGORA of `serve`).
+pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillError> {
+    let started = Instant::now();
+    let mut decode = settings.atexo_decode_settings()?;
+    if let Some(since) = opts.since {
+        decode.perimeter.backfill_since = since;
+    }
+    for path in &opts.inputs {
+        std::fs::metadata(path).map_err(|source| BackfillError::Input {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    if opts.dry_run {
+        let (counts, problems) = dry_run(&opts, &decode)?;
+        return Ok(Summary {
+            counts,
+            problems,
+            dry_run: true,
+            elapsed: started.elapsed(),
+        });
+    }
+    let services = Services::connect(&settings).await?;
+    let salt = services
+        .credentials
+        .dossier_salt
+        .expose_secret()
+        .as_bytes()
+        .to_vec();
+    let ledger = services.ledger.clone();
+    let queue = services.queue.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let lots_in_flight = settings.backfill.lots_in_flight;
+    let worker = services.worker.clone();
+    let workers = tokio::spawn(async move {
+        if let Err(e) = worker.run(Lane::Backfill, lots_in_flight, stopped).await {
+            warn!(error = %e, "the backfill workers stopped");
+        }
+    });
+    let progress = Progress::new(opts.progress);
+
+    // Open lots of an earlier run first: their members are not claimable until settled.
+    for lot in ledger.open_lots(AGORA).await? {
+        queue
+            .publish(Lane::Backfill, &Task::lot(lot.lot_key))
+            .await?;
+    }
+    let ingest = Ingest {
+        ledger: ledger.as_ref(),
+        queue: queue.as_ref(),
+        precedence: &settings.merge.precedence,
+        decode: &decode,
+        salt: &salt,
+        batch: settings.backfill.commit_batch as usize,
+        lot_size: settings.backfill.lot_size as usize,
+        resume: opts.resume,
+        progress: &progress,
+    };
+    let result = async {
+        for path in &opts.inputs {
+            tokio::select! {
+                r = ingest.file(path) => r?,
+                _ = tokio::signal::ctrl_c() => return Err(BackfillError::Interrupted),
+            }
+        }
+        tokio::select! {
+            r = drain(ledger.as_ref(), queue.as_ref(), lots_in_flight, settings.worker.lease_ttl_s, &progress) => r,
+            _ = tokio::signal::ctrl_c() => Err(BackfillError::Interrupted),
+        }
+    }
+    .await;
+    let _ = stop.send(true);
+    let _ = workers.await;
+    result?;
+    progress.finish("delivered; writing the report");
+    let (counts, problems) = report_pass(ledger.as_ref(), &opts, &decode, &salt).await?;
+    if let Some(sb) = services.sandbox {
+        sb.shutdown().await;
+    }
+    Ok(Summary {
+        counts,
+        problems,
+        dry_run: false,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A stable name for an input file's checkpoint: its canonical path, size and modification time
+/// (a file replaced by another is not skipped on its predecessor's checkpoint).
+fn file_key(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
+    let canonical = std::fs::canonicalize(path)?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(canonical.as_os_str().as_encoded_bytes());
+    h.update(meta.len().to_le_bytes());
+    h.update(mtime.to_le_bytes());
+    Ok(format!(
+        "backfill:file:{}",
+        &hex::encode(h.finalize())[..32]
+    ))
+}
+
+fn open(path: &Path) -> Result<BufReader<std::fs::File>, BackfillError> {
+    std::fs::File::open(path)
+        .map(|f| BufReader::with_capacity(1 << 20, f))
+        .map_err(|source| BackfillError::Input {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+struct Ingest<'a> {
+    ledger: &'a dyn Ledger,
+    queue: &'a dyn crate::queue::Queue,
+    precedence: &'a passerelle_adapters::merge::Precedence,
+    decode: &'a DecodeSettings,
+    salt: &'a [u8],
+    batch: usize,
+    lot_size: usize,
+    resume: bool,
+    progress: &'a Progress,
+}
+
+impl Ingest<'_> {
+    /// Reads one input into the ledger, publishing a lot task every `lot_size` dossiers in
+    /// perimeter (and at the end).
+    async fn file(&self, path: &Path) -> Result<(), BackfillError> {
+        let key = file_key(path).map_err(|source| BackfillError::Input {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let done = self.ledger.checkpoint(&key).await?.unwrap_or(0);
+        let skip = if self.resume { done } else { 0 };
+        if skip > 0 {
+            info!(file = %path.display(), skip, "resuming: dossiers already committed are skipped");
+        } else if done > 0 {
+            warn!(file = %path.display(), done, "an earlier run committed part of this file; without --resume it is read again (harmless, slower)");
+        }
+        // The decoder is blocking: it runs on a blocking thread and hands over batches.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, InboundRecord)>>(4);
+        let reader = open(path)?;
+        let decode = self.decode.clone();
+        let salt = self.salt.to_vec();
+        let batch = self.batch;
+        let counters = self.progress.counters.clone();
+        let decoder = tokio::task::spawn_blocking(move || {
+            let mut pending = Vec::with_capacity(batch);
+            for item in atexo_sem::decode_stream(reader, SemFlow::Backfill, &decode) {
+                counters
+                    .read
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Ok(d) = item else { continue };
+                if (d.index as i64) <= skip {
+                    continue;
+                }
+                let in_perimeter = d.perimeter == Perimeter::In;
+                if in_perimeter {
+                    counters
+                        .in_perimeter
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                pending.push((
+                    d.index,
+                    InboundRecord {
+                        dossier_id: d.dossier.key().dossier_id(&salt),
+                        record: d.dossier,
+                        in_perimeter,
+                    },
+                ));
+                if pending.len() >= batch
+                    && tx
+                        .blocking_send(std::mem::replace(&mut pending, Vec::with_capacity(batch)))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            if !pending.is_empty() {
+                let _ = tx.blocking_send(pending);
+            }
+        });
+        let mut since_hint = 0usize;
+        while let Some(records) = rx.recv().await {
+            let last = records.last().map_or(0, |(i, _)| *i);
+            let owed = records.iter().filter(|(_, r)| r.in_perimeter).count();
+            self.commit(&key, records).await?;
+            self.ledger
+                .set_checkpoint(&key, i64::try_from(last).unwrap_or(i64::MAX))
+                .await?;
+            since_hint += owed;
+            if since_hint >= self.lot_size {
+                since_hint = 0;
+                self.queue
+                    .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+                    .await?;
+            }
+            self.progress.tick(self.ledger).await;
+        }
+        let _ = decoder.await;
+        self.queue
+            .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+            .await?;
+        info!(file = %path.display(), "input read and committed");
+        Ok(())
+    }
+
+    /// Merges a batch into the ledger in one transaction; when the ledger refuses a record (its
+    /// state cannot follow what the ledger holds), the batch is merged record by record so the
+    /// others go in.
+    async fn commit(
+        &self,
+        key: &str,
+        records: Vec<(usize, InboundRecord)>,
+    ) -> Result<(), BackfillError> {
+        let first = records.first().map_or(0, |(i, _)| *i);
+        let last = records.last().map_or(0, |(i, _)| *i);
+        let mut h = Sha256::new();
+        h.update(key.as_bytes());
+        for (i, r) in &records {
+            h.update(i.to_le_bytes());
+            h.update(r.dossier_id.as_bytes());
+            h.update(source_version(&r.record).to_le_bytes());
+        }
+        let inbound = Inbound {
+            system: System::AtexoSem,
+            flow: Flow::Backfill,
+            payload_hash: hex::encode(h.finalize()),
+            masked_payload: None,
+            request_id: Some(format!("{key}#{first}-{last}")),
+            records: records.iter().map(|(_, r)| r.clone()).collect(),
+        };
+        match self.ledger.accept(inbound, self.precedence).await {
+            Ok(_) => Ok(()),
+            Err(LedgerError::Rejected(_)) => {
+                for (i, r) in records {
+                    let inbound = Inbound {
+                        system: System::AtexoSem,
+                        flow: Flow::Backfill,
+                        payload_hash: format!("{key}#{i}:{}", source_version(&r.record)),
+                        masked_payload: None,
+                        request_id: Some(format!("{key}#{i}")),
+                        records: vec![r],
+                    };
+                    match self.ledger.accept(inbound, self.precedence).await {
+                        Ok(_) => {}
+                        // What the ledger holds stays; the report says what it is.
+                        Err(LedgerError::Rejected(v)) => {
+                            info!(index = i, rules = ?v.iter().map(|x| x.rule.code()).collect::<Vec<_>>(), "a backfill record cannot follow the ledger's state; kept out");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The ATEXO SEM version of a single-source record (0 when it has none).
+fn source_version(d: &passerelle_adapters::Dossier) -> u64 {
+    d.sources.first().and_then(|s| s.version).unwrap_or(0)
+}
+
+/// Waits until the backfill has nothing left in flight, keeping lots going: a lot task when
+/// dossiers are claimable and fewer lots than allowed are open, and the open lots re-driven
+/// every lease period (a lot whose runner died is taken over; a live one ignores the task).
+async fn drain(
+    ledger: &dyn Ledger,
+    queue: &dyn crate::queue::Queue,
+    lots_in_flight: u16,
+    lease_ttl_s: u64,
+    progress: &Progress,
+) -> Result<(), BackfillError> {
+    let mut last_hint = Instant::now();
+    let mut last_redrive = Instant::now();
+    let redrive_every = Duration::from_secs(lease_ttl_s.max(1));
+    loop {
+        let p = ledger.backfill_progress(AGORA).await?;
+        progress.show(&p);
+        if p.is_idle() {
+            return Ok(());
+        }
+        if p.claimable > 0
+            && p.open_lots < u64::from(lots_in_flight)
+            && last_hint.elapsed() > Duration::from_secs(2)
+        {
+            queue
+                .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+                .await?;
+            last_hint = Instant::now();
+        }
+        if last_redrive.elapsed() > redrive_every {
+            for lot in ledger.open_lots(AGORA).await? {
+                queue
+                    .publish(Lane::Backfill, &Task::lot(lot.lot_key))
+                    .await?;
+            }
+            last_redrive = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// An I/O error of the report, naming its file.
+fn report_error(opts: &Options) -> impl Fn(std::io::Error) -> BackfillError + '_ {
+    |source| BackfillError::Report {
+        path: opts
+            .report
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        source,
+    }
+}
+
+/// Reads the inputs again and reports each dossier's outcome from the ledger.
+async fn report_pass(
+    ledger: &dyn Ledger,
+    opts: &Options,
+    decode: &DecodeSettings,
+    salt: &[u8],
+) -> Result<(report::Counts, Vec<Entry>), BackfillError> {
+    let report_err = report_error(opts);
+    // The dead letters of the run's dossiers are read once (a few per cent of the input).
+    let dead: HashMap<String, DeadReason> = ledger
+        .dead_letters(&DeadLetterFilter {
+            destination: Some(AGORA.to_string()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .map(|d| (d.dossier_id, d.reason))
+        .collect();
+    let mut out = ReportWriter::new(opts.report.as_deref()).map_err(&report_err)?;
+    for path in &opts.inputs {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
+        let reader = open(path)?;
+        let decode = decode.clone();
+        let salt = salt.to_vec();
+        let decoder = tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(1000);
+            for item in atexo_sem::decode_stream(reader, SemFlow::Backfill, &decode) {
+                chunk.push(Item::of(item, &salt));
+                if chunk.len() >= 1000
+                    && tx
+                        .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(1000)))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(chunk);
+            }
+        });
+        while let Some(chunk) = rx.recv().await {
+            let ids: Vec<String> = chunk
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Owed { dossier_id, .. } => Some(dossier_id.clone()),
+                    _ => None,
+                })
+                .collect();
+            let rows: HashMap<String, DossierRow> = ledger
+                .dossiers(&ids)
+                .await?
+                .into_iter()
+                .map(|r| (r.dossier_id.clone(), r))
+                .collect();
+            for item in chunk {
+                let entry = match item {
+                    Item::Done(e) => e,
+                    Item::Owed { id, dossier_id } => outcome_of(id, rows.get(&dossier_id), &dead),
+                };
+                out.push(entry).map_err(&report_err)?;
+            }
+        }
+        let _ = decoder.await;
+    }
+    out.finish(opts.report.as_deref()).map_err(&report_err)
+}
+
+/// One decoded input dossier, as far as decoding alone can say.
+enum Item {
+    /// Its outcome needs no ledger: invalid or out of perimeter.
+    Done(Entry),
+    /// In perimeter: the ledger says what became of it.
+    Owed { id: String, dossier_id: String },
+}
+
+impl Item {
+    fn of(item: Result<atexo_sem::SemDossier, atexo_sem::DossierError>, salt: &[u8]) -> Item {
+        match item {
+            Err(e) => Item::Done(Entry {
+                id: e.id.clone().unwrap_or_else(|| format!("#{}", e.index)),
+                outcome: Outcome::Invalid,
+                numero_agora: None,
+                reason: e.fatal.then(|| "unreadable_document".to_string()),
+                errors: e.violations.iter().map(ReportError::violation).collect(),
+            }),
+            Ok(d) => match &d.perimeter {
+                Perimeter::Out(why) => Item::Done(Entry {
+                    id: d.id,
+                    outcome: Outcome::OutOfPerimeter,
+                    numero_agora: None,
+                    reason: Some(why.code().to_string()),
+                    errors: Vec::new(),
+                }),
+                Perimeter::In => Item::Owed {
+                    dossier_id: d.dossier.key().dossier_id(salt),
+                    id: d.id,
+                },
+            },
+        }
+    }
+}
+
+fn outcome_of(id: String, row: Option<&DossierRow>, dead: &HashMap<String, DeadReason>) -> Entry {
+    let mut e = Entry {
+        id,
+        outcome: Outcome::Pending,
+        numero_agora: None,
+        reason: None,
+        errors: Vec::new(),
+    };
+    let Some(row) = row else {
+        e.outcome = Outcome::Invalid;
+        e.errors.push(ReportError::other(
+            "ledger.missing",
+            "not recorded in the ledger",
+        ));
+        return e;
+    };
+    if let Delivered::Present { numero_agora, .. } = &row.delivery.delivered {
+        if row.delivery.status != DeliveryStatus::Dead {
+            e.outcome = Outcome::Accepted;
+            e.numero_agora = Some(numero_agora.clone());
+            return e;
+        }
+    }
+    match row.delivery.status {
+        DeliveryStatus::Delivered => e.outcome = Outcome::NothingOwed,
+        DeliveryStatus::OutOfPerimeter => {
+            e.outcome = Outcome::OutOfPerimeter;
+            e.reason = Some("another_source".into());
+        }
+        DeliveryStatus::Incomplete => {
+            e.outcome = Outcome::Invalid;
+            e.reason = Some("incomplete_for_agora".into());
+            e.errors = row
+                .delivery
+                .waiting_for
+                .iter()
+                .map(ReportError::violation)
+                .collect();
+        }
+        DeliveryStatus::Dead => {
+            e.outcome = Outcome::Rejected;
+            match dead.get(&row.dossier_id) {
+                Some(DeadReason::Rejected { anomalies }) => {
+                    e.reason = Some("agora_rejected".into());
+                    e.errors = anomalies.iter().map(ReportError::anomaly).collect();
+                }
+                Some(other) => {
+                    e.reason = Some(other.code());
+                    e.errors
+                        .push(ReportError::other(&other.code(), "not delivered"));
+                }
+                None => e.reason = Some("dead_letter".into()),
+            }
+        }
+        DeliveryStatus::Pending => e.outcome = Outcome::Pending,
+    }
+    e
+}
+
+/// `--dry-run`: decode, classify, validate and build each AGORA line; write nothing, send nothing.
+fn dry_run(
+    opts: &Options,
+    decode: &DecodeSettings,
+) -> Result<(report::Counts, Vec<Entry>), BackfillError> {
+    let report_err = report_error(opts);
+    let mut out = ReportWriter::new(opts.report.as_deref()).map_err(&report_err)?;
+    for path in &opts.inputs {
+        for item in atexo_sem::decode_stream(open(path)?, SemFlow::Backfill, decode) {
+            let entry = match Item::of(item.clone(), b"") {
+                Item::Done(e) => e,
+                Item::Owed { id, dossier_id } => {
+                    let Ok(d) = item else { continue };
+                    match target(d.dossier.state) {
+                        Target::State(etat) => {
+                            match encode_reprise_line(&dossier_id, &d.dossier, etat) {
+                                Ok(_) => Entry {
+                                    id,
+                                    outcome: Outcome::WouldSend,
+                                    numero_agora: None,
+                                    reason: Some(etat.as_str().to_string()),
+                                    errors: Vec::new(),
+                                },
+                                Err(missing) => Entry {
+                                    id,
+                                    outcome: Outcome::Invalid,
+                                    numero_agora: None,
+                                    reason: Some("incomplete_for_agora".into()),
+                                    errors: missing.iter().map(ReportError::violation).collect(),
+                                },
+                            }
+                        }
+                        Target::Nothing | Target::CancelIfPresent => Entry {
+                            id,
+                            outcome: Outcome::NothingOwed,
+                            numero_agora: None,
+                            reason: None,
+                            errors: Vec::new(),
+                        },
+                    }
+                }
+            };
+            out.push(entry).map_err(&report_err)?;
+        }
+    }
+    out.finish(opts.report.as_deref()).map_err(&report_err)
+}
+
+/// Progress on a terminal (indicatif) or as plain log lines every few seconds.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+    counters: std::sync::Arc<Counters>,
+    started: Instant,
+    last_line: std::sync::Mutex<Instant>,
+    last_tick: std::sync::Mutex<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    read: std::sync::atomic::AtomicU64,
+    in_perimeter: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new(mode: ProgressMode) -> Self {
+        let quiet = mode == ProgressMode::Quiet;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress {
+            bar,
+            quiet,
+            counters: Default::default(),
+            started: Instant::now(),
+            last_line: std::sync::Mutex::new(Instant::now()),
+            last_tick: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// During the read: refreshes from the ledger every few seconds (the counts are not free).
+    async fn tick(&self, ledger: &dyn Ledger) {
+        if self.quiet {
+            return;
+        }
+        {
+            let Ok(mut last) = self.last_tick.lock() else {
+                return;
+            };
+            if last.elapsed() < Duration::from_secs(5) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if let Ok(p) = ledger.backfill_progress(AGORA).await {
+            self.show(&p);
+        }
+    }
+
+    fn show(&self, p: &crate::ledger::BackfillProgress) {
+        if self.quiet {
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let read = self.counters.read.load(Relaxed);
+        let owed = self.counters.in_perimeter.load(Relaxed);
+        let waiting = p.claimable + p.in_lots + p.pending_other;
+        let settled = owed.saturating_sub(waiting);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = settled as f64 / secs;
+        let eta = if rate > 0.0 && waiting > 0 {
+            format!("{:.0}s", waiting as f64 / rate)
+        } else {
+            "-".into()
+        };
+        let msg = format!(
+            "read {read}, in perimeter {owed}, settled {settled}, waiting {} (in {} lot(s): {}), {rate:.0} dossiers/s, ETA {eta}",
+            p.claimable + p.pending_other,
+            p.open_lots,
+            p.in_lots
+        );
+        match &self.bar {
+            Some(bar) => bar.set_message(msg),
+            None => {
+                let Ok(mut last) = self.last_line.lock() else {
+                    return;
+                };
+                if last.elapsed() >= Duration::from_secs(5) {
+                    *last = Instant::now();
+                    eprintln!("passerelle backfill: {msg}");
+                }
+            }
+        }
+    }
+
+    fn finish(&self, msg: &'static str) {
+        match &self.bar {
+            Some(bar) => bar.finish_with_message(msg),
+            None if !self.quiet => eprintln!("passerelle backfill: {msg}"),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Observability: every line `passerelle serve` prints during an end-to-end run over RabbitMQ and
+//! PostgreSQL, at `debug` for every crate, holds no NIR, name or birth date of any trainee it
+//! handled (valid, invalid or refused), and one request id follows a dossier from the HTTP request
+//! to the worker that delivers it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use passerelle_sandbox::{Faults, Sandbox, SandboxConfig};
+use passerelle_tests::generate::{single_dossier_exports, GenOptions, SingleExport};
+
+use crate::support::{
+    expected_etat, fixture, generated, signature, wait_for_agora, Production, ServeProcess,
+    ATEXO_TOKEN,
+};
+
+const ADMIN_TOKEN: &str = "observability-admin-token";
+const OUIFORM_TOKEN: &str = "observability-ouiform-token";
+const OUIFORM_SECRET: &str = "observability-ouiform-secret";
+
+/// The text of every `<tag>…</tag>` of `xml`.
+fn tag_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut values = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        rest = &rest[start + open.len()..];
+        let Some(end) = rest.find(&close) else { break };
+        values.push(rest[..end].to_string());
+        rest = &rest[end..];
+    }
+    values
+}
+
+/// The personal values of these exports, as they might leak: the NIR's 13 digits (which the
+/// 15-digit form contains), the names, and the birth date both as written and as ISO 8601.
+fn personal_values(exports: &[SingleExport]) -> HashSet<String> {
+    let mut values = HashSet::new();
+    for x in exports {
+        let xml = String::from_utf8_lossy(&x.xml);
+        for nir in tag_values(&xml, "nir") {
+            values.insert(nir.chars().take(13).collect());
+        }
+        for tag in ["nomNaissance", "nomUsage", "prenoms"] {
+            values.extend(tag_values(&xml, tag));
+        }
+        for date in tag_values(&xml, "dateNaissance") {
+            if let [d, m, y] = date.split('/').collect::<Vec<_>>()[..] {
+                values.insert(format!("{y}-{m}-{d}"));
+            }
+            values.insert(date);
+        }
+    }
+    values.retain(|v| !v.trim().is_empty());
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() {
+    let production = Production::new("logs");
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    // Failures too, so that retries, backoffs and in-doubt searches log what they log.
+    sandbox
+        .set_faults(Faults {
+            seed: 3,
+            error_503: 0.1,
+            rate_limited: 0.05,
+            drop: 0.05,
+            applied_share: 0.5,
+            retry_after_s: 1,
+            ..Faults::default()
+        })
+        .expect("faults");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut serve = ServeProcess::new(
+        dir.path(),
+        &sandbox,
+        Some(&production),
+        &[
+            ("RUST_LOG", "debug"),
+            ("AUTH__TOKENS__ADMIN", ADMIN_TOKEN),
+            ("AUTH__TOKENS__OUIFORM", OUIFORM_TOKEN),
+            ("OUIFORM__HMAC_SECRET", OUIFORM_SECRET),
+            ("RETRY__BASE_MS", "50"),
+            ("RETRY__MAX_MS", "500"),
+        ],
+    );
+    serve.start().await;
+    let http = reqwest::Client::new();
+
+    let valid = generated(41, 40);
+    let invalid = single_dossier_exports(&GenOptions {
+        seed: 42,
+        count: 20,
+        flow: passerelle_adapters::atexo_sem::Flow::Sync,
+        invalid_share: 1.0,
+        out_of_perimeter_share: 0.0,
+        before_2017_share: 0.0,
+    })
+    .expect("generates");
+
+    let post = |body: Vec<u8>, request_id: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/inbound/atexo-sem/dossiers", serve.url);
+        async move {
+            loop {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(ATEXO_TOKEN)
+                    .header("Content-Type", "application/xml")
+                    .header("X-Request-Id", &request_id)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("answer");
+                if r.status() != 429 {
+                    let echoed = r.headers().get("x-request-id").cloned();
+                    assert_eq!(
+                        echoed.as_ref().and_then(|v| v.to_str().ok()),
+                        Some(request_id.as_str()),
+                        "the request id is echoed"
+                    );
+                    let status = r.status().as_u16();
+                    return (status, r.text().await.expect("body"));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let mut ids = HashMap::new();
+    for (i, x) in valid.iter().enumerate() {
+        let (status, body) = post(x.xml.clone(), format!("obs-req-{i}")).await;
+        assert_eq!(status, 202, "{}: {body}", x.id);
+        let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let id = body["dossiers"][0]["dossier_id"].as_str().expect("id");
+        ids.insert(x.id.clone(), id.to_string());
+    }
+    let mut personal = personal_values(&valid.iter().chain(&invalid).cloned().collect::<Vec<_>>());
+    // The OUIFORM fixture's trainee.
+    personal.extend(
+        [
+            "185077512345",
+            "DUPONT",
+            "Jean Pierre",
+            "1985-07-12",
+            "12/07/1985",
+        ]
+        .map(String::from),
+    );
+    assert!(
+        personal.len() > 60,
+        "the values looked for: {}",
+        personal.len()
+    );
+    for (i, x) in invalid.iter().enumerate() {
+        let (status, body) = post(x.xml.clone(), format!("obs-bad-{i}")).await;
+        assert_eq!(status, 422, "{}: {body}", x.id);
+        for v in &personal {
+            assert!(!body.contains(v.as_str()), "a 422 quotes a personal value");
+        }
+    }
+    let expected: HashMap<String, Option<&'static str>> = valid
+        .iter()
+        .map(|x| (ids[&x.id].clone(), expected_etat(x)))
+        .collect();
+    wait_for_agora(
+        &http,
+        &sandbox.base_url(),
+        &expected,
+        Duration::from_secs(120),
+    )
+    .await;
+    // OUIFORM: one signed orientation (a dossier of its own, registered), one with a wrong
+    // signature.
+    let orientation = fixture("ouiform/valid/acceptee.json");
+    let mut oriented = None;
+    for (sig, expected) in [
+        (signature(OUIFORM_SECRET, &orientation), 202),
+        (signature("not-the-secret", &orientation), 401),
+    ] {
+        let r = http
+            .post(format!("{}/v1/inbound/ouiform/orientations", serve.url))
+            .bearer_auth(OUIFORM_TOKEN)
+            .header("Content-Type", "application/json")
+            .header("X-Ouiform-Signature", sig)
+            .body(orientation.clone())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status().as_u16(), expected);
+        if expected == 202 {
+            let body: serde_json::Value = r.json().await.expect("json");
+            oriented = body["dossier_id"].as_str().map(str::to_string);
+        }
+    }
+    // Whatever its delivery (an orientation alone may wait for the funder's dossier), the worker
+    // has handled it once the trace shows an attempt or a wait.
+    let oriented = oriented.expect("the orientation's dossier");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let trace: serde_json::Value = http
+            .get(format!("{}/v1/dossiers/{oriented}", serve.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answer")
+            .json()
+            .await
+            .expect("json");
+        let agora = &trace["delivery"]["agora"];
+        if agora["status"] != "pending" || !agora["waiting_for"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orientation was never handled: {agora}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The admin views, which show (masked) personal fields.
+    let some = ids.values().next().expect("a dossier");
+    for path in [format!("/v1/dossiers/{some}"), "/v1/dead-letters".into()] {
+        let r = http
+            .get(format!("{}{path}", serve.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    serve.kill();
+
+    let log = std::fs::read_to_string(&serve.log).expect("the log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.len() > 200,
+        "a debug run logs plenty: {} lines",
+        lines.len()
+    );
+    let leaks: Vec<&String> = personal
+        .iter()
+        .filter(|v| log.contains(v.as_str()))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} personal values appear in the logs (e.g. a value of {} characters)",
+        leaks.len(),
+        leaks.first().map_or(0, |v| v.chars().count())
+    );
+
+    // One request id, from the HTTP request to the worker's span.
+    let spans_of = |request_id: &str| -> HashSet<String> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["span"]["request_id"] == request_id)
+            .filter_map(|l| l["span"]["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    for i in [0, 7, 39] {
+        let spans = spans_of(&format!("obs-req-{i}"));
+        assert!(
+            spans.contains("request") && spans.contains("reconcile"),
+            "obs-req-{i} is seen in the spans {spans:?}, not in both the request's and the worker's"
+        );
+    }
+}

@@ -267,3 +267,172 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         );
     }
 }
+
+/// One request to the OTLP receiver: its request line, content type and body.
+type Export = (String, String, Vec<u8>);
+
+/// What the OTLP receiver below got, in order.
+#[derive(Clone, Default)]
+struct Received(std::sync::Arc<std::sync::Mutex<Vec<Export>>>);
+
+/// A minimal OTLP/HTTP receiver (an OpenTelemetry Collector's role): records every request and
+/// answers 200 with an empty protobuf body, which is a valid empty `ExportTraceServiceResponse`.
+async fn otlp_receiver() -> (String, Received) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("http://{}/v1/traces", listener.local_addr().expect("addr"));
+    let received = Received::default();
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                // Keep-alive: several requests may come on one connection.
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 8192];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.trim()
+                                    .eq_ignore_ascii_case(name)
+                                    .then(|| v.trim().to_string())
+                            })
+                            .unwrap_or_default()
+                    };
+                    let length: usize = header("content-length").parse().unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 8192];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = buf[head_end..head_end + length].to_vec();
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    store
+                        .0
+                        .lock()
+                        .expect("lock")
+                        .push((line, header("content-type"), body));
+                    buf.drain(..head_end + length);
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_with_the_request_id_and_no_personal_value() {
+    let (endpoint, received) = otlp_receiver().await;
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut serve = ServeProcess::new(
+        dir.path(),
+        &sandbox,
+        None,
+        &[
+            ("TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("TELEMETRY__SERVICE_NAME", "passerelle-otlp-test"),
+        ],
+    );
+    serve.start().await;
+    let http = reqwest::Client::new();
+    let exports = generated(43, 5);
+    let mut expected = HashMap::new();
+    for (i, x) in exports.iter().enumerate() {
+        let r = http
+            .post(format!("{}/v1/inbound/atexo-sem/dossiers", serve.url))
+            .bearer_auth(ATEXO_TOKEN)
+            .header("Content-Type", "application/xml")
+            .header("X-Request-Id", format!("otlp-req-{i}"))
+            .body(x.xml.clone())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 202, "{}", x.id);
+        let body: serde_json::Value = r.json().await.expect("json");
+        let id = body["dossiers"][0]["dossier_id"].as_str().expect("id");
+        expected.insert(id.to_string(), expected_etat(x));
+    }
+    wait_for_agora(
+        &http,
+        &sandbox.base_url(),
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The batch exporter sends every few seconds: wait for both kinds of span of the last request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let bodies = loop {
+        let got = received.0.lock().expect("lock").clone();
+        let all: Vec<u8> = got.iter().flat_map(|(_, _, b)| b.clone()).collect();
+        if contains(&all, b"otlp-req-4") && contains(&all, b"reconcile") {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no complete export within 30 s: {} requests received",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    serve.kill();
+
+    for (line, content_type, _) in &bodies {
+        assert!(line.starts_with("POST /v1/traces "), "{line}");
+        assert_eq!(content_type, "application/x-protobuf");
+    }
+    let all: Vec<u8> = bodies.iter().flat_map(|(_, _, b)| b.clone()).collect();
+    // Protobuf keeps strings as they are: the resource's service name, the span names and the
+    // request id attribute are found as bytes.
+    for needle in [
+        "passerelle-otlp-test",
+        "service.name",
+        "request",
+        "reconcile",
+        "request_id",
+        "otlp-req-0",
+    ] {
+        assert!(
+            contains(&all, needle.as_bytes()),
+            "{needle} is not exported"
+        );
+    }
+    let personal = personal_values(&exports);
+    assert!(
+        personal.len() >= 10,
+        "values looked for: {}",
+        personal.len()
+    );
+    let leaks = personal
+        .iter()
+        .filter(|v| contains(&all, v.as_bytes()))
+        .count();
+    assert_eq!(leaks, 0, "personal values in the exported spans");
+}

@@ -401,7 +401,7 @@ async fn drain(
     let mut last_redrive = Instant::now();
     let redrive_every = Duration::from_secs(lease_ttl_s.max(1));
     loop {
-        let p = ledger.backfill_progress(AGORA).await?;
+        let p = progress.count(ledger).await?;
         progress.show(&p);
         if p.is_idle() {
             return Ok(());
@@ -423,7 +423,7 @@ async fn drain(
             }
             last_redrive = Instant::now();
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(progress.spacing(Duration::from_secs(1), 4)).await;
     }
 }
 
@@ -656,6 +656,9 @@ struct Progress {
     started: Instant,
     last_line: std::sync::Mutex<Instant>,
     last_tick: std::sync::Mutex<Instant>,
+    /// How long the last progress count took: at a million dossiers it scans for seconds, so it
+    /// is asked for less often the more it costs, lest it take a core from the load itself.
+    cost: std::sync::Mutex<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -683,7 +686,28 @@ impl Progress {
             started: Instant::now(),
             last_line: std::sync::Mutex::new(Instant::now()),
             last_tick: std::sync::Mutex::new(Instant::now()),
+            cost: std::sync::Mutex::new(Duration::ZERO),
         }
+    }
+
+    /// The ledger's counts, timed.
+    async fn count(
+        &self,
+        ledger: &dyn Ledger,
+    ) -> Result<crate::ledger::BackfillProgress, crate::ledger::LedgerError> {
+        let started = Instant::now();
+        let p = ledger.backfill_progress(AGORA).await;
+        if let Ok(mut cost) = self.cost.lock() {
+            *cost = started.elapsed();
+        }
+        p
+    }
+
+    /// `floor`, or `share`× the last count's cost when that is longer: the counts then take at
+    /// most 1/`share` of the time.
+    fn spacing(&self, floor: Duration, share: u32) -> Duration {
+        let cost = self.cost.lock().map(|c| *c).unwrap_or_default();
+        floor.max(cost * share)
     }
 
     /// During the read: refreshes from the ledger every few seconds (the counts are not free).
@@ -695,12 +719,12 @@ impl Progress {
             let Ok(mut last) = self.last_tick.lock() else {
                 return;
             };
-            if last.elapsed() < Duration::from_secs(5) {
+            if last.elapsed() < self.spacing(Duration::from_secs(5), 10) {
                 return;
             }
             *last = Instant::now();
         }
-        if let Ok(p) = ledger.backfill_progress(AGORA).await {
+        if let Ok(p) = self.count(ledger).await {
             self.show(&p);
         }
     }

@@ -40,8 +40,8 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::ledger::{
-    DeadLetterFilter, DeadReason, DeliveryStatus, DossierRow, Flow, Inbound, InboundRecord, Ledger,
-    LedgerError, AGORA,
+    DeadLetterFilter, DeadReason, DeliveryRow, DeliveryStatus, Flow, Inbound, InboundRecord,
+    Ledger, LedgerError, AGORA,
 };
 use crate::queue::{Lane, QueueError, Task};
 use crate::settings::Settings;
@@ -262,7 +262,10 @@ impl Ingest<'_> {
             warn!(file = %path.display(), done, "an earlier run committed part of this file; without --resume it is read again (harmless, slower)");
         }
         // The decoder is blocking: it runs on a blocking thread and hands over batches.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, InboundRecord)>>(4);
+        // About 2,000 decoded dossiers wait ahead of the ledger: enough to keep it busy, few enough
+        // that a large `commit_batch` does not multiply the memory it takes.
+        let ahead = (2_000 / self.batch.max(1)).max(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, InboundRecord)>>(ahead);
         let reader = open(path)?;
         let decode = self.decode.clone();
         let salt = self.salt.to_vec();
@@ -487,16 +490,14 @@ async fn report_pass(
                     _ => None,
                 })
                 .collect();
-            let rows: HashMap<String, DossierRow> = ledger
-                .dossiers(&ids)
-                .await?
-                .into_iter()
-                .map(|r| (r.dossier_id.clone(), r))
-                .collect();
+            let rows: HashMap<String, DeliveryRow> =
+                ledger.deliveries(AGORA, &ids).await?.into_iter().collect();
             for item in chunk {
                 let entry = match item {
                     Item::Done(e) => e,
-                    Item::Owed { id, dossier_id } => outcome_of(id, rows.get(&dossier_id), &dead),
+                    Item::Owed { id, dossier_id } => {
+                        outcome_of(id, &dossier_id, rows.get(&dossier_id), &dead)
+                    }
                 };
                 out.push(entry).map_err(&report_err)?;
             }
@@ -541,7 +542,12 @@ impl Item {
     }
 }
 
-fn outcome_of(id: String, row: Option<&DossierRow>, dead: &HashMap<String, DeadReason>) -> Entry {
+fn outcome_of(
+    id: String,
+    dossier_id: &str,
+    delivery: Option<&DeliveryRow>,
+    dead: &HashMap<String, DeadReason>,
+) -> Entry {
     let mut e = Entry {
         id,
         outcome: Outcome::Pending,
@@ -549,7 +555,7 @@ fn outcome_of(id: String, row: Option<&DossierRow>, dead: &HashMap<String, DeadR
         reason: None,
         errors: Vec::new(),
     };
-    let Some(row) = row else {
+    let Some(delivery) = delivery else {
         e.outcome = Outcome::Invalid;
         e.errors.push(ReportError::other(
             "ledger.missing",
@@ -557,14 +563,14 @@ fn outcome_of(id: String, row: Option<&DossierRow>, dead: &HashMap<String, DeadR
         ));
         return e;
     };
-    if let Delivered::Present { numero_agora, .. } = &row.delivery.delivered {
-        if row.delivery.status != DeliveryStatus::Dead {
+    if let Delivered::Present { numero_agora, .. } = &delivery.delivered {
+        if delivery.status != DeliveryStatus::Dead {
             e.outcome = Outcome::Accepted;
             e.numero_agora = Some(numero_agora.clone());
             return e;
         }
     }
-    match row.delivery.status {
+    match delivery.status {
         DeliveryStatus::Delivered => e.outcome = Outcome::NothingOwed,
         DeliveryStatus::OutOfPerimeter => {
             e.outcome = Outcome::OutOfPerimeter;
@@ -573,8 +579,7 @@ fn outcome_of(id: String, row: Option<&DossierRow>, dead: &HashMap<String, DeadR
         DeliveryStatus::Incomplete => {
             e.outcome = Outcome::Invalid;
             e.reason = Some("incomplete_for_agora".into());
-            e.errors = row
-                .delivery
+            e.errors = delivery
                 .waiting_for
                 .iter()
                 .map(ReportError::violation)
@@ -582,7 +587,7 @@ fn outcome_of(id: String, row: Option<&DossierRow>, dead: &HashMap<String, DeadR
         }
         DeliveryStatus::Dead => {
             e.outcome = Outcome::Rejected;
-            match dead.get(&row.dossier_id) {
+            match dead.get(dossier_id) {
                 Some(DeadReason::Rejected { anomalies }) => {
                     e.reason = Some("agora_rejected".into());
                     e.errors = anomalies.iter().map(ReportError::anomaly).collect();

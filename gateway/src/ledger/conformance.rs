@@ -2098,6 +2098,26 @@ pub async fn claim_lot_takes_claimable_dossiers_oldest_first(l: Arc<dyn Ledger>)
         present("AG-P1", AgoraState::Entre)
     );
     assert!(l.dossiers(&[]).await.expect("dossiers").is_empty());
+
+    // Their deliveries alone: the same rows as the dossiers carry, for those found.
+    let mut deliveries = l.deliveries(AGORA, &ids).await.expect("deliveries");
+    deliveries.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        deliveries,
+        rows.iter()
+            .map(|r| (r.dossier_id.clone(), r.delivery.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(l
+        .deliveries("elsewhere", &ids)
+        .await
+        .expect("deliveries")
+        .is_empty());
+    assert!(l
+        .deliveries(AGORA, &[])
+        .await
+        .expect("deliveries")
+        .is_empty());
 }
 
 pub async fn lots_round_trip(l: Arc<dyn Ledger>) {

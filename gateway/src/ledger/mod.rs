@@ -590,6 +590,16 @@ pub trait Ledger: Send + Sync + 'static {
     /// Several dossiers at once (those found; any order), for the backfill's lots and report.
     async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError>;
 
+    /// The delivery toward `destination` of each named dossier that has one (those found, any
+    /// order): what [`Ledger::dossiers`] gives as `delivery`, without the desired state and the
+    /// sources. The backfill's report reads a million of them; decoding every dossier's JSON to
+    /// read its status doubled the report's time.
+    async fn deliveries(
+        &self,
+        destination: &str,
+        dossier_ids: &[String],
+    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError>;
+
     /// Opens lot `lot_key` with up to `limit` **claimable** dossiers: flow `backfill`, in
     /// perimeter, status `Pending` toward `destination`, delivered state not `Present` (AGORA
     /// never confirmed them), in no lot, and not leased by a worker. Oldest pending first (by the

@@ -1153,6 +1153,32 @@ impl Ledger for PostgresLedger {
         .collect()
     }
 
+    async fn deliveries(
+        &self,
+        destination: &str,
+        dossier_ids: &[String],
+    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError> {
+        sqlx::query(
+            "SELECT v.dossier_id, v.destination, v.delivered::text AS delivered, \
+             v.delivered_version, v.status, v.attempts, v.last_error, \
+             v.waiting_for::text AS waiting_for, v.last_attempt_at, v.replay_id \
+             FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             WHERE v.destination = $1 AND v.dossier_id = ANY($2) AND d.desired IS NOT NULL",
+        )
+        .bind(destination)
+        .bind(dossier_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("deliveries", e))?
+        .iter()
+        .map(|r| {
+            let dossier_id: String = get(r, "deliveries", "dossier_id")?;
+            let what = format!("dossier {dossier_id}");
+            Ok((dossier_id, Self::delivery_from_row(&what, r)?))
+        })
+        .collect()
+    }
+
     async fn claim_lot(
         &self,
         destination: &str,

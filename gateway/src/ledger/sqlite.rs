@@ -1,10 +1,12 @@
 //! The embedded ledger: one SQLite file (`sqlite://./data/passerelle.db` by default).
 //!
 //! WAL journal (readers never wait for the writer), `synchronous = FULL` (a committed message
-//! survives a power cut: 202 means durable), foreign keys on, and a busy timeout. Every writing
-//! transaction starts with `BEGIN IMMEDIATE`: it takes the write lock up front, so writers queue
-//! behind one another (waiting up to the busy timeout) instead of failing when a read transaction
-//! tries to upgrade. This serialisation is what makes `accept` and `try_lease` atomic here.
+//! survives a power cut: 202 means durable), foreign keys on, and a busy timeout. All writes go
+//! through one connection (writers queue on the pool) and every writing transaction starts with
+//! `BEGIN IMMEDIATE`: it takes the write lock up front, so a writer in another process (an
+//! operator's command on the same file) waits up to the busy timeout instead of failing when a
+//! read transaction tries to upgrade. This serialisation is what makes `accept` and `try_lease`
+//! atomic here.
 //!
 //! Timestamps are stored as fixed-width UTC text (`YYYY-MM-DDTHH:MM:SS.ffffffZ`), so that text
 //! order is time order in comparisons and indexes.
@@ -42,15 +44,29 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for the write lock before the ledger is reported unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections in the pool: readers run in parallel under WAL; writers queue on the lock.
-const MAX_CONNECTIONS: u32 = 8;
+/// Reading connections: readers run in parallel under WAL, beside the one writer.
+const MAX_READERS: u32 = 8;
+/// The writer's page cache, in KiB (SQLite's `cache_size` takes a negative KiB count). With the
+/// default 2 MiB, every random dossier-keyed index leaf misses once the ledger outgrows it and
+/// each miss is a `pread` copy; the writer is the connection that walks those indexes all day.
+/// Readers keep the default: there are several of them and they read little.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// WAL pages between automatic checkpoints (SQLite's default is 1,000, 4 MiB). Dossier-keyed
+/// indexes take random page writes; the longer a page stays in the WAL, the more commits it
+/// absorbs before the checkpoint copies it once into the database file.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 8_000;
 /// The longest error text kept with a delivery.
 const MAX_ERROR_CHARS: usize = 2000;
 
 /// The SQLite ledger (embedded mode).
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
+    /// Read-only work.
     pool: SqlitePool,
+    /// The one writing connection. SQLite admits one writer at a time anyway; queueing writers
+    /// on the pool (first come, first served) rather than on SQLite's busy handler (which sleeps
+    /// and polls) keeps commits back to back, and lets that one connection keep a large cache.
+    writer: SqlitePool,
 }
 
 type Tx = Transaction<'static, Sqlite>;
@@ -153,22 +169,33 @@ impl SqliteLedger {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string()),
+            )
+            .await
+            .map_err(|e| LedgerError::Unavailable(format!("ledger {masked}: {e}")))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| LedgerError::Unavailable(format!("ledger {masked}: migration: {e}")))?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(MAX_READERS)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(|e| LedgerError::Unavailable(format!("ledger {masked}: {e}")))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| LedgerError::Unavailable(format!("ledger {masked}: migration: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
     /// A writing transaction: the write lock is taken at `BEGIN`.
     async fn begin_write(&self) -> Result<Tx, LedgerError> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| db_error("begin", e))
@@ -1253,6 +1280,42 @@ impl Ledger for SqliteLedger {
         let rows = Self::read_dossiers(&mut conn, dossier_ids).await?;
         conn.rollback().await.map_err(|e| db_error("dossiers", e))?;
         Ok(rows)
+    }
+
+    async fn deliveries(
+        &self,
+        destination: &str,
+        dossier_ids: &[String],
+    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError> {
+        let mut conn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_error("deliveries", e))?;
+        let mut found = Vec::with_capacity(dossier_ids.len());
+        for chunk in dossier_ids.chunks(IDS_PER_STATEMENT) {
+            for r in sqlx::query(
+                "SELECT v.dossier_id, v.destination, v.delivered, v.delivered_version, v.status, \
+                 v.attempts, v.last_error, v.waiting_for, v.last_attempt_at, v.replay_id \
+                 FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+                 WHERE v.destination = $1 AND d.desired IS NOT NULL \
+                 AND v.dossier_id IN (SELECT value FROM json_each($2))",
+            )
+            .bind(destination)
+            .bind(to_json("dossier ids", &chunk)?)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error("deliveries", e))?
+            {
+                let dossier_id: String = get(&r, "deliveries", "dossier_id")?;
+                let what = format!("dossier {dossier_id}");
+                found.push((dossier_id, Self::delivery_from_row(&what, &r)?));
+            }
+        }
+        conn.rollback()
+            .await
+            .map_err(|e| db_error("deliveries", e))?;
+        Ok(found)
     }
 
     async fn claim_lot(

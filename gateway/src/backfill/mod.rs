@@ -12,9 +12,10 @@
 //!    workers, so the synchronous flow is never behind it — claim up to `backfill.lot_size`
 //!    pending dossiers, send them as one NDJSON lot, poll the report, and settle each line
 //!    (AGORA's number, or a dead letter with its anomalies). The lot is the second checkpoint.
-//! 3. **Report** ([`report`]): once nothing is left in flight, the inputs are read again and each
-//!    dossier's outcome is taken from the ledger, so a resumed run reports exactly what a
-//!    straight one would.
+//! 3. **Report** ([`report`]): once nothing is left in flight, each dossier's outcome is taken
+//!    from the ledger, in input order, so a resumed run reports exactly what a straight one
+//!    would. What decoding said of each dossier (invalid, out of perimeter, or its dossier id)
+//!    was spilled to a temporary file while reading ([`spill`]): the inputs are not decoded twice.
 //!
 //! Killed anywhere and run again with `--resume`, nothing is sent twice and nothing is lost: what
 //! was committed is skipped, open lots are resumed from their checkpoint, and merging a dossier
@@ -24,6 +25,7 @@
 
 pub mod lots;
 pub mod report;
+mod spill;
 
 use std::collections::HashMap;
 use std::io::{BufReader, IsTerminal};
@@ -47,6 +49,7 @@ use crate::queue::{Lane, QueueError, Task};
 use crate::settings::Settings;
 use crate::startup::{Services, StartError};
 use report::{Entry, Outcome, ReportError, ReportWriter};
+use spill::{SpillReader, SpillWriter};
 
 /// The command line of `passerelle backfill`.
 #[derive(Debug, Clone, Default)]
@@ -93,6 +96,10 @@ pub enum BackfillError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the temporary file of decoded dossiers (in the system's temporary directory): {source}"
+    )]
+    Spill { source: std::io::Error },
     #[error("interrupted: run again with --resume to go on where it stopped")]
     Interrupted,
 }
@@ -177,23 +184,25 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
         progress: &progress,
     };
     let result = async {
+        let mut spills = Vec::with_capacity(opts.inputs.len());
         for path in &opts.inputs {
             tokio::select! {
-                r = ingest.file(path) => r?,
+                r = ingest.file(path) => spills.push(r?),
                 _ = tokio::signal::ctrl_c() => return Err(BackfillError::Interrupted),
             }
         }
         tokio::select! {
-            r = drain(ledger.as_ref(), queue.as_ref(), lots_in_flight, settings.worker.lease_ttl_s, &progress) => r,
-            _ = tokio::signal::ctrl_c() => Err(BackfillError::Interrupted),
+            r = drain(ledger.as_ref(), queue.as_ref(), lots_in_flight, settings.worker.lease_ttl_s, &progress) => r?,
+            _ = tokio::signal::ctrl_c() => return Err(BackfillError::Interrupted),
         }
+        Ok(spills)
     }
     .await;
     let _ = stop.send(true);
     let _ = workers.await;
-    result?;
+    let spills = result?;
     progress.finish("delivered; writing the report");
-    let (counts, problems) = report_pass(ledger.as_ref(), &opts, &decode, &salt).await?;
+    let (counts, problems) = report_pass(ledger.as_ref(), &opts, spills).await?;
     if let Some(sb) = services.sandbox {
         sb.shutdown().await;
     }
@@ -248,8 +257,8 @@ struct Ingest<'a> {
 
 impl Ingest<'_> {
     /// Reads one input into the ledger, publishing a lot task every `lot_size` dossiers in
-    /// perimeter (and at the end).
-    async fn file(&self, path: &Path) -> Result<(), BackfillError> {
+    /// perimeter (and at the end). Returns what decoding said of each dossier, for the report.
+    async fn file(&self, path: &Path) -> Result<SpillReader, BackfillError> {
         let key = file_key(path).map_err(|source| BackfillError::Input {
             path: path.display().to_string(),
             source,
@@ -271,13 +280,23 @@ impl Ingest<'_> {
         let salt = self.salt.to_vec();
         let batch = self.batch;
         let counters = self.progress.counters.clone();
-        let decoder = tokio::task::spawn_blocking(move || {
+        let mut spill = SpillWriter::new().map_err(|source| BackfillError::Spill { source })?;
+        // The spill is written whole, skipped dossiers included: the report needs every one.
+        let decoder = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let mut pending = Vec::with_capacity(batch);
             for item in atexo_sem::decode_stream(reader, SemFlow::Backfill, &decode) {
                 counters
                     .read
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Ok(d) = item else { continue };
+                let d = match item {
+                    Ok(d) => d,
+                    Err(e) => {
+                        spill.push(&Item::invalid(&e))?;
+                        continue;
+                    }
+                };
+                let dossier_id = d.dossier.key().dossier_id(&salt);
+                spill.push(&Item::decoded(&d, &dossier_id))?;
                 if (d.index as i64) <= skip {
                     continue;
                 }
@@ -290,7 +309,7 @@ impl Ingest<'_> {
                 pending.push((
                     d.index,
                     InboundRecord {
-                        dossier_id: d.dossier.key().dossier_id(&salt),
+                        dossier_id,
                         record: d.dossier,
                         in_perimeter,
                     },
@@ -300,12 +319,13 @@ impl Ingest<'_> {
                         .blocking_send(std::mem::replace(&mut pending, Vec::with_capacity(batch)))
                         .is_err()
                 {
-                    return;
+                    return Ok(None);
                 }
             }
-            if !pending.is_empty() {
-                let _ = tx.blocking_send(pending);
+            if !pending.is_empty() && tx.blocking_send(pending).is_err() {
+                return Ok(None);
             }
+            spill.finish().map(Some)
         });
         let mut since_hint = 0usize;
         while let Some(records) = rx.recv().await {
@@ -324,12 +344,21 @@ impl Ingest<'_> {
             }
             self.progress.tick(self.ledger).await;
         }
-        let _ = decoder.await;
+        // The receiver only stops early on an error, returned above: the decoder ran to the end.
+        let spill = decoder
+            .await
+            .map_err(|e| BackfillError::Spill {
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| BackfillError::Spill { source })?
+            .ok_or_else(|| BackfillError::Spill {
+                source: std::io::Error::other("the decoder stopped before the end of the input"),
+            })?;
         self.queue
             .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
             .await?;
         info!(file = %path.display(), "input read and committed");
-        Ok(())
+        Ok(spill)
     }
 
     /// Merges a batch into the ledger in one transaction; when the ledger refuses a record (its
@@ -442,13 +471,15 @@ fn report_error(opts: &Options) -> impl Fn(std::io::Error) -> BackfillError + '_
     }
 }
 
-/// Reads the inputs again and reports each dossier's outcome from the ledger.
+/// Reports each input dossier's outcome, in input order: from the spill when decoding settled
+/// it, from the ledger's delivery row otherwise.
 async fn report_pass(
     ledger: &dyn Ledger,
     opts: &Options,
-    decode: &DecodeSettings,
-    salt: &[u8],
+    spills: Vec<SpillReader>,
 ) -> Result<(report::Counts, Vec<Entry>), BackfillError> {
+    use futures_util::StreamExt;
+    const CHUNK: usize = 2_000;
     let report_err = report_error(opts);
     // The dead letters of the run's dossiers are read once (a few per cent of the input).
     let dead: HashMap<String, DeadReason> = ledger
@@ -461,37 +492,51 @@ async fn report_pass(
         .map(|d| (d.dossier_id, d.reason))
         .collect();
     let mut out = ReportWriter::new(opts.report.as_deref()).map_err(&report_err)?;
-    for path in &opts.inputs {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
-        let reader = open(path)?;
-        let decode = decode.clone();
-        let salt = salt.to_vec();
-        let decoder = tokio::task::spawn_blocking(move || {
-            let mut chunk = Vec::with_capacity(1000);
-            for item in atexo_sem::decode_stream(reader, SemFlow::Backfill, &decode) {
-                chunk.push(Item::of(item, &salt));
-                if chunk.len() >= 1000
+    for spill in spills {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<Item>>>(2);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for item in spill {
+                match item {
+                    Ok(item) => chunk.push(item),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+                if chunk.len() >= CHUNK
                     && tx
-                        .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(1000)))
+                        .blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))))
                         .is_err()
                 {
                     return;
                 }
             }
             if !chunk.is_empty() {
-                let _ = tx.blocking_send(chunk);
+                let _ = tx.blocking_send(Ok(chunk));
             }
         });
-        while let Some(chunk) = rx.recv().await {
+        // The next chunk's delivery rows are read while this one is written.
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        })
+        .map(|chunk| async move {
+            let chunk = chunk.map_err(|source| BackfillError::Spill { source })?;
             let ids: Vec<String> = chunk
                 .iter()
                 .filter_map(|i| match i {
                     Item::Owed { dossier_id, .. } => Some(dossier_id.clone()),
-                    _ => None,
+                    Item::Done(_) => None,
                 })
                 .collect();
             let rows: HashMap<String, DeliveryRow> =
                 ledger.deliveries(AGORA, &ids).await?.into_iter().collect();
+            Ok::<_, BackfillError>((chunk, rows))
+        })
+        .buffered(2);
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(next) = chunks.next().await {
+            let (chunk, rows) = next?;
             for item in chunk {
                 let entry = match item {
                     Item::Done(e) => e,
@@ -502,12 +547,13 @@ async fn report_pass(
                 out.push(entry).map_err(&report_err)?;
             }
         }
-        let _ = decoder.await;
+        let _ = reader.await;
     }
     out.finish(opts.report.as_deref()).map_err(&report_err)
 }
 
 /// One decoded input dossier, as far as decoding alone can say.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Item {
     /// Its outcome needs no ledger: invalid or out of perimeter.
     Done(Entry),
@@ -518,25 +564,33 @@ enum Item {
 impl Item {
     fn of(item: Result<atexo_sem::SemDossier, atexo_sem::DossierError>, salt: &[u8]) -> Item {
         match item {
-            Err(e) => Item::Done(Entry {
-                id: e.id.clone().unwrap_or_else(|| format!("#{}", e.index)),
-                outcome: Outcome::Invalid,
+            Err(e) => Item::invalid(&e),
+            Ok(d) => Item::decoded(&d, &d.dossier.key().dossier_id(salt)),
+        }
+    }
+
+    fn invalid(e: &atexo_sem::DossierError) -> Item {
+        Item::Done(Entry {
+            id: e.id.clone().unwrap_or_else(|| format!("#{}", e.index)),
+            outcome: Outcome::Invalid,
+            numero_agora: None,
+            reason: e.fatal.then(|| "unreadable_document".to_string()),
+            errors: e.violations.iter().map(ReportError::violation).collect(),
+        })
+    }
+
+    fn decoded(d: &atexo_sem::SemDossier, dossier_id: &str) -> Item {
+        match &d.perimeter {
+            Perimeter::Out(why) => Item::Done(Entry {
+                id: d.id.clone(),
+                outcome: Outcome::OutOfPerimeter,
                 numero_agora: None,
-                reason: e.fatal.then(|| "unreadable_document".to_string()),
-                errors: e.violations.iter().map(ReportError::violation).collect(),
+                reason: Some(why.code().to_string()),
+                errors: Vec::new(),
             }),
-            Ok(d) => match &d.perimeter {
-                Perimeter::Out(why) => Item::Done(Entry {
-                    id: d.id,
-                    outcome: Outcome::OutOfPerimeter,
-                    numero_agora: None,
-                    reason: Some(why.code().to_string()),
-                    errors: Vec::new(),
-                }),
-                Perimeter::In => Item::Owed {
-                    dossier_id: d.dossier.key().dossier_id(salt),
-                    id: d.id,
-                },
+            Perimeter::In => Item::Owed {
+                id: d.id.clone(),
+                dossier_id: dossier_id.to_string(),
             },
         }
     }

@@ -15,10 +15,10 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What became of one input dossier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// AGORA holds it (its number is given).
@@ -53,7 +53,7 @@ impl Outcome {
 
 /// One error of a dossier: a validation violation (`pointer`, `rule`) or an AGORA anomaly
 /// (`champ`, `code`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
@@ -99,7 +99,7 @@ impl ReportError {
 }
 
 /// One input dossier's line of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// ATEXO SEM's dossier id (or `#<position>` in its file when it could not be read).
     pub id: String,
@@ -109,7 +109,7 @@ pub struct Entry {
     /// Why it is out of perimeter (or a rejection's kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ReportError>,
 }
 

@@ -97,7 +97,9 @@ pub enum BackfillError {
         source: std::io::Error,
     },
     #[error(
-        "the temporary file of decoded dossiers (in the system's temporary directory): {source}"
+        "the temporary file of decoded dossiers, in {} (TMPDIR): {source}; it needs to be \
+         writable with room for about 100 MB per million dossiers",
+        std::env::temp_dir().display()
     )]
     Spill { source: std::io::Error },
     #[error("interrupted: run again with --resume to go on where it stopped")]
@@ -291,7 +293,7 @@ impl Ingest<'_> {
                 let d = match item {
                     Ok(d) => d,
                     Err(e) => {
-                        spill.push(&Item::invalid(&e))?;
+                        spill.push(&Item::Done(invalid_entry(&e)))?;
                         continue;
                     }
                 };
@@ -562,23 +564,6 @@ enum Item {
 }
 
 impl Item {
-    fn of(item: Result<atexo_sem::SemDossier, atexo_sem::DossierError>, salt: &[u8]) -> Item {
-        match item {
-            Err(e) => Item::invalid(&e),
-            Ok(d) => Item::decoded(&d, &d.dossier.key().dossier_id(salt)),
-        }
-    }
-
-    fn invalid(e: &atexo_sem::DossierError) -> Item {
-        Item::Done(Entry {
-            id: e.id.clone().unwrap_or_else(|| format!("#{}", e.index)),
-            outcome: Outcome::Invalid,
-            numero_agora: None,
-            reason: e.fatal.then(|| "unreadable_document".to_string()),
-            errors: e.violations.iter().map(ReportError::violation).collect(),
-        })
-    }
-
     fn decoded(d: &atexo_sem::SemDossier, dossier_id: &str) -> Item {
         match &d.perimeter {
             Perimeter::Out(why) => Item::Done(Entry {
@@ -593,6 +578,17 @@ impl Item {
                 dossier_id: dossier_id.to_string(),
             },
         }
+    }
+}
+
+/// The report's line for a dossier that failed decoding or validation.
+fn invalid_entry(e: &atexo_sem::DossierError) -> Entry {
+    Entry {
+        id: e.id.clone().unwrap_or_else(|| format!("#{}", e.index)),
+        outcome: Outcome::Invalid,
+        numero_agora: None,
+        reason: e.fatal.then(|| "unreadable_document".to_string()),
+        errors: e.violations.iter().map(ReportError::violation).collect(),
     }
 }
 
@@ -668,38 +664,42 @@ fn dry_run(
     let mut out = ReportWriter::new(opts.report.as_deref()).map_err(&report_err)?;
     for path in &opts.inputs {
         for item in atexo_sem::decode_stream(open(path)?, SemFlow::Backfill, decode) {
-            let entry = match Item::of(item.clone(), b"") {
-                Item::Done(e) => e,
-                Item::Owed { id, dossier_id } => {
-                    let Ok(d) = item else { continue };
-                    match target(d.dossier.state) {
-                        Target::State(etat) => {
-                            match encode_reprise_line(&dossier_id, &d.dossier, etat) {
-                                Ok(_) => Entry {
-                                    id,
-                                    outcome: Outcome::WouldSend,
-                                    numero_agora: None,
-                                    reason: Some(etat.as_str().to_string()),
-                                    errors: Vec::new(),
-                                },
-                                Err(missing) => Entry {
-                                    id,
-                                    outcome: Outcome::Invalid,
-                                    numero_agora: None,
-                                    reason: Some("incomplete_for_agora".into()),
-                                    errors: missing.iter().map(ReportError::violation).collect(),
-                                },
-                            }
-                        }
-                        Target::Nothing | Target::CancelIfPresent => Entry {
-                            id,
-                            outcome: Outcome::NothingOwed,
-                            numero_agora: None,
-                            reason: None,
-                            errors: Vec::new(),
-                        },
-                    }
+            let d = match item {
+                Ok(d) => d,
+                Err(e) => {
+                    out.push(invalid_entry(&e)).map_err(&report_err)?;
+                    continue;
                 }
+            };
+            let entry = match Item::decoded(&d, &d.dossier.key().dossier_id(b"")) {
+                Item::Done(e) => e,
+                Item::Owed { id, dossier_id } => match target(d.dossier.state) {
+                    Target::State(etat) => {
+                        match encode_reprise_line(&dossier_id, &d.dossier, etat) {
+                            Ok(_) => Entry {
+                                id,
+                                outcome: Outcome::WouldSend,
+                                numero_agora: None,
+                                reason: Some(etat.as_str().to_string()),
+                                errors: Vec::new(),
+                            },
+                            Err(missing) => Entry {
+                                id,
+                                outcome: Outcome::Invalid,
+                                numero_agora: None,
+                                reason: Some("incomplete_for_agora".into()),
+                                errors: missing.iter().map(ReportError::violation).collect(),
+                            },
+                        }
+                    }
+                    Target::Nothing | Target::CancelIfPresent => Entry {
+                        id,
+                        outcome: Outcome::NothingOwed,
+                        numero_agora: None,
+                        reason: None,
+                        errors: Vec::new(),
+                    },
+                },
             };
             out.push(entry).map_err(&report_err)?;
         }

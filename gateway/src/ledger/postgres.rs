@@ -92,17 +92,26 @@ macro_rules! claimable {
 /// The columns [`PostgresLedger::dossier_from_row`] reads: dossiers with their sources and their
 /// delivery toward `$1`, in one statement (one snapshot, one round trip); the caller appends the
 /// `WHERE`. A placeholder (desired NULL) only exists inside an uncommitted accept: never seen.
+/// The columns of `deliveries v` that [`PostgresLedger::delivery_from_row`] reads.
+macro_rules! delivery_columns {
+    () => {
+        "v.destination, v.delivered::text AS delivered, v.delivered_version, v.status, \
+         v.attempts, v.last_error, v.waiting_for::text AS waiting_for, v.last_attempt_at, v.lot, \
+         v.replay_id "
+    };
+}
+
 macro_rules! select_dossiers {
     () => {
-        "SELECT d.dossier_id, d.desired::text AS desired, d.desired_version, d.flow, \
-         d.in_perimeter, d.created_at, d.updated_at, \
-         (SELECT coalesce(json_agg(s.record ORDER BY s.system), '[]'::json)::text \
-          FROM dossier_sources s WHERE s.dossier_id = d.dossier_id) AS sources, \
-         v.destination, v.delivered::text AS delivered, v.delivered_version, v.status, \
-         v.attempts, v.last_error, v.waiting_for::text AS waiting_for, v.last_attempt_at, v.lot, \
-         v.replay_id \
-         FROM dossiers d LEFT JOIN deliveries v \
-         ON v.dossier_id = d.dossier_id AND v.destination = $1 "
+        concat!(
+            "SELECT d.dossier_id, d.desired::text AS desired, d.desired_version, d.flow, \
+             d.in_perimeter, d.created_at, d.updated_at, \
+             (SELECT coalesce(json_agg(s.record ORDER BY s.system), '[]'::json)::text \
+              FROM dossier_sources s WHERE s.dossier_id = d.dossier_id) AS sources, ",
+            delivery_columns!(),
+            "FROM dossiers d LEFT JOIN deliveries v \
+             ON v.dossier_id = d.dossier_id AND v.destination = $1 "
+        )
     };
 }
 
@@ -1158,13 +1167,12 @@ impl Ledger for PostgresLedger {
         destination: &str,
         dossier_ids: &[String],
     ) -> Result<Vec<(String, DeliveryRow)>, LedgerError> {
-        sqlx::query(
-            "SELECT v.dossier_id, v.destination, v.delivered::text AS delivered, \
-             v.delivered_version, v.status, v.attempts, v.last_error, \
-             v.waiting_for::text AS waiting_for, v.last_attempt_at, v.replay_id \
-             FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
-             WHERE v.destination = $1 AND v.dossier_id = ANY($2) AND d.desired IS NOT NULL",
-        )
+        sqlx::query(concat!(
+            "SELECT v.dossier_id, ",
+            delivery_columns!(),
+            "FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             WHERE v.destination = $1 AND v.dossier_id = ANY($2) AND d.desired IS NOT NULL"
+        ))
         .bind(destination)
         .bind(dossier_ids)
         .fetch_all(&self.pool)

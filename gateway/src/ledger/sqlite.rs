@@ -92,15 +92,25 @@ macro_rules! claimable {
     };
 }
 
+/// The columns of `deliveries v` that [`SqliteLedger::delivery_from_row`] reads.
+macro_rules! delivery_columns {
+    () => {
+        "v.destination, v.delivered, v.delivered_version, v.status, v.attempts, v.last_error, \
+         v.waiting_for, v.last_attempt_at, v.lot, v.replay_id "
+    };
+}
+
 /// The columns [`SqliteLedger::dossier_from_row`] reads: dossiers with their delivery toward
 /// `$1`; the caller appends the `WHERE`.
 macro_rules! select_dossiers {
     () => {
-        "SELECT d.dossier_id, d.desired, d.desired_version, d.flow, d.in_perimeter, \
-         d.created_at, d.updated_at, v.destination, v.delivered, v.delivered_version, v.status, \
-         v.attempts, v.last_error, v.waiting_for, v.last_attempt_at, v.lot, v.replay_id \
-         FROM dossiers d LEFT JOIN deliveries v \
-         ON v.dossier_id = d.dossier_id AND v.destination = $1 "
+        concat!(
+            "SELECT d.dossier_id, d.desired, d.desired_version, d.flow, d.in_perimeter, \
+             d.created_at, d.updated_at, ",
+            delivery_columns!(),
+            "FROM dossiers d LEFT JOIN deliveries v \
+             ON v.dossier_id = d.dossier_id AND v.destination = $1 "
+        )
     };
 }
 
@@ -1294,13 +1304,13 @@ impl Ledger for SqliteLedger {
             .map_err(|e| db_error("deliveries", e))?;
         let mut found = Vec::with_capacity(dossier_ids.len());
         for chunk in dossier_ids.chunks(IDS_PER_STATEMENT) {
-            for r in sqlx::query(
-                "SELECT v.dossier_id, v.destination, v.delivered, v.delivered_version, v.status, \
-                 v.attempts, v.last_error, v.waiting_for, v.last_attempt_at, v.replay_id \
-                 FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+            for r in sqlx::query(concat!(
+                "SELECT v.dossier_id, ",
+                delivery_columns!(),
+                "FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
                  WHERE v.destination = $1 AND d.desired IS NOT NULL \
-                 AND v.dossier_id IN (SELECT value FROM json_each($2))",
-            )
+                 AND v.dossier_id IN (SELECT value FROM json_each($2))"
+            ))
             .bind(destination)
             .bind(to_json("dossier ids", &chunk)?)
             .fetch_all(&mut *conn)

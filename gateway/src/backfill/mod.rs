@@ -104,6 +104,11 @@ pub enum BackfillError {
     Spill { source: std::io::Error },
     #[error("interrupted: run again with --resume to go on where it stopped")]
     Interrupted,
+    #[error(
+        "the backfill workers stopped before the lots were delivered: {0}; nothing was lost, \
+         run again with --resume to go on where it stopped"
+    )]
+    Workers(String),
 }
 
 /// How a run ended.
@@ -161,11 +166,20 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let lots_in_flight = settings.backfill.lots_in_flight;
     let worker = services.worker.clone();
+    // How the workers ended, if they end before they are told to: the run then stops with their
+    // reason instead of waiting forever for lots nobody delivers. A panic drops the sender.
+    let (ended, mut workers_ended) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let workers = tokio::spawn(async move {
-        if let Err(e) = worker.run(Lane::Backfill, lots_in_flight, stopped).await {
-            warn!(error = %e, "the backfill workers stopped");
-        }
+        let run = worker.run(Lane::Backfill, lots_in_flight, stopped).await;
+        let _ = ended.send(run.map_err(|e| e.to_string()));
     });
+    let workers_stopped = |ended: Result<Result<(), String>, _>| {
+        BackfillError::Workers(match ended {
+            Ok(Ok(())) => "they ended on their own".to_string(),
+            Ok(Err(e)) => e,
+            Err(_) => "they panicked (see the log above)".to_string(),
+        })
+    };
     let progress = Progress::new(opts.progress);
 
     // Open lots of an earlier run first: their members are not claimable until settled.
@@ -191,11 +205,13 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
             tokio::select! {
                 r = ingest.file(path) => spills.push(r?),
                 _ = tokio::signal::ctrl_c() => return Err(BackfillError::Interrupted),
+                e = &mut workers_ended => return Err(workers_stopped(e)),
             }
         }
         tokio::select! {
             r = drain(ledger.as_ref(), queue.as_ref(), lots_in_flight, settings.worker.lease_ttl_s, &progress) => r?,
             _ = tokio::signal::ctrl_c() => return Err(BackfillError::Interrupted),
+            e = &mut workers_ended => return Err(workers_stopped(e)),
         }
         Ok(spills)
     }
@@ -329,22 +345,47 @@ impl Ingest<'_> {
             }
             spill.finish().map(Some)
         });
-        let mut since_hint = 0usize;
-        while let Some(records) = rx.recv().await {
-            let last = records.last().map_or(0, |(i, _)| *i);
-            let owed = records.iter().filter(|(_, r)| r.in_perimeter).count();
-            self.commit(&key, records).await?;
-            self.ledger
-                .set_checkpoint(&key, i64::try_from(last).unwrap_or(i64::MAX))
-                .await?;
-            since_hint += owed;
-            if since_hint >= self.lot_size {
-                since_hint = 0;
-                self.queue
-                    .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
-                    .await?;
+        let committing = async {
+            let mut since_hint = 0usize;
+            // The checkpoint is a transaction of its own: written about once a second, not after
+            // every batch. A run killed in between reads the batches since the last one again,
+            // and merging a record the ledger already holds changes nothing.
+            let mut marked = Instant::now();
+            let mut unmarked = None;
+            while let Some(records) = rx.recv().await {
+                let last = records.last().map_or(0, |(i, _)| *i);
+                let owed = records.iter().filter(|(_, r)| r.in_perimeter).count();
+                self.commit(&key, records).await?;
+                unmarked = Some(last);
+                if marked.elapsed() >= CHECKPOINT_EVERY {
+                    self.mark(&key, last).await?;
+                    unmarked = None;
+                    marked = Instant::now();
+                }
+                since_hint += owed;
+                if since_hint >= self.lot_size {
+                    since_hint = 0;
+                    self.queue
+                        .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+                        .await?;
+                }
             }
-            self.progress.tick(self.ledger).await;
+            if let Some(last) = unmarked {
+                self.mark(&key, last).await?;
+            }
+            Ok::<(), BackfillError>(())
+        };
+        // The progress counts take seconds on a large ledger: they run beside the commits, on a
+        // reading connection, never in their way.
+        let ticking = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.progress.tick(self.ledger).await;
+            }
+        };
+        tokio::select! {
+            r = committing => r?,
+            () = ticking => {}
         }
         // The receiver only stops early on an error, returned above: the decoder ran to the end.
         let spill = decoder
@@ -361,6 +402,14 @@ impl Ingest<'_> {
             .await?;
         info!(file = %path.display(), "input read and committed");
         Ok(spill)
+    }
+
+    /// Records that the input's dossiers up to `last` (its index) are committed.
+    async fn mark(&self, key: &str, last: usize) -> Result<(), BackfillError> {
+        self.ledger
+            .set_checkpoint(key, i64::try_from(last).unwrap_or(i64::MAX))
+            .await?;
+        Ok(())
     }
 
     /// Merges a batch into the ledger in one transaction; when the ledger refuses a record (its
@@ -415,6 +464,9 @@ impl Ingest<'_> {
         }
     }
 }
+
+/// How often the ingest records how far into an input it has committed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The ATEXO SEM version of a single-source record (0 when it has none).
 fn source_version(d: &passerelle_adapters::Dossier) -> u64 {

@@ -186,7 +186,12 @@ impl SqliteLedger {
                 options
                     .clone()
                     .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string()),
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+                    // A statement that writes a batch's rows keeps the pages it changes in a
+                    // statement journal, to undo itself alone if it fails. Past 64 KiB SQLite
+                    // spills that journal to a temporary file: one more write of every page a
+                    // batch touches. In memory it costs at most a batch's pages, for a statement.
+                    .pragma("temp_store", "MEMORY"),
             )
             .await
             .map_err(|e| LedgerError::Unavailable(format!("ledger {masked}: {e}")))?;
@@ -279,13 +284,16 @@ impl SqliteLedger {
         for (rec, plan) in records.iter().zip(plans) {
             rows.add(&rec.dossier_id, plan);
         }
-        // Dossiers first: the other tables refer to them. A new dossier is created at `at`; an
-        // existing one keeps its creation time.
+        // Dossiers first: the other tables refer to them. A new dossier is created at `at`, with
+        // the next sequence numbers (the uncorrelated max is read once, before any row goes in;
+        // a row that updates an existing dossier leaves a gap); an existing one keeps its
+        // creation time and number.
         sqlx::query(
             "INSERT INTO dossiers (dossier_id, desired, desired_version, flow, in_perimeter, \
-             created_at, updated_at) \
+             created_at, updated_at, seq) \
              SELECT value ->> '$.id', value ->> '$.desired', value ->> '$.version', \
-             value ->> '$.flow', value ->> '$.in_perimeter', $2, $2 FROM json_each($1) WHERE true \
+             value ->> '$.flow', value ->> '$.in_perimeter', $2, $2, \
+             (SELECT ifnull(max(seq), 0) FROM dossiers) + 1 + key FROM json_each($1) WHERE true \
              ON CONFLICT (dossier_id) DO UPDATE SET desired = excluded.desired, \
              desired_version = excluded.desired_version, flow = excluded.flow, \
              in_perimeter = excluded.in_perimeter, updated_at = excluded.updated_at",
@@ -863,8 +871,9 @@ impl Ledger for SqliteLedger {
         Self::write_many(&mut tx, &inbound.records, &plans, at).await?;
         // A dossier named twice keeps the position of its first record.
         sqlx::query(
-            "INSERT INTO journal_dossiers (message_id, dossier_id, position) \
-             SELECT $1, value, key FROM json_each($2) WHERE true ORDER BY key \
+            "INSERT INTO journal_dossiers (message_id, dossier_id, position, dossier_seq) \
+             SELECT $1, value, key, (SELECT seq FROM dossiers d WHERE d.dossier_id = value) \
+             FROM json_each($2) WHERE true ORDER BY key \
              ON CONFLICT DO NOTHING",
         )
         .bind(&message_id)
@@ -971,7 +980,8 @@ impl Ledger for SqliteLedger {
         }
         sqlx::query(
             "INSERT INTO operations (dossier_id, destination, operation, http_status, outcome, \
-             numero_agora, at, replay_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             numero_agora, at, replay_id, dossier_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             (SELECT seq FROM dossiers WHERE dossier_id = $1))",
         )
         .bind(dossier_id)
         .bind(destination)
@@ -1157,7 +1167,8 @@ impl Ledger for SqliteLedger {
         let rows = sqlx::query(
             "SELECT j.message_id, j.system, j.flow, j.payload_hash, j.received_at, j.request_id \
              FROM journal_dossiers jd JOIN journal j ON j.message_id = jd.message_id \
-             WHERE jd.dossier_id = $1 ORDER BY j.received_at, j.message_id",
+             WHERE jd.dossier_seq = (SELECT seq FROM dossiers WHERE dossier_id = $1) \
+             ORDER BY j.received_at, j.message_id",
         )
         .bind(dossier_id)
         .fetch_all(&mut *conn)
@@ -1198,7 +1209,8 @@ impl Ledger for SqliteLedger {
         let what = format!("operations of {dossier_id}");
         sqlx::query(
             "SELECT operation, http_status, outcome, numero_agora, at, replay_id FROM operations \
-             WHERE dossier_id = $1 AND destination = $2 ORDER BY id",
+             WHERE dossier_seq = (SELECT seq FROM dossiers WHERE dossier_id = $1) \
+             AND destination = $2 ORDER BY id",
         )
         .bind(dossier_id)
         .bind(destination)
@@ -1370,9 +1382,10 @@ impl Ledger for SqliteLedger {
             return Ok(None);
         }
         sqlx::query(
-            "INSERT INTO lot_members (lot_key, position, dossier_id, desired_version) \
+            "INSERT INTO lot_members (lot_key, position, dossier_id, desired_version, \
+             dossier_seq) \
              SELECT $1, row_number() OVER (ORDER BY v.updated_at, v.dossier_id) - 1, \
-                    d.dossier_id, d.desired_version \
+                    d.dossier_id, d.desired_version, d.seq \
              FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
              WHERE v.lot = $1 AND v.destination = $2",
         )
@@ -1495,9 +1508,11 @@ impl Ledger for SqliteLedger {
         if !operations.is_empty() {
             sqlx::query(
                 "INSERT INTO operations (dossier_id, destination, operation, http_status, \
-                 outcome, numero_agora, at) \
+                 outcome, numero_agora, at, dossier_seq) \
                  SELECT value ->> '$.id', $2, $3, 202, value ->> '$.outcome', \
-                 value ->> '$.numero', $4 FROM json_each($1) ORDER BY key",
+                 value ->> '$.numero', $4, \
+                 (SELECT seq FROM dossiers d WHERE d.dossier_id = value ->> '$.id') \
+                 FROM json_each($1) ORDER BY key",
             )
             .bind(to_json(&what, &operations)?)
             .bind(&destination)
@@ -1618,7 +1633,111 @@ impl Ledger for SqliteLedger {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
     use super::logic::DELIVERED_NOT_PRESENT;
+    use super::{Ledger, SqliteLedger};
+
+    /// A ledger written before the dossier sequence numbers keeps its journal, its operations and
+    /// its lots readable by dossier after the migration, and new dossiers number after the old.
+    #[tokio::test]
+    async fn the_sequence_migration_keeps_what_an_older_ledger_holds() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}/ledger.db", dir.path().display());
+        let older = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::from_str(&url)
+                    .expect("url")
+                    .create_if_missing(true),
+            )
+            .await
+            .expect("older ledger");
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        let seq = before
+            .migrations
+            .iter()
+            .position(|m| m.description.contains("dossier seq"))
+            .expect("the sequence migration");
+        before.migrations = Cow::Owned(before.migrations[..seq].to_vec());
+        before.run(&older).await.expect("older migrations");
+        let t = "2025-01-01T00:00:00.000000Z";
+        sqlx::raw_sql(&format!(
+            "INSERT INTO dossiers (dossier_id, desired, desired_version, flow, in_perimeter, \
+             created_at, updated_at) VALUES ('d1', '{{}}', 1, 'sync', 1, '{t}', '{t}'), \
+             ('d2', '{{}}', 1, 'backfill', 1, '{t}', '{t}'); \
+             INSERT INTO journal (message_id, system, flow, payload_hash, received_at) \
+             VALUES ('m1', 'atexo-sem', 'backfill', 'h1', '{t}'); \
+             INSERT INTO journal_dossiers (message_id, dossier_id, position) \
+             VALUES ('m1', 'd2', 0), ('m1', 'd1', 1); \
+             INSERT INTO operations (dossier_id, destination, operation, http_status, outcome, \
+             numero_agora, at) VALUES ('d2', 'agora', 'search', 200, 'absent', NULL, '{t}'), \
+             ('d1', 'agora', 'create', 201, 'created', 'A1', '{t}'), \
+             ('d2', 'agora', 'create', 201, 'created', 'A2', '{t}'); \
+             INSERT INTO lots (lot_key, destination, state, agora_lot, created_at, updated_at) \
+             VALUES ('L1', 'agora', 'done', 'LOT1', '{t}', '{t}'); \
+             INSERT INTO lot_members (lot_key, position, dossier_id, desired_version) \
+             VALUES ('L1', 0, 'd2', 1), ('L1', 1, 'd1', 1);"
+        ))
+        .execute(&older)
+        .await
+        .expect("older rows");
+        older.close().await;
+
+        let ledger = SqliteLedger::connect(&url).await.expect("migrated ledger");
+        let journal = ledger.journal("d1").await.expect("journal");
+        assert_eq!(journal.len(), 1);
+        assert_eq!(journal[0].dossier_ids, ["d2", "d1"]);
+        let operations = ledger.operations("d2", "agora").await.expect("operations");
+        let outcomes: Vec<&str> = operations.iter().map(|o| o.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["absent", "created"]);
+        assert_eq!(operations[1].numero_agora.as_deref(), Some("A2"));
+        let lot = ledger.lot("L1").await.expect("lot").expect("the lot");
+        let members: Vec<&str> = lot.members.iter().map(|m| m.dossier_id.as_str()).collect();
+        assert_eq!(members, ["d2", "d1"]);
+        for table in ["dossiers", "journal_dossiers", "lot_members", "operations"] {
+            let column = if table == "dossiers" {
+                "seq"
+            } else {
+                "dossier_seq"
+            };
+            let unnumbered: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {table} WHERE {column} IS NULL"
+            ))
+            .fetch_one(&ledger.pool)
+            .await
+            .expect("count");
+            assert_eq!(unnumbered, 0, "{table}");
+        }
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index'")
+                .fetch_all(&ledger.pool)
+                .await
+                .expect("indexes");
+        for gone in [
+            "journal_dossiers_by_dossier",
+            "lot_members_by_dossier",
+            "operations_by_dossier",
+        ] {
+            assert!(!indexes.iter().any(|i| i == gone), "{gone} is still there");
+        }
+        for kept in [
+            "dossiers_by_seq",
+            "journal_dossiers_by_seq",
+            "lot_members_by_seq",
+            "operations_by_seq",
+        ] {
+            assert!(indexes.iter().any(|i| i == kept), "{kept} is missing");
+        }
+        let old_max: i64 = sqlx::query_scalar("SELECT max(seq) FROM dossiers")
+            .fetch_one(&ledger.pool)
+            .await
+            .expect("max");
+        assert_eq!(old_max, 2);
+    }
 
     #[test]
     fn not_present_spells_the_stored_texts() {

@@ -347,21 +347,13 @@ impl Ingest<'_> {
         });
         let committing = async {
             let mut since_hint = 0usize;
-            // The checkpoint is a transaction of its own: written about once a second, not after
-            // every batch. A run killed in between reads the batches since the last one again,
-            // and merging a record the ledger already holds changes nothing.
-            let mut marked = Instant::now();
-            let mut unmarked = None;
             while let Some(records) = rx.recv().await {
                 let last = records.last().map_or(0, |(i, _)| *i);
                 let owed = records.iter().filter(|(_, r)| r.in_perimeter).count();
                 self.commit(&key, records).await?;
-                unmarked = Some(last);
-                if marked.elapsed() >= CHECKPOINT_EVERY {
-                    self.mark(&key, last).await?;
-                    unmarked = None;
-                    marked = Instant::now();
-                }
+                // Right after each batch: a resumed run must not merge a committed batch again
+                // (it could put a dossier already in a lot back to pending and send it twice).
+                self.mark(&key, last).await?;
                 since_hint += owed;
                 if since_hint >= self.lot_size {
                     since_hint = 0;
@@ -369,9 +361,6 @@ impl Ingest<'_> {
                         .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
                         .await?;
                 }
-            }
-            if let Some(last) = unmarked {
-                self.mark(&key, last).await?;
             }
             Ok::<(), BackfillError>(())
         };
@@ -464,9 +453,6 @@ impl Ingest<'_> {
         }
     }
 }
-
-/// How often the ingest records how far into an input it has committed.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The ATEXO SEM version of a single-source record (0 when it has none).
 fn source_version(d: &passerelle_adapters::Dossier) -> u64 {

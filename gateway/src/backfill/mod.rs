@@ -345,36 +345,20 @@ impl Ingest<'_> {
             }
             spill.finish().map(Some)
         });
-        let committing = async {
-            let mut since_hint = 0usize;
-            while let Some(records) = rx.recv().await {
-                let last = records.last().map_or(0, |(i, _)| *i);
-                let owed = records.iter().filter(|(_, r)| r.in_perimeter).count();
-                self.commit(&key, records).await?;
-                // Right after each batch: a resumed run must not merge a committed batch again
-                // (it could put a dossier already in a lot back to pending and send it twice).
-                self.mark(&key, last).await?;
-                since_hint += owed;
-                if since_hint >= self.lot_size {
-                    since_hint = 0;
-                    self.queue
-                        .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
-                        .await?;
-                }
+        let mut since_hint = 0usize;
+        while let Some(records) = rx.recv().await {
+            let last = records.last().map_or(0, |(i, _)| *i);
+            let owed = records.iter().filter(|(_, r)| r.in_perimeter).count();
+            self.commit(&key, records).await?;
+            self.mark(&key, last).await?;
+            since_hint += owed;
+            if since_hint >= self.lot_size {
+                since_hint = 0;
+                self.queue
+                    .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+                    .await?;
             }
-            Ok::<(), BackfillError>(())
-        };
-        // The progress counts take seconds on a large ledger: they run beside the commits, on a
-        // reading connection, never in their way.
-        let ticking = async {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                self.progress.tick(self.ledger).await;
-            }
-        };
-        tokio::select! {
-            r = committing => r?,
-            () = ticking => {}
+            self.progress.tick(self.ledger).await;
         }
         // The receiver only stops early on an error, returned above: the decoder ran to the end.
         let spill = decoder

@@ -350,7 +350,9 @@ impl Ingest<'_> {
             let last = records.last().map_or(0, |(i, _)| *i);
             let owed = records.iter().filter(|(_, r)| r.in_perimeter).count();
             self.commit(&key, records).await?;
-            self.mark(&key, last).await?;
+            self.ledger
+                .set_checkpoint(&key, i64::try_from(last).unwrap_or(i64::MAX))
+                .await?;
             since_hint += owed;
             if since_hint >= self.lot_size {
                 since_hint = 0;
@@ -375,14 +377,6 @@ impl Ingest<'_> {
             .await?;
         info!(file = %path.display(), "input read and committed");
         Ok(spill)
-    }
-
-    /// Records that the input's dossiers up to `last` (its index) are committed.
-    async fn mark(&self, key: &str, last: usize) -> Result<(), BackfillError> {
-        self.ledger
-            .set_checkpoint(key, i64::try_from(last).unwrap_or(i64::MAX))
-            .await?;
-        Ok(())
     }
 
     /// Merges a batch into the ledger in one transaction; when the ledger refuses a record (its

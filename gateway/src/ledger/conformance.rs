@@ -121,7 +121,7 @@ fn pole_emploi_entered() -> Dossier {
     d
 }
 
-fn ouiform(state: State) -> Dossier {
+pub(super) fn ouiform(state: State) -> Dossier {
     let mut d = base(System::Ouiform, "OF-2019-000042", state);
     d.training.title = Some("Titre OUIFORM".into());
     d.fundings = vec![Funding {
@@ -133,7 +133,7 @@ fn ouiform(state: State) -> Dossier {
     d
 }
 
-fn record(dossier_id: &str, record: Dossier) -> InboundRecord {
+pub(super) fn record(dossier_id: &str, record: Dossier) -> InboundRecord {
     InboundRecord {
         dossier_id: dossier_id.into(),
         record,
@@ -142,7 +142,7 @@ fn record(dossier_id: &str, record: Dossier) -> InboundRecord {
 }
 
 /// A message of one record; the payload hash stands for the body's digest.
-fn inbound(hash: &str, rec: InboundRecord) -> Inbound {
+pub(super) fn inbound(hash: &str, rec: InboundRecord) -> Inbound {
     let system = rec.record.sources[0].system;
     Inbound {
         system,
@@ -154,7 +154,7 @@ fn inbound(hash: &str, rec: InboundRecord) -> Inbound {
     }
 }
 
-fn p() -> Precedence {
+pub(super) fn p() -> Precedence {
     Precedence::default()
 }
 

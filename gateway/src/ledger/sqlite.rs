@@ -100,6 +100,14 @@ macro_rules! delivery_columns {
     };
 }
 
+/// The sequence number of the dossier whose id is the SQL expression `$id`: what
+/// `journal_dossiers`, `lot_members` and `operations` are indexed by (migration 4).
+macro_rules! seq_of {
+    ($id:literal) => {
+        concat!("(SELECT seq FROM dossiers WHERE dossier_id = ", $id, ")")
+    };
+}
+
 /// The columns [`SqliteLedger::dossier_from_row`] reads: dossiers with their delivery toward
 /// `$1`; the caller appends the `WHERE`.
 macro_rules! select_dossiers {
@@ -870,12 +878,12 @@ impl Ledger for SqliteLedger {
         };
         Self::write_many(&mut tx, &inbound.records, &plans, at).await?;
         // A dossier named twice keeps the position of its first record.
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO journal_dossiers (message_id, dossier_id, position, dossier_seq) \
-             SELECT $1, value, key, (SELECT seq FROM dossiers d WHERE d.dossier_id = value) \
-             FROM json_each($2) WHERE true ORDER BY key \
-             ON CONFLICT DO NOTHING",
-        )
+             SELECT $1, value, key, ",
+            seq_of!("value"),
+            " FROM json_each($2) WHERE true ORDER BY key ON CONFLICT DO NOTHING"
+        ))
         .bind(&message_id)
         .bind(to_json("journal", &named)?)
         .execute(&mut *tx)
@@ -978,11 +986,12 @@ impl Ledger for SqliteLedger {
         if updated == 0 {
             return Err(LedgerError::NotFound { what: "delivery" });
         }
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO operations (dossier_id, destination, operation, http_status, outcome, \
-             numero_agora, at, replay_id, dossier_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             (SELECT seq FROM dossiers WHERE dossier_id = $1))",
-        )
+             numero_agora, at, replay_id, dossier_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ",
+            seq_of!("$1"),
+            ")"
+        ))
         .bind(dossier_id)
         .bind(destination)
         .bind(op.operation.name())
@@ -1164,12 +1173,13 @@ impl Ledger for SqliteLedger {
     async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
         let what = format!("journal of {dossier_id}");
         let mut conn = self.pool.begin().await.map_err(|e| db_error(&what, e))?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "SELECT j.message_id, j.system, j.flow, j.payload_hash, j.received_at, j.request_id \
              FROM journal_dossiers jd JOIN journal j ON j.message_id = jd.message_id \
-             WHERE jd.dossier_seq = (SELECT seq FROM dossiers WHERE dossier_id = $1) \
-             ORDER BY j.received_at, j.message_id",
-        )
+             WHERE jd.dossier_seq = ",
+            seq_of!("$1"),
+            " ORDER BY j.received_at, j.message_id"
+        ))
         .bind(dossier_id)
         .fetch_all(&mut *conn)
         .await
@@ -1207,11 +1217,12 @@ impl Ledger for SqliteLedger {
         destination: &str,
     ) -> Result<Vec<OperationRecord>, LedgerError> {
         let what = format!("operations of {dossier_id}");
-        sqlx::query(
+        sqlx::query(concat!(
             "SELECT operation, http_status, outcome, numero_agora, at, replay_id FROM operations \
-             WHERE dossier_seq = (SELECT seq FROM dossiers WHERE dossier_id = $1) \
-             AND destination = $2 ORDER BY id",
-        )
+             WHERE dossier_seq = ",
+            seq_of!("$1"),
+            " AND destination = $2 ORDER BY id"
+        ))
         .bind(dossier_id)
         .bind(destination)
         .fetch_all(&self.pool)
@@ -1506,14 +1517,14 @@ impl Ledger for SqliteLedger {
             })
             .collect();
         if !operations.is_empty() {
-            sqlx::query(
+            sqlx::query(concat!(
                 "INSERT INTO operations (dossier_id, destination, operation, http_status, \
                  outcome, numero_agora, at, dossier_seq) \
                  SELECT value ->> '$.id', $2, $3, 202, value ->> '$.outcome', \
-                 value ->> '$.numero', $4, \
-                 (SELECT seq FROM dossiers d WHERE d.dossier_id = value ->> '$.id') \
-                 FROM json_each($1) ORDER BY key",
-            )
+                 value ->> '$.numero', $4, ",
+                seq_of!("value ->> '$.id'"),
+                " FROM json_each($1) ORDER BY key"
+            ))
             .bind(to_json(&what, &operations)?)
             .bind(&destination)
             .bind(Operation::Create.name())
@@ -1732,11 +1743,26 @@ mod tests {
         ] {
             assert!(indexes.iter().any(|i| i == kept), "{kept} is missing");
         }
-        let old_max: i64 = sqlx::query_scalar("SELECT max(seq) FROM dossiers")
-            .fetch_one(&ledger.pool)
+        use super::super::conformance::{inbound, ouiform, p, record};
+        use passerelle_adapters::canonical::State;
+        ledger
+            .accept(
+                inbound("h-new", record("d3", ouiform(State::Registered))),
+                &p(),
+            )
             .await
-            .expect("max");
-        assert_eq!(old_max, 2);
+            .expect("a new dossier");
+        let numbers: Vec<(String, i64)> =
+            sqlx::query_as("SELECT dossier_id, seq FROM dossiers ORDER BY dossier_id")
+                .fetch_all(&ledger.pool)
+                .await
+                .expect("numbers");
+        assert_eq!(numbers[2].0, "d3");
+        assert!(
+            numbers[2].1 > numbers[0].1.max(numbers[1].1),
+            "the new dossier numbers after the old: {numbers:?}"
+        );
+        assert_eq!(ledger.journal("d3").await.expect("journal").len(), 1);
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub enum WorkerError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The lease on `{0}` lapsed while the task ran, and another runner may have held it since:
+    /// the task stops before it sends anything more (that runner, or the next, finishes it).
+    #[error("the lease on {0} lapsed while working on it")]
+    LeaseLost(String),
 }
 
 /// The most operations one task performs before it yields (a guard against ping-pong with AGORA).

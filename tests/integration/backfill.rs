@@ -9,7 +9,9 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use passerelle_adapters::planner::{self, Target};
-use passerelle_sandbox::{AgoraConfig, Call, Faults, RunningSandbox, Sandbox, SandboxConfig};
+use passerelle_sandbox::{
+    AgoraConfig, Call, FaultKind, Faults, ForcedFault, RunningSandbox, Sandbox, SandboxConfig,
+};
 use passerelle_tests::generate::{self, GenOptions, Outcome, Truth};
 use rand::{Rng, SeedableRng};
 
@@ -340,6 +342,49 @@ async fn embedded_backfill_of_a_hundred_thousand_with_30_percent_lot_faults_and_
         ..Faults::none()
     };
     straight_and_killed(None, faults).await;
+}
+
+/// A lot whose submission outlasts the lot's lease is still sent once. Its first `POST` hangs
+/// 5 s and fails unapplied (a `504`), with leases of 1 s; the first search hangs 5 s too. A
+/// runner that let its lease lapse during the `POST`, and went on, would search and send the
+/// lot again while the runner that took it over searched: every line twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lot_whose_submission_outlasts_its_lease_is_sent_once() {
+    let _heavy = crate::support::heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let export = export(dir.path(), 31, 400);
+    let sandbox = Sandbox::start(SandboxConfig {
+        faults: Faults {
+            slow_ms: 5_000,
+            ..Faults::none()
+        },
+        // The lot sent stays unsettled a while: a second runner would not see it settled.
+        agora: AgoraConfig {
+            lot_min_duration: Duration::from_secs(5),
+            ..AgoraConfig::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox");
+    for call in [Call::AgoraLotSubmit, Call::AgoraSearch] {
+        sandbox.fail_next(ForcedFault {
+            call: Some(call),
+            fault: FaultKind::Slow,
+            applied: false,
+        });
+    }
+    let mut backfill = Backfill::new(dir.path(), &sandbox, None).with("WORKER__LEASE_TTL_S", "1");
+    let mut child = backfill.spawn(&export.path, false);
+    let status = backfill.wait(&mut child, Duration::from_secs(120)).await;
+    assert_eq!(status.code(), Some(1), "{}", backfill.stdout());
+    check(&export, &backfill.report_path(), &sandbox);
+    let slow: Vec<_> = [Call::AgoraLotSubmit, Call::AgoraSearch]
+        .into_iter()
+        .flat_map(|c| sandbox.calls(c))
+        .filter(|c| c.fault == Some(FaultKind::Slow))
+        .collect();
+    assert_eq!(slow.len(), 2, "both slow calls happened: {slow:?}");
 }
 
 /// A synchronous dossier posted while a backfill runs on the same ledger and queue reaches AGORA

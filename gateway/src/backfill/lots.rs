@@ -12,7 +12,9 @@
 //! - `Done`: nothing left.
 //!
 //! One runner per lot, whatever the number of processes: a lease on `lot:{key}` in the ledger,
-//! renewed while the lot is polled. A `413` halves the lot size for the rest of the run; a `429`
+//! renewed as the lot is searched and polled, and held through each submission for as long as
+//! AGORA may take to answer it. A runner that finds its lease lapsed (another may have taken the
+//! lot over since) stops at once: two runners searching the same lot would both send it. A `413` halves the lot size for the rest of the run; a `429`
 //! waits its `Retry-After`; a `422` on the lot as a whole dead-letters its members with AGORA's
 //! anomalies. Once a lot is done, another lot task is published if dossiers are still claimable,
 //! so a run drains without anyone watching.
@@ -28,7 +30,9 @@ use passerelle_adapters::planner::{target, AgoraState, Delivered, Operation, Tar
 use tracing::{info, warn};
 
 use crate::clients::agora::LotFailure;
-use crate::ledger::{DeadReason, DeliveryStatus, DossierRow, LotLine, LotRow, LotState, AGORA};
+use crate::ledger::{
+    DeadReason, DeliveryStatus, DossierRow, Lease, LotLine, LotRow, LotState, AGORA,
+};
 use crate::queue::{Lane, Task};
 use crate::worker::{TaskEnd, Worker, WorkerError};
 
@@ -134,7 +138,17 @@ impl Worker {
             lease_key: &lease_key,
             holder: &holder,
         };
-        let end = runner.run().await;
+        let end = match runner.run().await {
+            // Not ours any more: nothing to release, and no failure to retry.
+            Err(WorkerError::LeaseLost(_)) => {
+                warn!(
+                    lot = key,
+                    "the lot's lease lapsed while running it: left to its next runner"
+                );
+                return Ok(TaskEnd::LeaseBusy);
+            }
+            end => end,
+        };
         let released = if end.is_ok() {
             self.ledger.release(&lease_key, &holder).await
         } else {
@@ -186,19 +200,23 @@ impl LotRunner<'_> {
         Ok(end)
     }
 
-    async fn renew(&self) -> Result<(), WorkerError> {
+    /// Renews the lot's lease for the lease period plus `extra`; `LeaseLost` unless this runner
+    /// held it throughout. A runner that overran its lease may have been taken over by one that
+    /// found the lot in doubt, searched its members and sent them: it must not send them too.
+    async fn renew_for(&self, extra: Duration) -> Result<(), WorkerError> {
         let lease = self
             .w
             .ledger
-            .try_lease(self.lease_key, self.holder, self.w.lease_ttl)
+            .try_lease(self.lease_key, self.holder, self.w.lease_ttl + extra)
             .await?;
-        if !lease.is_held() {
-            warn!(
-                lot = self.key,
-                "the lot's lease was taken over while running it"
-            );
+        if lease != Lease::Renewed {
+            return Err(WorkerError::LeaseLost(self.lease_key.to_string()));
         }
         Ok(())
+    }
+
+    async fn renew(&self) -> Result<(), WorkerError> {
+        self.renew_for(Duration::ZERO).await
     }
 
     /// Settles `lines` (the lot stays open unless `done`) and gives each member still owed a task
@@ -339,7 +357,9 @@ impl LotRunner<'_> {
             let lines = reprise.len();
             let bytes = Bytes::from(reprise.into_bytes());
             self.w.lots.throttle.acquire(lines).await;
-            self.renew().await?;
+            // The lease outlasts the submission however long AGORA takes to answer: no other
+            // runner finds the lot in doubt while it may still be taking effect.
+            self.renew_for(self.w.agora.request_timeout()).await?;
             let started = Instant::now();
             match self.w.agora.submit_lot(bytes).await {
                 Ok(agora_lot) => {

@@ -112,6 +112,8 @@ impl Health {
 pub struct AgoraClient {
     http: reqwest::Client,
     base: Url,
+    /// The longest one call may last (reqwest's timeout covers connecting too).
+    request_timeout: Duration,
 }
 
 // The token sits in the client's default headers; show only where it points.
@@ -146,7 +148,16 @@ impl AgoraClient {
             ca_file: config.ca_file.as_deref(),
         }
         .client(headers)?;
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// The longest one call may last: past it, the client has given up on its answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// The relay's base URL.

@@ -422,7 +422,8 @@ pub(crate) fn lease(taken: Option<Option<String>>, holder: &str) -> super::Lease
     match taken {
         None => super::Lease::Busy,
         Some(Some(prev)) if prev != holder => super::Lease::TakenOver,
-        Some(_) => super::Lease::Acquired,
+        Some(Some(_)) => super::Lease::Renewed,
+        Some(None) => super::Lease::Acquired,
     }
 }
 

@@ -211,8 +211,10 @@ pub struct DeliveryRow {
 /// What [`Ledger::try_lease`] gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
-    /// Held: nobody held it, or the same holder renewed it.
+    /// Held: nobody held it.
     Acquired,
+    /// Held: the same holder renewed it, and nobody held it in between.
+    Renewed,
     /// Held, replacing another holder's expired lease: that worker died (or overran) in the middle
     /// of the dossier, so whether its last AGORA call took effect is unknown.
     TakenOver,

@@ -193,22 +193,28 @@ impl Worker {
             Some(lot) => self.deliver_lot(lot).instrument(span.clone()).await,
             None => self.reconcile(lane, &task).instrument(span.clone()).await,
         };
-        let _enter = span.enter();
-        match result {
-            Ok(end) => {
-                self.metrics.task_end(&end);
-                if let Err(e) = acker.ack().await {
-                    warn!(error = %e, "cannot acknowledge a task; it will be redelivered (harmless)");
+        // Instrumented, not entered: a span entered across the acknowledgement's `.await` stays on
+        // the thread's span stack while other tasks run there (their log lines nest under it),
+        // and tracing-subscriber 0.3.21+ panics when it later clones it (tokio-rs/tracing#3514).
+        async {
+            match result {
+                Ok(end) => {
+                    self.metrics.task_end(&end);
+                    if let Err(e) = acker.ack().await {
+                        warn!(error = %e, "cannot acknowledge a task; it will be redelivered (harmless)");
+                    }
                 }
-            }
-            Err(e) => {
-                // The ledger or the queue failed: give the task back rather than lose it.
-                warn!(error = %e, "reconciliation interrupted; the task goes back to the queue");
-                if let Err(e) = acker.requeue().await {
-                    warn!(error = %e, "cannot requeue a task; the broker will redeliver it");
+                Err(e) => {
+                    // The ledger or the queue failed: give the task back rather than lose it.
+                    warn!(error = %e, "reconciliation interrupted; the task goes back to the queue");
+                    if let Err(e) = acker.requeue().await {
+                        warn!(error = %e, "cannot requeue a task; the broker will redeliver it");
+                    }
                 }
             }
         }
+        .instrument(span)
+        .await;
     }
 
     /// Reconciles one dossier: the heart of the relay.

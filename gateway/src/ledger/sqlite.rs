@@ -101,7 +101,8 @@ macro_rules! delivery_columns {
 }
 
 /// The sequence number of the dossier whose id is the SQL expression `$id`: what
-/// `journal_dossiers`, `lot_members` and `operations` are indexed by (migration 4).
+/// `journal_dossiers`, `lot_members` and `operations` are indexed by (migration 4), and
+/// `deliveries` and `dossier_sources` keyed by (migration 5).
 macro_rules! seq_of {
     ($id:literal) => {
         concat!("(SELECT seq FROM dossiers WHERE dossier_id = ", $id, ")")
@@ -117,7 +118,7 @@ macro_rules! select_dossiers {
              d.created_at, d.updated_at, ",
             delivery_columns!(),
             "FROM dossiers d LEFT JOIN deliveries v \
-             ON v.dossier_id = d.dossier_id AND v.destination = $1 "
+             ON v.dossier_seq = d.seq AND v.destination = $1 "
         )
     };
 }
@@ -244,8 +245,10 @@ impl SqliteLedger {
         }
         let mut sources: HashMap<String, Vec<StoredSource>> = HashMap::with_capacity(rows.len());
         for r in sqlx::query(
-            "SELECT dossier_id, record, in_perimeter FROM dossier_sources \
-             WHERE dossier_id IN (SELECT value FROM json_each($1)) ORDER BY dossier_id, system",
+            "SELECT s.dossier_id, s.record, s.in_perimeter FROM dossiers d \
+             JOIN dossier_sources s ON s.dossier_seq = d.seq \
+             WHERE d.dossier_id IN (SELECT value FROM json_each($1)) \
+             ORDER BY s.dossier_id, s.system",
         )
         .bind(ids_json)
         .fetch_all(&mut **tx)
@@ -315,18 +318,20 @@ impl SqliteLedger {
             // A new dossier's delivery starts from nothing known. An existing one is owed again:
             // what it waited for is moot, and a dead dossier revived by a new version starts a
             // fresh series of attempts.
-            sqlx::query(
-                "INSERT INTO deliveries (dossier_id, destination, delivered, delivered_version, \
-                 status, attempts, waiting_for, updated_at) \
-                 SELECT value ->> '$.id', $2, $3, 0, value ->> '$.status', 0, '[]', $4 \
+            sqlx::query(concat!(
+                "INSERT INTO deliveries (dossier_seq, dossier_id, destination, delivered, \
+                 delivered_version, status, attempts, waiting_for, updated_at) \
+                 SELECT ",
+                seq_of!("value ->> '$.id'"),
+                ", value ->> '$.id', $2, $3, 0, value ->> '$.status', 0, '[]', $4 \
                  FROM json_each($1) WHERE true \
-                 ON CONFLICT (dossier_id, destination) DO UPDATE SET \
+                 ON CONFLICT (dossier_seq, destination) DO UPDATE SET \
                  attempts = CASE WHEN deliveries.status = 'dead' THEN 0 \
                             ELSE deliveries.attempts END, \
                  first_failure_at = CASE WHEN deliveries.status = 'dead' THEN NULL \
                                     ELSE deliveries.first_failure_at END, \
-                 status = excluded.status, waiting_for = '[]', updated_at = excluded.updated_at",
-            )
+                 status = excluded.status, waiting_for = '[]', updated_at = excluded.updated_at"
+            ))
             .bind(to_json("deliveries", &rows.deliveries)?)
             .bind(AGORA)
             .bind(to_json("deliveries", &Delivered::Unknown)?)
@@ -336,15 +341,17 @@ impl SqliteLedger {
             .map_err(|e| db_error("deliveries", e))?;
         }
         if !rows.sources.is_empty() {
-            sqlx::query(
-                "INSERT INTO dossier_sources (dossier_id, system, source_version, in_perimeter, \
-                 record, received_at) \
-                 SELECT value ->> '$.id', value ->> '$.system', value ->> '$.version', \
+            sqlx::query(concat!(
+                "INSERT INTO dossier_sources (dossier_seq, dossier_id, system, source_version, \
+                 in_perimeter, record, received_at) \
+                 SELECT ",
+                seq_of!("value ->> '$.id'"),
+                ", value ->> '$.id', value ->> '$.system', value ->> '$.version', \
                  value ->> '$.in_perimeter', value ->> '$.record', $2 FROM json_each($1) WHERE true \
-                 ON CONFLICT (dossier_id, system) DO UPDATE SET \
+                 ON CONFLICT (dossier_seq, system) DO UPDATE SET \
                  source_version = excluded.source_version, in_perimeter = excluded.in_perimeter, \
-                 record = excluded.record, received_at = excluded.received_at",
-            )
+                 record = excluded.record, received_at = excluded.received_at"
+            ))
             .bind(to_json("dossier sources", &rows.sources)?)
             .bind(&at)
             .execute(&mut **tx)
@@ -428,9 +435,10 @@ impl SqliteLedger {
             let ids = to_json("dossier ids", &chunk)?;
             let mut sources: HashMap<String, Vec<Dossier>> = HashMap::new();
             for r in sqlx::query(
-                "SELECT dossier_id, record FROM dossier_sources \
-                 WHERE dossier_id IN (SELECT value FROM json_each($1)) \
-                 ORDER BY dossier_id, system",
+                "SELECT s.dossier_id, s.record FROM dossiers d \
+                 JOIN dossier_sources s ON s.dossier_seq = d.seq \
+                 WHERE d.dossier_id IN (SELECT value FROM json_each($1)) \
+                 ORDER BY s.dossier_id, s.system",
             )
             .bind(&ids)
             .fetch_all(&mut *conn)
@@ -527,17 +535,19 @@ impl SqliteLedger {
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
         // CROSS JOIN keeps the JSON rows outside: each finds its delivery by primary key.
-        let written: Vec<(String, String)> = sqlx::query_as(
+        let written: Vec<(String, String)> = sqlx::query_as(concat!(
             "INSERT INTO dead_letters (id, dossier_id, destination, code, reason, attempts, \
              first_failure, last_failure, after_replay) \
              SELECT r.value ->> '$.id', v.dossier_id, v.destination, r.value ->> '$.code', \
              r.value ->> '$.reason', v.attempts, COALESCE(v.first_failure_at, $2), $2, \
              v.replay_id \
              FROM json_each($1) AS r CROSS JOIN deliveries AS v \
-             WHERE v.dossier_id = r.value ->> '$.dossier' AND v.destination = $3 \
+             WHERE v.dossier_seq = ",
+            seq_of!("r.value ->> '$.dossier'"),
+            " AND v.destination = $3 \
              AND ($4 IS NULL OR v.lot = $4) \
-             RETURNING dossier_id, id",
-        )
+             RETURNING dossier_id, id"
+        ))
         .bind(to_json("dead letters", &letters)?)
         .bind(at)
         .bind(destination)
@@ -552,7 +562,8 @@ impl SqliteLedger {
         sqlx::query(
             "UPDATE deliveries SET status = 'dead', updated_at = $2, replay_id = NULL, \
              lot = CASE WHEN $4 IS NULL THEN lot ELSE NULL END \
-             WHERE destination = $3 AND dossier_id IN (SELECT value FROM json_each($1))",
+             WHERE destination = $3 AND dossier_seq IN (SELECT d.seq FROM dossiers d \
+             WHERE d.dossier_id IN (SELECT value FROM json_each($1)))",
         )
         .bind(to_json("dead letters", &ids)?)
         .bind(at)
@@ -590,11 +601,13 @@ impl SqliteLedger {
             .execute(&mut **tx)
             .await
             .map_err(|e| db_error(&what, e))?;
-            sqlx::query(
+            sqlx::query(concat!(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, \
                  first_failure_at = NULL, waiting_for = '[]', replay_id = $3, updated_at = $4 \
-                 WHERE dossier_id = $1 AND destination = $2",
-            )
+                 WHERE dossier_seq = ",
+                seq_of!("$1"),
+                " AND destination = $2"
+            ))
             .bind(&dossier_id)
             .bind(&destination)
             .bind(&replay_id)
@@ -629,23 +642,25 @@ impl SqliteLedger {
         }
         // `+`: neither the lot's index nor the destination's may drive the join (it would scan
         // the JSON rows once per delivery); each JSON row finds its delivery by primary key.
-        sqlx::query_as(
+        sqlx::query_as(concat!(
             "UPDATE deliveries SET delivered = COALESCE(r.delivered, deliveries.delivered), \
              delivered_version = max(deliveries.delivered_version, r.version), \
              status = CASE WHEN r.version = (SELECT desired_version FROM dossiers d \
-                                             WHERE d.dossier_id = deliveries.dossier_id) \
+                                             WHERE d.seq = deliveries.dossier_seq) \
                       THEN 'delivered' ELSE 'pending' END, \
              replay_id = CASE WHEN r.version = (SELECT desired_version FROM dossiers d \
-                                                WHERE d.dossier_id = deliveries.dossier_id) \
+                                                WHERE d.seq = deliveries.dossier_seq) \
                          THEN NULL ELSE deliveries.replay_id END, \
              attempts = 0, last_error = NULL, first_failure_at = NULL, waiting_for = '[]', \
              lot = NULL, updated_at = $4 \
-             FROM (SELECT value ->> '$.id' AS id, value ->> '$.delivered' AS delivered, \
+             FROM (SELECT ",
+            seq_of!("value ->> '$.id'"),
+            " AS seq, value ->> '$.delivered' AS delivered, \
                    value ->> '$.version' AS version FROM json_each($1)) AS r \
-             WHERE deliveries.dossier_id = r.id AND +deliveries.destination = $2 \
+             WHERE deliveries.dossier_seq = r.seq AND +deliveries.destination = $2 \
              AND +deliveries.lot = $3 \
-             RETURNING dossier_id, status",
-        )
+             RETURNING dossier_id, status"
+        ))
         .bind(to_json(&format!("lot {lot}"), &members)?)
         .bind(destination)
         .bind(lot)
@@ -971,10 +986,11 @@ impl Ledger for SqliteLedger {
     ) -> Result<(), LedgerError> {
         let what = format!("dossier {dossier_id}");
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE deliveries SET delivered = $3, updated_at = $4 \
-             WHERE dossier_id = $1 AND destination = $2",
-        )
+        let updated = sqlx::query(concat!(
+            "UPDATE deliveries SET delivered = $3, updated_at = $4 WHERE dossier_seq = ",
+            seq_of!("$1"),
+            " AND destination = $2"
+        ))
         .bind(dossier_id)
         .bind(destination)
         .bind(to_json(&what, delivered)?)
@@ -1018,20 +1034,22 @@ impl Ledger for SqliteLedger {
         let mut tx = self.begin_write().await?;
         // A newer desired version arrived while the worker reconciled an older one: what was
         // reached is recorded, but the dossier stays owed.
-        let updated = sqlx::query(
+        let updated = sqlx::query(concat!(
             "UPDATE deliveries SET \
              status = CASE WHEN $4 < (SELECT desired_version FROM dossiers d \
-                                      WHERE d.dossier_id = deliveries.dossier_id) \
+                                      WHERE d.seq = deliveries.dossier_seq) \
                       THEN 'pending' ELSE $3 END, \
              replay_id = CASE WHEN $4 < (SELECT desired_version FROM dossiers d \
-                                         WHERE d.dossier_id = deliveries.dossier_id) \
+                                         WHERE d.seq = deliveries.dossier_seq) \
                          OR $3 = 'pending' THEN replay_id ELSE NULL END, \
              delivered_version = CASE WHEN $3 = 'delivered' THEN max(delivered_version, $4) \
                                  ELSE delivered_version END, \
              waiting_for = $5, attempts = 0, last_error = NULL, first_failure_at = NULL, \
              updated_at = $6 \
-             WHERE dossier_id = $1 AND destination = $2",
-        )
+             WHERE dossier_seq = ",
+            seq_of!("$1"),
+            " AND destination = $2"
+        ))
         .bind(dossier_id)
         .bind(destination)
         .bind(status.as_str())
@@ -1057,11 +1075,13 @@ impl Ledger for SqliteLedger {
         let what = format!("dossier {dossier_id}");
         let at = ts(now());
         let mut tx = self.begin_write().await?;
-        let attempts: Option<i32> = sqlx::query_scalar(
+        let attempts: Option<i32> = sqlx::query_scalar(concat!(
             "UPDATE deliveries SET attempts = attempts + 1, last_error = $3, \
              last_attempt_at = $4, first_failure_at = COALESCE(first_failure_at, $4), updated_at = $4 \
-             WHERE dossier_id = $1 AND destination = $2 RETURNING attempts",
-        )
+             WHERE dossier_seq = ",
+            seq_of!("$1"),
+            " AND destination = $2 RETURNING attempts"
+        ))
         .bind(dossier_id)
         .bind(destination)
         .bind(clip(error, MAX_ERROR_CHARS))
@@ -1256,7 +1276,7 @@ impl Ledger for SqliteLedger {
         let cutoff = now() - logic::capped(quiet_for);
         // Lot members and claimable backfill dossiers are the lots' to deliver.
         sqlx::query_scalar(concat!(
-            "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+            "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.seq = v.dossier_seq \
              WHERE v.destination = $1 AND v.status = 'pending' AND v.updated_at <= $3 \
              AND v.lot IS NULL AND NOT (d.flow = 'backfill' AND d.in_perimeter AND ",
             not_present!(),
@@ -1330,9 +1350,11 @@ impl Ledger for SqliteLedger {
             for r in sqlx::query(concat!(
                 "SELECT v.dossier_id, ",
                 delivery_columns!(),
-                "FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+                // CROSS JOIN: the named dossiers drive; left to itself, SQLite may walk every
+                // delivery of the destination instead.
+                "FROM dossiers d CROSS JOIN deliveries v ON v.dossier_seq = d.seq \
                  WHERE v.destination = $1 AND d.desired IS NOT NULL \
-                 AND v.dossier_id IN (SELECT value FROM json_each($2))"
+                 AND d.dossier_id IN (SELECT value FROM json_each($2))"
             ))
             .bind(destination)
             .bind(to_json("dossier ids", &chunk)?)
@@ -1372,8 +1394,8 @@ impl Ledger for SqliteLedger {
         .await
         .map_err(|e| db_error(&what, e))?;
         let claimed = sqlx::query(concat!(
-            "UPDATE deliveries SET lot = $1 WHERE destination = $2 AND dossier_id IN ( \
-             SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+            "UPDATE deliveries SET lot = $1 WHERE destination = $2 AND dossier_seq IN ( \
+             SELECT v.dossier_seq FROM deliveries v JOIN dossiers d ON d.seq = v.dossier_seq \
              WHERE v.destination = $2 AND ",
             claimable!(),
             " AND NOT EXISTS (SELECT 1 FROM leases l \
@@ -1397,7 +1419,7 @@ impl Ledger for SqliteLedger {
              dossier_seq) \
              SELECT $1, row_number() OVER (ORDER BY v.updated_at, v.dossier_id) - 1, \
                     d.dossier_id, d.desired_version, d.seq \
-             FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             FROM deliveries v JOIN dossiers d ON d.seq = v.dossier_seq \
              WHERE v.lot = $1 AND v.destination = $2",
         )
         .bind(lot_key)
@@ -1537,8 +1559,9 @@ impl Ledger for SqliteLedger {
         if !lines.released.is_empty() {
             let released: Vec<(String, String)> = sqlx::query_as(
                 "UPDATE deliveries SET lot = NULL \
-                 WHERE destination = $2 AND lot = $3 \
-                 AND dossier_id IN (SELECT value FROM json_each($1)) RETURNING dossier_id, status",
+                 WHERE destination = $2 AND lot = $3 AND dossier_seq IN (SELECT d.seq \
+                 FROM dossiers d WHERE d.dossier_id IN (SELECT value FROM json_each($1))) \
+                 RETURNING dossier_id, status",
             )
             .bind(to_json(&what, &lines.released)?)
             .bind(&destination)
@@ -1588,14 +1611,14 @@ impl Ledger for SqliteLedger {
         // loop; left to itself it may scan every dossier of the flow (seconds at a million).
         let row = sqlx::query(concat!(
             "SELECT \
-             (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.seq = v.dossier_seq \
               WHERE v.destination = $1 AND ",
             claimable!(),
             ") AS claimable, \
              (SELECT count(*) FROM deliveries WHERE destination = $1 AND lot IS NOT NULL) \
               AS in_lots, \
              (SELECT count(*) FROM lots WHERE destination = $1 AND state <> 'done') AS open_lots, \
-             (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.dossier_id = v.dossier_id \
+             (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.seq = v.dossier_seq \
               WHERE v.destination = $1 AND d.flow = 'backfill' AND v.status = 'pending' \
               AND v.lot IS NULL AND NOT (d.in_perimeter AND ",
             not_present!(),
@@ -1652,8 +1675,9 @@ mod tests {
     use super::logic::DELIVERED_NOT_PRESENT;
     use super::{Ledger, SqliteLedger};
 
-    /// A ledger written before the dossier sequence numbers keeps its journal, its operations and
-    /// its lots readable by dossier after the migration, and new dossiers number after the old.
+    /// A ledger written before the dossier sequence numbers keeps its journal, its operations, its
+    /// lots, its sources and its deliveries readable by dossier after the migrations (4 and 5),
+    /// and new dossiers number after the old.
     #[tokio::test]
     async fn the_sequence_migration_keeps_what_an_older_ledger_holds() {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -1676,10 +1700,14 @@ mod tests {
         before.migrations = Cow::Owned(before.migrations[..seq].to_vec());
         before.run(&older).await.expect("older migrations");
         let t = "2025-01-01T00:00:00.000000Z";
+        use super::super::conformance::{inbound, ouiform, p, record};
+        use passerelle_adapters::canonical::State;
+        let source = serde_json::to_string(&record("d1", ouiform(State::Registered)).record)
+            .expect("a source record");
         sqlx::raw_sql(&format!(
             "INSERT INTO dossiers (dossier_id, desired, desired_version, flow, in_perimeter, \
-             created_at, updated_at) VALUES ('d1', '{{}}', 1, 'sync', 1, '{t}', '{t}'), \
-             ('d2', '{{}}', 1, 'backfill', 1, '{t}', '{t}'); \
+             created_at, updated_at) VALUES ('d1', '{source}', 1, 'sync', 1, '{t}', '{t}'), \
+             ('d2', '{source}', 1, 'backfill', 1, '{t}', '{t}'); \
              INSERT INTO journal (message_id, system, flow, payload_hash, received_at) \
              VALUES ('m1', 'atexo-sem', 'backfill', 'h1', '{t}'); \
              INSERT INTO journal_dossiers (message_id, dossier_id, position) \
@@ -1691,7 +1719,14 @@ mod tests {
              INSERT INTO lots (lot_key, destination, state, agora_lot, created_at, updated_at) \
              VALUES ('L1', 'agora', 'done', 'LOT1', '{t}', '{t}'); \
              INSERT INTO lot_members (lot_key, position, dossier_id, desired_version) \
-             VALUES ('L1', 0, 'd2', 1), ('L1', 1, 'd1', 1);"
+             VALUES ('L1', 0, 'd2', 1), ('L1', 1, 'd1', 1); \
+             INSERT INTO dossier_sources (dossier_id, system, source_version, in_perimeter, \
+             record, received_at) VALUES ('d1', 'ouiform', 3, 1, '{source}', '{t}'), \
+             ('d2', 'ouiform', 4, 1, '{source}', '{t}'); \
+             INSERT INTO deliveries (dossier_id, destination, delivered, delivered_version, \
+             status, attempts, waiting_for, updated_at, lot) \
+             VALUES ('d1', 'agora', '{{\"kind\":\"unknown\"}}', 0, 'pending', 2, '[]', '{t}', NULL), \
+             ('d2', 'agora', '{{\"kind\":\"unknown\"}}', 0, 'pending', 0, '[]', '{t}', 'L1');"
         ))
         .execute(&older)
         .await
@@ -1709,7 +1744,27 @@ mod tests {
         let lot = ledger.lot("L1").await.expect("lot").expect("the lot");
         let members: Vec<&str> = lot.members.iter().map(|m| m.dossier_id.as_str()).collect();
         assert_eq!(members, ["d2", "d1"]);
-        for table in ["dossiers", "journal_dossiers", "lot_members", "operations"] {
+        let rows = ledger
+            .dossiers(&["d1".to_string(), "d2".to_string()])
+            .await
+            .expect("dossiers");
+        assert_eq!(rows.len(), 2);
+        for row in &rows {
+            assert_eq!(row.sources.len(), 1, "{}: its source", row.dossier_id);
+            assert_eq!(row.delivery.status, super::DeliveryStatus::Pending);
+            let lot = (row.dossier_id == "d2").then_some("L1");
+            assert_eq!(row.lot.as_deref(), lot, "{}", row.dossier_id);
+        }
+        let d1 = rows.iter().find(|r| r.dossier_id == "d1").expect("d1");
+        assert_eq!(d1.delivery.attempts, 2);
+        for table in [
+            "dossiers",
+            "journal_dossiers",
+            "lot_members",
+            "operations",
+            "dossier_sources",
+            "deliveries",
+        ] {
             let column = if table == "dossiers" {
                 "seq"
             } else {
@@ -1735,6 +1790,21 @@ mod tests {
         ] {
             assert!(!indexes.iter().any(|i| i == gone), "{gone} is still there");
         }
+        // Nothing but the dossiers themselves is keyed by the (random) dossier id any more.
+        for table in ["deliveries", "dossier_sources"] {
+            let leading: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT (SELECT name FROM pragma_index_info(l.name) WHERE seqno = 0) \
+                 FROM pragma_index_list('{table}') l"
+            ))
+            .fetch_all(&ledger.pool)
+            .await
+            .expect("index columns");
+            assert!(!leading.is_empty(), "{table} has its keys");
+            assert!(
+                !leading.iter().any(|c| c == "dossier_id"),
+                "{table} is still indexed by dossier id: {leading:?}"
+            );
+        }
         for kept in [
             "dossiers_by_seq",
             "journal_dossiers_by_seq",
@@ -1743,8 +1813,6 @@ mod tests {
         ] {
             assert!(indexes.iter().any(|i| i == kept), "{kept} is missing");
         }
-        use super::super::conformance::{inbound, ouiform, p, record};
-        use passerelle_adapters::canonical::State;
         ledger
             .accept(
                 inbound("h-new", record("d3", ouiform(State::Registered))),

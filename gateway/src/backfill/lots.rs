@@ -91,18 +91,16 @@ impl Throttle {
         }
     }
 
-    async fn acquire(&self, lines: usize) {
+    /// Reserves `lines`' slot of time: when they may be sent (now, without a limit).
+    async fn reserve(&self, lines: usize) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
         if self.per_second == 0 {
-            return;
+            return now;
         }
-        let start = {
-            let mut next = self.next.lock().await;
-            let now = tokio::time::Instant::now();
-            let start = (*next).max(now);
-            *next = start + Duration::from_secs_f64(lines as f64 / f64::from(self.per_second));
-            start
-        };
-        tokio::time::sleep_until(start).await;
+        let mut next = self.next.lock().await;
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(lines as f64 / f64::from(self.per_second));
+        start
     }
 }
 
@@ -210,6 +208,14 @@ impl LotRunner<'_> {
             .try_lease(self.lease_key, self.holder, self.w.lease_ttl + extra)
             .await?;
         if lease != Lease::Renewed {
+            if lease.is_held() {
+                // Taken again after another runner held it: give it up at once (the next runner
+                // is told the lot is in doubt), rather than hold it unused.
+                self.w
+                    .ledger
+                    .try_lease(self.lease_key, self.holder, Duration::ZERO)
+                    .await?;
+            }
             return Err(WorkerError::LeaseLost(self.lease_key.to_string()));
         }
         Ok(())
@@ -356,10 +362,13 @@ impl LotRunner<'_> {
             }
             let lines = reprise.len();
             let bytes = Bytes::from(reprise.into_bytes());
-            self.w.lots.throttle.acquire(lines).await;
-            // The lease outlasts the submission however long AGORA takes to answer: no other
-            // runner finds the lot in doubt while it may still be taking effect.
-            self.renew_for(self.w.agora.request_timeout()).await?;
+            let turn = self.w.lots.throttle.reserve(lines).await;
+            // The lease outlasts the wait for the lot's turn and the submission, however long
+            // AGORA takes to answer: no other runner finds the lot in doubt meanwhile.
+            let wait = turn.saturating_duration_since(tokio::time::Instant::now());
+            self.renew_for(wait + self.w.agora.request_timeout())
+                .await?;
+            tokio::time::sleep_until(turn).await;
             let started = Instant::now();
             match self.w.agora.submit_lot(bytes).await {
                 Ok(agora_lot) => {
@@ -441,6 +450,8 @@ impl LotRunner<'_> {
                         outcome = outcome_kind(&outcome),
                         "lot submission failed; retrying"
                     );
+                    // Held through the wait: a lapse would make another runner search it all.
+                    self.renew_for(delay).await?;
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -510,8 +521,9 @@ impl LotRunner<'_> {
                 if todo.is_empty() || attempts >= self.w.retry.max_attempts {
                     break;
                 }
-                tokio::time::sleep(self.w.retry.delay(attempts - 1, wait)).await;
-                self.renew().await?;
+                let delay = self.w.retry.delay(attempts - 1, wait);
+                self.renew_for(delay).await?;
+                tokio::time::sleep(delay).await;
             }
             answers.extend(chunk.iter().cloned().zip(outcomes));
         }
@@ -723,19 +735,23 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
 mod tests {
     use super::*;
 
+    async fn acquire(t: &Throttle, lines: usize) {
+        tokio::time::sleep_until(t.reserve(lines).await).await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_throttle_spreads_lines_over_time() {
         let t = Throttle::new(1_000);
         let start = tokio::time::Instant::now();
-        t.acquire(500).await;
+        acquire(&t, 500).await;
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
             "the first lot goes at once"
         );
-        t.acquire(2_000).await;
+        acquire(&t, 2_000).await;
         assert_eq!(start.elapsed(), Duration::from_millis(500));
-        t.acquire(1).await;
+        acquire(&t, 1).await;
         assert_eq!(start.elapsed(), Duration::from_millis(2_500));
     }
 
@@ -743,8 +759,8 @@ mod tests {
     async fn no_limit_means_no_wait() {
         let t = Throttle::new(0);
         let start = tokio::time::Instant::now();
-        t.acquire(1_000_000).await;
-        t.acquire(1_000_000).await;
+        acquire(&t, 1_000_000).await;
+        acquire(&t, 1_000_000).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 

@@ -1557,9 +1557,10 @@ impl Ledger for SqliteLedger {
         }
         Self::dead_letter_in(&mut tx, &lines.dead, &destination, &at, Some(lot_key)).await?;
         if !lines.released.is_empty() {
+            // `+lot`: each released member is found by key, instead of walking the whole lot.
             let released: Vec<(String, String)> = sqlx::query_as(
                 "UPDATE deliveries SET lot = NULL \
-                 WHERE destination = $2 AND lot = $3 AND dossier_seq IN (SELECT d.seq \
+                 WHERE destination = $2 AND +lot = $3 AND dossier_seq IN (SELECT d.seq \
                  FROM dossiers d WHERE d.dossier_id IN (SELECT value FROM json_each($1))) \
                  RETURNING dossier_id, status",
             )
@@ -1609,13 +1610,14 @@ impl Ledger for SqliteLedger {
     async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError> {
         // CROSS JOIN keeps SQLite on the pending deliveries (deliveries_by_status) as the outer
         // loop; left to itself it may scan every dossier of the flow (seconds at a million).
+        // `+destination`: lot members are counted on deliveries_by_lot, not among every delivery.
         let row = sqlx::query(concat!(
             "SELECT \
              (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.seq = v.dossier_seq \
               WHERE v.destination = $1 AND ",
             claimable!(),
             ") AS claimable, \
-             (SELECT count(*) FROM deliveries WHERE destination = $1 AND lot IS NOT NULL) \
+             (SELECT count(*) FROM deliveries WHERE +destination = $1 AND lot IS NOT NULL) \
               AS in_lots, \
              (SELECT count(*) FROM lots WHERE destination = $1 AND state <> 'done') AS open_lots, \
              (SELECT count(*) FROM deliveries v CROSS JOIN dossiers d ON d.seq = v.dossier_seq \

@@ -14,10 +14,12 @@
 //! One runner per lot, whatever the number of processes: a lease on `lot:{key}` in the ledger,
 //! renewed as the lot is searched and polled, and held through each submission for as long as
 //! AGORA may take to answer it. A runner that finds its lease lapsed (another may have taken the
-//! lot over since) stops at once: two runners searching the same lot would both send it. A `413` halves the lot size for the rest of the run; a `429`
-//! waits its `Retry-After`; a `422` on the lot as a whole dead-letters its members with AGORA's
-//! anomalies. Once a lot is done, another lot task is published if dossiers are still claimable,
-//! so a run drains without anyone watching.
+//! lot over since) stops at once: two runners searching the same lot would both send it.
+//!
+//! A `413` halves the lot size for the rest of the run; a `429` waits its `Retry-After`; a `422`
+//! on the lot as a whole dead-letters its members with AGORA's anomalies. Once a lot is done,
+//! another lot task is published if dossiers are still claimable, so a run drains without anyone
+//! watching.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1672,8 +1672,10 @@ mod tests {
     use std::borrow::Cow;
     use std::str::FromStr;
 
+    use passerelle_adapters::canonical::State;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
+    use super::super::conformance::{inbound, ouiform, p, record};
     use super::logic::DELIVERED_NOT_PRESENT;
     use super::{Ledger, SqliteLedger};
 
@@ -1702,8 +1704,6 @@ mod tests {
         before.migrations = Cow::Owned(before.migrations[..seq].to_vec());
         before.run(&older).await.expect("older migrations");
         let t = "2025-01-01T00:00:00.000000Z";
-        use super::super::conformance::{inbound, ouiform, p, record};
-        use passerelle_adapters::canonical::State;
         let source = serde_json::to_string(&record("d1", ouiform(State::Registered)).record)
             .expect("a source record");
         sqlx::raw_sql(&format!(

@@ -75,8 +75,9 @@ pub struct Metrics {
     /// Registrations read from Pôle emploi, per outcome: `changed` (accepted into the ledger and
     /// the dossier changed), `merged_unchanged` (accepted, the merged dossier did not change),
     /// `unchanged`, `unmatched` (no dossier of the ledger), `skipped` (out of perimeter or closed),
-    /// `duplicate` (another registration of the same trainee won), `invalid`, `refused`.
-    pub pe_registrations: Family<OutcomeLabel, Counter>,
+    /// `duplicate` (another registration of the same trainee won), `invalid` (with a `rule`
+    /// label: the rule of its first violation), `refused`.
+    pub pe_registrations: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -214,9 +215,18 @@ impl Metrics {
 
     pub fn pe_registration(&self, outcome: &str) {
         self.pe_registrations
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.into(),
-            })
+            .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+            .inc();
+    }
+
+    /// A registration that could not be read, under the rule of its first violation (one count
+    /// per registration, so the `invalid` series still sum to the registrations left out).
+    pub fn pe_invalid_registration(&self, rule: &str) {
+        self.pe_registrations
+            .get_or_create(&vec![
+                ("outcome".to_string(), "invalid".to_string()),
+                ("rule".to_string(), rule.to_string()),
+            ])
             .inc();
     }
 

@@ -196,6 +196,7 @@ impl Application {
             limiter: RateLimiter::new(settings.server.rate_per_second, settings.server.rate_burst),
             metrics: metrics.clone(),
             keep_payloads: settings.journal.payload_retention_days > 0,
+            pole_emploi: pole_emploi.as_ref().map(PoleEmploiPoller::health),
         });
 
         let addr = settings.bind_addr()?;
@@ -235,6 +236,7 @@ impl Application {
                             web::get().to(routes::admin::dossier),
                         )
                         .route("/dead-letters", web::get().to(routes::admin::dead_letters))
+                        .route("/unreadable", web::get().to(routes::admin::unreadable))
                         .route(
                             "/dead-letters/replay",
                             web::post().to(routes::admin::replay_matching),

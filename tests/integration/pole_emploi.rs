@@ -62,6 +62,8 @@ async fn rig() -> Rig {
 /// One trainee on one session: the NIR-13 varies by `i`, the session by `session`.
 struct Trainee {
     nir13: String,
+    /// Pôle emploi's number of the registration (`idInscription`: an integer of up to 10 digits).
+    id: u64,
     session: SessionRef,
 }
 
@@ -69,6 +71,7 @@ impl Trainee {
     fn new(i: u32, session: u32) -> Trainee {
         Trainee {
             nir13: format!("1850775123{:03}", 400 + i),
+            id: 4_200_000_000 + u64::from(session) * 1_000 + u64::from(i),
             session: SessionRef {
                 numero_formation: FORMATION.into(),
                 numero_action: ACTION.into(),
@@ -92,10 +95,11 @@ impl Trainee {
             .into_bytes()
     }
 
-    /// Pôle emploi's registration of the trainee.
+    /// Pôle emploi's registration of the trainee, typed as France Travail documents it: an
+    /// integer id, `YYYY-MM-DD hh:mm:ss` plan dates.
     fn registration(&self, status: &str, entry: Option<&str>) -> Value {
         json!({
-            "idInscription": format!("INS-{}", self.nir13),
+            "idInscription": self.id,
             "codeStatutInscription": status,
             "idNationalDE": "a3f9c2e1-0b7d-4c6e-9f10-2d5e8b7a6c41",
             "idRegionalDE": "0676932W",
@@ -104,8 +108,19 @@ impl Trainee {
             "idProjetAction": "PA0000123456",
             "aesRecue": entry.is_some(),
             "dateEntree": entry,
-            "listeModuleFormation": [{"dateDebut": "2019-09-02", "dateFin": "2019-12-20"}],
+            "listeModuleFormation": [
+                {"dateDebut": "2019-09-02 00:00:00", "dateFin": "2019-12-20 00:00:00"}
+            ],
         })
+    }
+
+    /// The same registration as it is also seen in practice: the id as a string, dates without
+    /// their time.
+    fn registration_as_strings(&self, status: &str, entry: Option<&str>) -> Value {
+        let mut r = self.registration(status, entry);
+        r["idInscription"] = json!(self.id.to_string());
+        r["listeModuleFormation"] = json!([{"dateDebut": "2019-09-02", "dateFin": "2019-12-20"}]);
+        r
     }
 }
 
@@ -190,6 +205,12 @@ impl Rig {
 
     /// A counter of `GET /metrics` (0 when never incremented).
     async fn metric(&self, name: &str, outcome: &str) -> u64 {
+        self.series(&format!("passerelle_{name}_total{{outcome=\"{outcome}\"}}"))
+            .await
+    }
+
+    /// One series of `GET /metrics`, named with its labels (0 when never incremented).
+    async fn series(&self, series: &str) -> u64 {
         let text = self
             .gw
             .http
@@ -200,7 +221,7 @@ impl Rig {
             .text()
             .await
             .expect("text");
-        let series = format!("passerelle_{name}_total{{outcome=\"{outcome}\"}} ");
+        let series = format!("{series} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&series))
             .map_or(0, |v| v.trim().parse().expect("a count"))
@@ -260,7 +281,9 @@ async fn a_registration_that_becomes_an_entry_reaches_agora_once() {
     let stranger = Trainee::new(2, 1);
     let mut invalid = t.registration("ICR", None);
     invalid["nirCertifie"] = json!("12345");
-    let answer = |mine: Value| json!([mine, stranger.registration("ICR", None), invalid]);
+    // The stranger's registration as seen in practice (an id as a string): read all the same.
+    let answer =
+        |mine: Value| json!([mine, stranger.registration_as_strings("ICR", None), invalid]);
 
     // Waiting for a decision (PFR): news for the ledger, nothing for AGORA (validated is ahead).
     rig.sb
@@ -273,10 +296,18 @@ async fn a_registration_that_becomes_an_entry_reaches_agora_once() {
     let v2 = rig.wait_for_registration(&id, "retained").await;
     assert_eq!(v2, v1 + 1, "one version per change");
 
-    // The same answer, poll after poll: no new version, no journal entry, no task.
-    rig.wait_rounds(&t.session, 3).await;
+    // The same answer, poll after poll: no new version, no journal entry, no task. Written
+    // with string ids and dates without time, it is still the same registration.
+    rig.wait_rounds(&t.session, 2).await;
+    rig.sb
+        .set_registrations_json(&t.session, answer(t.registration_as_strings("ICR", None)));
+    rig.wait_rounds(&t.session, 2).await;
     assert_eq!(rig.dossier(&id).await["desired_version"], v2);
     assert_eq!(rig.pe_messages(&id).await, 2);
+    assert_eq!(
+        rig.dossier(&id).await["dossier"]["registration"]["id"],
+        t.id.to_string()
+    );
 
     // The AES arrives: the dossier enters training, and AGORA hears of it once.
     rig.sb.set_registrations_json(
@@ -318,7 +349,13 @@ async fn a_registration_that_becomes_an_entry_reaches_agora_once() {
     assert_eq!(rig.metric("pole_emploi_registrations", "changed").await, 3);
     assert!(rig.metric("pole_emploi_registrations", "unchanged").await >= 6);
     assert!(rig.metric("pole_emploi_registrations", "unmatched").await >= 9);
-    assert!(rig.metric("pole_emploi_registrations", "invalid").await >= 9);
+    assert!(
+        rig.series(
+            "passerelle_pole_emploi_registrations_total{outcome=\"invalid\",rule=\"schema.pattern\"}"
+        )
+        .await
+            >= 9
+    );
     assert!(rig.metric("pole_emploi_polls", "ok").await >= 9);
     rig.assert_no_failed_poll().await;
     // The stranger, whose dossier the Region does not have, is nowhere.
@@ -516,4 +553,131 @@ async fn a_401_after_a_fresh_token_is_an_error_not_a_loop() {
         polls.len()
     );
     rig.stop().await;
+}
+
+/// A registration the gateway cannot read does not vanish into a log line: it is counted under
+/// its rule, listed masked with its rule and pointer by `GET /v1/unreadable` (once, however many
+/// polls see it), and `/readyz` reports Pôle emploi degraded, still answering 200. Once Pôle
+/// emploi sends readable registrations again, `/readyz` reports it ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_registration_is_counted_listed_and_reported() {
+    let rig = rig().await;
+    let t = Trainee::new(1, 40);
+    let id = rig.known(&t, 1).await;
+    // A registration with an id Pôle emploi does not write (letters), and one with a
+    // calendar-impossible entry date.
+    let mut bad_id = t.registration("ICR", None);
+    bad_id["idInscription"] = json!("INS-42");
+    let other = Trainee::new(2, 40);
+    let mut bad_date = other.registration("ICR", Some("2019-02-30"));
+    bad_date["idNationalDE"] = json!("secret-national-id");
+    rig.sb
+        .set_registrations_json(&t.session, json!([bad_id, bad_date]));
+    rig.wait_rounds(&t.session, 3).await;
+
+    assert!(
+        rig.series(
+            "passerelle_pole_emploi_registrations_total{outcome=\"invalid\",rule=\"schema.pattern\"}"
+        )
+        .await
+            >= 2
+    );
+    assert!(
+        rig.series(
+            "passerelle_pole_emploi_registrations_total{outcome=\"invalid\",rule=\"date.format\"}"
+        )
+        .await
+            >= 2
+    );
+
+    let listed: Value = rig
+        .gw
+        .http
+        .get(format!("{}/v1/unreadable?system=pole-emploi", rig.gw.url))
+        .bearer_auth(rig.gw.creds.admin.expose_secret())
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    let rows = listed.as_array().expect("a list");
+    assert_eq!(
+        rows.len(),
+        2,
+        "one entry per registration, not per poll: {listed:#}"
+    );
+    let by_pointer = |p: &str| {
+        rows.iter()
+            .find(|r| {
+                r["violations"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|v| v["pointer"] == p))
+            })
+            .unwrap_or_else(|| panic!("no entry with {p}: {listed:#}"))
+    };
+    let id_row = by_pointer("/0/idInscription");
+    assert_eq!(id_row["violations"][0]["rule"], "schema.pattern");
+    assert_eq!(id_row["masked_item"]["idInscription"], "INS-42");
+    assert_eq!(id_row["masked_item"]["nirCertifie"], "***");
+    assert_eq!(id_row["context"]["numeroSession"], t.session.numero_session);
+    assert!(id_row["seen"].as_i64().expect("seen") >= 2, "{id_row:#}");
+    let date_row = by_pointer("/1/dateEntree");
+    assert_eq!(date_row["violations"][0]["rule"], "date.format");
+    let text = listed.to_string();
+    for personal in [
+        t.nir13.as_str(),
+        other.nir13.as_str(),
+        "secret-national-id",
+        "0676932W",
+    ] {
+        assert!(
+            !text.contains(personal),
+            "a personal value is listed: {text}"
+        );
+    }
+    // Operators only.
+    let anonymous = rig
+        .gw
+        .http
+        .get(format!("{}/v1/unreadable", rig.gw.url))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(anonymous.status(), 401);
+
+    let ready = rig.readyz().await;
+    assert_eq!(ready.0, 200, "reported, never gating: {:#}", ready.1);
+    assert_eq!(
+        ready.1["pole_emploi"]["status"], "degraded",
+        "{:#}",
+        ready.1
+    );
+    assert_eq!(
+        ready.1["pole_emploi"]["last_round"]["unreadable_registrations"],
+        2
+    );
+
+    // Pôle emploi mends its answer: readable again, and the dossier gets its registration.
+    rig.sb
+        .set_registrations_json(&t.session, json!([t.registration("ICR", None)]));
+    rig.wait_for_registration(&id, "retained").await;
+    rig.wait_rounds(&t.session, 2).await;
+    let ready = rig.readyz().await;
+    assert_eq!(ready.1["pole_emploi"]["status"], "ok", "{:#}", ready.1);
+    rig.stop().await;
+}
+
+impl Rig {
+    /// `GET /readyz`: status and body.
+    async fn readyz(&self) -> (u16, Value) {
+        let r = self
+            .gw
+            .http
+            .get(format!("{}/readyz", self.gw.url))
+            .send()
+            .await
+            .expect("answer");
+        (r.status().as_u16(), r.json().await.expect("json"))
+    }
 }

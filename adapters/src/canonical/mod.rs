@@ -30,6 +30,14 @@ pub enum System {
 }
 
 impl System {
+    /// Every system, in declaration order.
+    pub const ALL: [System; 4] = [
+        System::AtexoSem,
+        System::Ouiform,
+        System::PoleEmploi,
+        System::Agora,
+    ];
+
     /// The stable kebab-case name used in routes, CLI flags and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -111,6 +111,9 @@ fn decode_one(
     session: &SessionRef,
     settings: &RuleSettings,
 ) -> Decoded {
+    // The schema checks a date's shape; whether it is a day of the calendar is checked here, so
+    // that the violation names the field rather than the whole registration.
+    add_uncovered(&mut violations, date_violations(index, &item));
     // As for OUIFORM: read what can be read even after a schema violation, so the rules' findings
     // join the same list.
     let inscription: model::Inscription = match serde_json::from_value(item) {
@@ -150,6 +153,37 @@ fn decode_one(
     } else {
         Err(violations)
     }
+}
+
+/// The registration's dates that have the documented shape but are not days of the calendar
+/// (`2019-02-30`, `2019-09-02 25:00:00`).
+fn date_violations(index: usize, item: &Value) -> Vec<Violation> {
+    let mut dates: Vec<(String, &Value)> = Vec::new();
+    if let Some(v) = item.get("dateEntree") {
+        dates.push((format!("/{index}/dateEntree"), v));
+    }
+    if let Some(Value::Array(modules)) = item.get("listeModuleFormation") {
+        for (m, module) in modules.iter().enumerate() {
+            for field in ["dateDebut", "dateFin"] {
+                if let Some(v) = module.get(field) {
+                    dates.push((format!("/{index}/listeModuleFormation/{m}/{field}"), v));
+                }
+            }
+        }
+    }
+    dates
+        .into_iter()
+        .filter_map(|(pointer, v)| {
+            let s = v.as_str()?;
+            model::lenient::parse_date(s).is_none().then(|| {
+                Violation::new(
+                    pointer,
+                    Rule::DateFormat,
+                    "is not a real date in the form YYYY-MM-DD, optionally followed by hh:mm:ss",
+                )
+            })
+        })
+        .collect()
 }
 
 /// The canonical state of a registration (contract §2.3). An AES received means the trainee
@@ -269,6 +303,16 @@ fn to_model(d: &Dossier) -> model::Inscription {
         .or_else(|| d.source(System::PoleEmploi).map(|s| s.id.clone()))
         .or_else(|| d.sources.first().map(|s| s.id.clone()))
         .unwrap_or_else(|| "unknown".to_string());
+    // Pôle emploi numbers its registrations (up to 10 digits): a dossier known only by another
+    // system's id gets a number derived from it, the same at every call.
+    let id = if id.len() <= 10 && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+        id
+    } else {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(id.as_bytes());
+        let n = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
+        (n % 10_000_000_000).to_string()
+    };
     let status = d
         .registration
         .as_ref()
@@ -341,4 +385,90 @@ pub fn encode_token(token: &Token) -> Value {
 /// An error body of the simulator.
 pub fn encode_error(body: &ErrorBody) -> Value {
     serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+/// The registration fields that identify the job seeker (*données personnelles*).
+pub const PERSONAL_FIELDS: [&str; 3] = ["nirCertifie", "idNationalDE", "idRegionalDE"];
+
+/// The registration fields that say nothing of who the job seeker is, kept as sent.
+const PLAIN_FIELDS: [&str; 6] = [
+    "idInscription",
+    "codeStatutInscription",
+    "codeGeoDE",
+    "idProjetAction",
+    "aesRecue",
+    "dateEntree",
+];
+
+/// One registration as it may be shown or kept (*inscription masquée*): the job seeker's
+/// identifiers as `***`, the other fields Pôle emploi defines as sent, and any field it does not
+/// define (or a registration that is not even an object) only by its JSON type, since nobody
+/// knows what it holds. What an operator needs to see why it could not be read (a wrong type, a
+/// missing field) survives; no personal value does.
+pub fn mask_registration(item: &Value) -> Value {
+    let Value::Object(fields) = item else {
+        return Value::String(format!("<{}>", json_type(item)));
+    };
+    let masked = fields
+        .iter()
+        .map(|(k, v)| {
+            let v = if PERSONAL_FIELDS.contains(&k.as_str()) {
+                if v.is_null() {
+                    Value::Null
+                } else {
+                    Value::String("***".into())
+                }
+            } else if PLAIN_FIELDS.contains(&k.as_str()) && !v.is_object() && !v.is_array() {
+                v.clone()
+            } else if k == "listeModuleFormation" {
+                mask_modules(v)
+            } else {
+                Value::String(format!("<{}>", json_type(v)))
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    Value::Object(masked)
+}
+
+fn mask_modules(v: &Value) -> Value {
+    match v {
+        Value::Array(modules) => Value::Array(
+            modules
+                .iter()
+                .map(|m| match m {
+                    Value::Object(fields) => Value::Object(
+                        fields
+                            .iter()
+                            .map(|(k, v)| {
+                                let dated = matches!(k.as_str(), "dateDebut" | "dateFin")
+                                    && (v.is_string() || v.is_null());
+                                let v = if dated {
+                                    v.clone()
+                                } else {
+                                    Value::String(format!("<{}>", json_type(v)))
+                                };
+                                (k.clone(), v)
+                            })
+                            .collect(),
+                    ),
+                    other => Value::String(format!("<{}>", json_type(other))),
+                })
+                .collect(),
+        ),
+        Value::Null => Value::Null,
+        other => Value::String(format!("<{}>", json_type(other))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }

@@ -272,7 +272,8 @@ fn arb_day() -> impl Strategy<Value = chrono::NaiveDate> {
 /// A dossier as Pôle emploi can carry it, on the session `s`.
 fn arb_pe_dossier(s: SessionRef) -> impl Strategy<Value = Dossier> {
     (
-        "[A-Z0-9-]{1,40}",
+        // An id as the API documents it: up to 10 digits, normalised without leading zeros.
+        (0u64..=9_999_999_999).prop_map(|n| n.to_string()),
         proptest::sample::select(RegistrationStatus::ALL),
         any::<bool>(),
         arb_nir(false),
@@ -382,4 +383,136 @@ proptest! {
         let _ = decode_token(&bytes);
         let _ = decode_error(&bytes);
     }
+}
+
+/// The documented types (France Travail's partner documentation: an integer `idInscription`,
+/// `YYYY-MM-DD hh:mm:ss` plan dates, integer codes) and the forms seen in practice (ids as strings
+/// of digits, dates without their time) decode to the same canonical dossier.
+#[test]
+fn documented_and_practised_forms_decode_alike() {
+    let documented = json!([{
+        "idInscription": 1234567890u64,
+        "codeStatutInscription": "ICR",
+        "idNationalDE": "a3f9c2e1",
+        "idRegionalDE": "0676932W",
+        "codeGeoDE": 44,
+        "nirCertifie": "1850775123456",
+        "idProjetAction": 123456,
+        "aesRecue": true,
+        "dateEntree": "2019-09-02 00:00:00",
+        "listeModuleFormation": [{"dateDebut": "2019-09-02 00:00:00", "dateFin": "2019-12-20 17:30:00"}],
+    }]);
+    let practised = json!([{
+        "idInscription": "1234567890",
+        "codeStatutInscription": "ICR",
+        "idNationalDE": "a3f9c2e1",
+        "idRegionalDE": "0676932W",
+        "codeGeoDE": "044",
+        "nirCertifie": "1850775123456",
+        "idProjetAction": "000000123456",
+        "aesRecue": true,
+        "dateEntree": "2019-09-02",
+        "listeModuleFormation": [{"dateDebut": "2019-09-02", "dateFin": "2019-12-20"}],
+    }]);
+    let decode = |v: &Value| {
+        decode_registrations(v.to_string().as_bytes(), &session(), &settings())
+            .expect("a list")
+            .remove(0)
+            .unwrap_or_else(|e| panic!("{e:#?}"))
+    };
+    let (a, b) = (decode(&documented), decode(&practised));
+    assert_eq!(a, b);
+    let r = a.registration.as_ref().expect("registration");
+    assert_eq!(r.id, "1234567890");
+    assert_eq!(r.project_id.as_deref(), Some("000000123456"));
+    let pe = a.trainee.pole_emploi_id.as_ref().expect("job seeker ids");
+    assert_eq!(pe.geo_code.as_deref(), Some("044"));
+    assert_eq!(
+        a.entry.as_ref().map(|e| e.date.to_string()).as_deref(),
+        Some("2019-09-02")
+    );
+
+    // A string id with leading zeros is the same registration as the integer.
+    let mut zeros = practised.clone();
+    zeros[0]["idInscription"] = json!("0001234567890");
+    let decoded = decode_registrations(zeros.to_string().as_bytes(), &session(), &settings())
+        .expect("a list");
+    let errors = decoded[0]
+        .as_ref()
+        .expect_err("13 characters is over 10 digits");
+    assert!(
+        errors.iter().any(|v| v.pointer == "/0/idInscription"),
+        "{errors:#?}"
+    );
+    zeros[0]["idInscription"] = json!("0034567890");
+    assert_eq!(
+        decode(&zeros).registration.expect("registration").id,
+        "34567890"
+    );
+}
+
+/// What the simulator and the round trip write follows the documentation: an integer id and
+/// `YYYY-MM-DD hh:mm:ss` plan dates.
+#[test]
+fn encoding_writes_the_documented_types() {
+    let bytes = std::fs::read(fixtures_dir(
+        "pole_emploi/registrations/valid/every-status.json",
+    ))
+    .expect("fixture");
+    let dossiers: Vec<Dossier> = decode_registrations(&bytes, &session(), &settings())
+        .expect("a list")
+        .into_iter()
+        .map(|d| d.expect("valid"))
+        .collect();
+    let encoded = encode_registrations(&dossiers);
+    assert_eq!(encoded[0]["idInscription"], json!(987654));
+    assert!(encoded[0]["idInscription"].is_u64());
+    assert_eq!(
+        encoded[0]["listeModuleFormation"][0]["dateDebut"],
+        json!("2019-09-02 00:00:00")
+    );
+    assert!(passerelle_schemas::check(
+        passerelle_schemas::SchemaId::PoleEmploiRegistrations,
+        &encoded
+    )
+    .is_empty());
+}
+
+/// What an operator is shown of a registration keeps its shape and its non-personal fields, and
+/// no personal value, whatever the item holds.
+#[test]
+fn a_masked_registration_keeps_its_shape_and_no_personal_value() {
+    let item = json!({
+        "idInscription": "INS-1",
+        "codeStatutInscription": "ICR",
+        "nirCertifie": "1850775123456",
+        "idNationalDE": "a3f9c2e1",
+        "idRegionalDE": null,
+        "codeGeoDE": 44,
+        "aesRecue": "oui",
+        "nom": "DUPONT",
+        "listeModuleFormation": [{"dateDebut": "2019-09-02 00:00:00", "dateFin": 20191220, "lieu": "NANTES"}],
+    });
+    let masked = mask_registration(&item);
+    assert_eq!(masked["idInscription"], "INS-1");
+    assert_eq!(masked["codeGeoDE"], 44);
+    assert_eq!(masked["aesRecue"], "oui");
+    assert_eq!(masked["nirCertifie"], "***");
+    assert_eq!(masked["idNationalDE"], "***");
+    assert_eq!(masked["idRegionalDE"], Value::Null);
+    assert_eq!(masked["nom"], "<string>");
+    assert_eq!(
+        masked["listeModuleFormation"][0]["dateDebut"],
+        "2019-09-02 00:00:00"
+    );
+    assert_eq!(masked["listeModuleFormation"][0]["dateFin"], "<integer>");
+    assert_eq!(masked["listeModuleFormation"][0]["lieu"], "<string>");
+    let text = masked.to_string();
+    for personal in ["1850775123456", "a3f9c2e1", "DUPONT", "NANTES"] {
+        assert!(!text.contains(personal), "{personal} in {text}");
+    }
+    assert_eq!(
+        mask_registration(&json!("1850775123456")),
+        json!("<string>")
+    );
 }

@@ -2336,6 +2336,66 @@ pub async fn settle_lot_settles_each_line(l: Arc<dyn Ledger>) {
     assert!(l.open_lots(AGORA).await.expect("open").is_empty());
 }
 
+/// An unreadable registration is kept once however many polls see it, with its violations and
+/// its masked item; a different one is a second row; filters narrow by system and last sighting.
+pub async fn unreadable_messages_are_kept_once_per_item(l: Arc<dyn Ledger>) {
+    let context = serde_json::json!({"numeroSession": "1330305"});
+    let bad = super::Unreadable {
+        system: System::PoleEmploi,
+        context: context.clone(),
+        masked_item: Some(serde_json::json!({"idInscription": "INS-1", "nirCertifie": "***"})),
+        violations: vec![Violation::new(
+            "/0/idInscription",
+            Rule::SchemaPattern,
+            "must match the pattern",
+        )],
+    };
+    let before = Utc::now() - chrono::Duration::seconds(1);
+    l.record_unreadable(&bad).await.expect("record");
+    l.record_unreadable(&bad).await.expect("again");
+    let whole = super::Unreadable {
+        masked_item: None,
+        violations: vec![Violation::new("", Rule::SchemaType, "must be an array")],
+        ..bad.clone()
+    };
+    l.record_unreadable(&whole)
+        .await
+        .expect("record the whole answer");
+
+    let rows = l.unreadable(None, None, 10).await.expect("list");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let item = rows
+        .iter()
+        .find(|r| r.masked_item.is_some())
+        .expect("the item");
+    assert_eq!(item.seen, 2);
+    assert_eq!(item.system, System::PoleEmploi);
+    assert_eq!(item.context, context);
+    assert_eq!(item.violations, bad.violations);
+    assert_eq!(item.masked_item, bad.masked_item);
+    assert!(item.first_seen <= item.last_seen);
+    assert_eq!(rows[0].masked_item, None, "the most recently seen first");
+
+    assert_eq!(
+        l.unreadable(Some(System::PoleEmploi), Some(before), 1)
+            .await
+            .expect("list")
+            .len(),
+        1,
+        "limit"
+    );
+    assert!(l
+        .unreadable(Some(System::Ouiform), None, 10)
+        .await
+        .expect("list")
+        .is_empty());
+    assert!(l
+        .unreadable(None, Some(Utc::now() + chrono::Duration::hours(1)), 10)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
 pub async fn checkpoints_round_trip(l: Arc<dyn Ledger>) {
     assert_eq!(l.checkpoint("file-a").await.expect("read"), None);
     l.set_checkpoint("file-a", 5).await.expect("set");
@@ -2611,5 +2671,6 @@ conformance!(
     lots_round_trip,
     settle_lot_settles_each_line,
     checkpoints_round_trip,
+    unreadable_messages_are_kept_once_per_item,
     sessions_of_open_in_perimeter_dossiers,
 );

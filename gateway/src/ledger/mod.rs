@@ -448,6 +448,53 @@ impl DeadLetterFilter {
     }
 }
 
+/// A message a polled source sent that the gateway could not read (*message illisible*), e.g. a
+/// Pôle emploi registration: kept for an operator instead of vanishing into a log line. It holds
+/// no personal value: the item is masked by its system's adapter before it gets here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub system: System,
+    /// Where it was read, e.g. the session polled (`{"numeroFormation", …}`).
+    pub context: serde_json::Value,
+    /// The item, masked; `None` when the whole answer could not be read as a list of items.
+    pub masked_item: Option<serde_json::Value>,
+    pub violations: Vec<Violation>,
+}
+
+impl Unreadable {
+    /// The same item read the same way at every poll is one row: its identity.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.system.as_str());
+        h.update([0]);
+        h.update(self.context.to_string());
+        h.update([0]);
+        h.update(
+            self.masked_item
+                .as_ref()
+                .map(serde_json::Value::to_string)
+                .unwrap_or_default(),
+        );
+        h.update([0]);
+        h.update(serde_json::to_string(&self.violations).unwrap_or_default());
+        hex::encode(h.finalize())
+    }
+}
+
+/// An [`Unreadable`] as the ledger keeps it: seen `seen` times, first and last at these instants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableRow {
+    pub id: String,
+    pub system: System,
+    pub context: serde_json::Value,
+    pub masked_item: Option<serde_json::Value>,
+    pub violations: Vec<Violation>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub seen: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// The database does not answer or refused the statement: the caller answers 503 and retries.
@@ -643,6 +690,18 @@ pub trait Ledger: Send + Sync + 'static {
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError>;
 
     async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError>;
+
+    /// Keeps an unreadable message (a new row, or one more sighting of the same one).
+    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError>;
+
+    /// The unreadable messages last seen at or after `since`, the most recently seen first, at
+    /// most `limit`.
+    async fn unreadable(
+        &self,
+        system: Option<System>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<UnreadableRow>, LedgerError>;
 }
 
 /// Opens the ledger `url` names and brings its schema up to date:

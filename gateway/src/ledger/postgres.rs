@@ -52,7 +52,8 @@ use super::logic::{
 use super::{
     mask_url, Accepted, AcceptedDossier, BackfillProgress, DeadLetter, DeadLetterFilter,
     DeadReason, DeliveryRow, DeliveryStatus, DossierRow, Flow, Inbound, JournalEntry, Lease,
-    Ledger, LedgerError, LotLine, LotMember, LotRow, LotState, OperationRecord, Replayed, AGORA,
+    Ledger, LedgerError, LotLine, LotMember, LotRow, LotState, OperationRecord, Replayed,
+    Unreadable, UnreadableRow, AGORA,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -1511,6 +1512,67 @@ impl Ledger for PostgresLedger {
         .await
         .map(|_| ())
         .map_err(|e| db_error("checkpoint", e))
+    }
+
+    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError> {
+        let what = "unreadable message";
+        sqlx::query(
+            "INSERT INTO unreadable (id, system, digest, context, masked_item, violations, \
+             first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (system, digest) DO UPDATE SET last_seen = excluded.last_seen, \
+             seen = unreadable.seen + 1",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(u.system.as_str())
+        .bind(u.digest())
+        .bind(sqlx::types::Json(&u.context))
+        .bind(u.masked_item.as_ref().map(sqlx::types::Json))
+        .bind(sqlx::types::Json(&u.violations))
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| db_error(what, e))
+    }
+
+    async fn unreadable(
+        &self,
+        system: Option<passerelle_adapters::canonical::System>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<UnreadableRow>, LedgerError> {
+        let what = "unreadable messages";
+        let rows = sqlx::query(
+            "SELECT id, system, context, masked_item, violations, first_seen, last_seen, seen \
+             FROM unreadable WHERE ($1::text IS NULL OR system = $1) \
+             AND ($2::timestamptz IS NULL OR last_seen >= $2) \
+             ORDER BY last_seen DESC, id DESC LIMIT $3",
+        )
+        .bind(system.map(|s| s.as_str()))
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error(what, e))?;
+        rows.iter()
+            .map(|r| {
+                let system: String = get(r, what, "system")?;
+                let context: sqlx::types::Json<serde_json::Value> = get(r, what, "context")?;
+                let item: Option<sqlx::types::Json<serde_json::Value>> =
+                    get(r, what, "masked_item")?;
+                let violations: sqlx::types::Json<Vec<Violation>> = get(r, what, "violations")?;
+                Ok(UnreadableRow {
+                    id: get(r, what, "id")?,
+                    system: parse_system_col(what, &system)?,
+                    context: context.0,
+                    masked_item: item.map(|i| i.0),
+                    violations: violations.0,
+                    first_seen: get(r, what, "first_seen")?,
+                    last_seen: get(r, what, "last_seen")?,
+                    seen: get(r, what, "seen")?,
+                })
+            })
+            .collect()
     }
 }
 

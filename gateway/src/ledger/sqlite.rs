@@ -37,7 +37,8 @@ use super::logic::{
 use super::{
     mask_url, Accepted, AcceptedDossier, BackfillProgress, DeadLetter, DeadLetterFilter,
     DeadReason, DeliveryRow, DeliveryStatus, DossierRow, Inbound, InboundRecord, JournalEntry,
-    Lease, Ledger, LedgerError, LotLine, LotMember, LotRow, OperationRecord, Replayed, AGORA,
+    Lease, Ledger, LedgerError, LotLine, LotMember, LotRow, OperationRecord, Replayed, Unreadable,
+    UnreadableRow, AGORA,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1664,6 +1665,69 @@ impl Ledger for SqliteLedger {
         .await
         .map_err(|e| db_error("checkpoint", e))?;
         commit(tx, "checkpoint").await
+    }
+
+    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError> {
+        let what = "unreadable message";
+        let at = ts(now());
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO unreadable (id, system, digest, context, masked_item, violations, \
+             first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (system, digest) DO UPDATE SET last_seen = excluded.last_seen, \
+             seen = unreadable.seen + 1",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(u.system.as_str())
+        .bind(u.digest())
+        .bind(u.context.to_string())
+        .bind(u.masked_item.as_ref().map(serde_json::Value::to_string))
+        .bind(to_json(what, &u.violations)?)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(what, e))?;
+        commit(tx, what).await
+    }
+
+    async fn unreadable(
+        &self,
+        system: Option<passerelle_adapters::canonical::System>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<UnreadableRow>, LedgerError> {
+        let what = "unreadable messages";
+        let rows = sqlx::query(
+            "SELECT id, system, context, masked_item, violations, first_seen, last_seen, seen \
+             FROM unreadable WHERE ($1 IS NULL OR system = $1) AND ($2 IS NULL OR last_seen >= $2) \
+             ORDER BY last_seen DESC, id DESC LIMIT $3",
+        )
+        .bind(system.map(|s| s.as_str()))
+        .bind(since.map(ts))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error(what, e))?;
+        rows.iter()
+            .map(|r| {
+                let system: String = get(r, what, "system")?;
+                let context: String = get(r, what, "context")?;
+                let item: Option<String> = get(r, what, "masked_item")?;
+                let violations: String = get(r, what, "violations")?;
+                let first: String = get(r, what, "first_seen")?;
+                let last: String = get(r, what, "last_seen")?;
+                Ok(UnreadableRow {
+                    id: get(r, what, "id")?,
+                    system: parse_system_col(what, &system)?,
+                    context: from_json(what, &context)?,
+                    masked_item: item.map(|i| from_json(what, &i)).transpose()?,
+                    violations: from_json(what, &violations)?,
+                    first_seen: parse_ts(what, &first)?,
+                    last_seen: parse_ts(what, &last)?,
+                    seen: get(r, what, "seen")?,
+                })
+            })
+            .collect()
     }
 }
 

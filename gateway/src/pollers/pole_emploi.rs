@@ -19,19 +19,29 @@
 //!   registration masked (NIR and job-seeker ids) when payloads are kept.
 //! - **Replicas.** Each replica polls every session on its own: a change two of them see is
 //!   merged once; the second merge changes nothing and publishes nothing (one more journal entry).
+//! - **Unreadable registrations.** A registration the adapter cannot read is left out of the
+//!   merge but does not vanish: it is counted (`pole_emploi_registrations{outcome="invalid",
+//!   rule}`), kept masked in the ledger with its violations for an operator
+//!   (`GET /v1/unreadable`), and when many of a round's registrations were unreadable `/readyz`
+//!   reports Pôle emploi as degraded ([`PollHealth`]), without gating readiness.
 //! - **Failures.** The client retries what is transient within the poll; a poll that still fails
 //!   is logged and counted, and the session is polled again at the next interval. A registration
 //!   the ledger refuses (a lifecycle move it does not allow) is remembered and not offered again
 //!   until the dossier changes, so that one warning is written, not one per poll.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use futures_util::StreamExt;
 use passerelle_adapters::canonical::{Dossier, RegistrationStatus, State, System};
 use passerelle_adapters::merge::Precedence;
-use passerelle_adapters::pole_emploi::{decode_registrations, SessionRef};
+use passerelle_adapters::pole_emploi::{
+    decode_registrations, mask_registration, SessionRef, PERSONAL_FIELDS,
+};
 use passerelle_adapters::rules::RuleSettings;
 use passerelle_adapters::Violation;
 use secrecy::{ExposeSecret, SecretString};
@@ -42,7 +52,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::clients::pole_emploi::{PoleEmploiError, RegistrationSource};
 use crate::intake::{self, IntakeError, Publish};
-use crate::ledger::{Flow, Inbound, InboundRecord, Ledger};
+use crate::ledger::{Flow, Inbound, InboundRecord, Ledger, Unreadable};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -54,8 +64,96 @@ pub const OPEN_STATES: [State; 4] = [
     State::Entered,
 ];
 
-/// The registration fields that identify the job seeker: masked in the journal.
-const PERSONAL_FIELDS: [&str; 3] = ["nirCertifie", "idNationalDE", "idRegionalDE"];
+/// The share of a round's registrations past which Pôle emploi is reported degraded: one in
+/// ten unreadable is no longer a stray record but a change on Pôle emploi's side (a type, a
+/// field) that leaves trainees out of AGORA.
+pub const DEGRADED_SHARE: f64 = 0.1;
+
+/// What the rounds of polls read, for `/readyz` (reported, never gating).
+#[derive(Debug, Default)]
+pub struct PollHealth {
+    current: RoundCounts,
+    last: Mutex<Option<(DateTime<Utc>, RoundSnapshot)>>,
+}
+
+#[derive(Debug, Default)]
+struct RoundCounts {
+    sessions: AtomicU64,
+    failed_polls: AtomicU64,
+    unreadable_answers: AtomicU64,
+    registrations: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RoundSnapshot {
+    sessions: u64,
+    failed_polls: u64,
+    unreadable_answers: u64,
+    registrations: u64,
+    unreadable: u64,
+}
+
+impl RoundCounts {
+    fn take(&self) -> RoundSnapshot {
+        let t = |a: &AtomicU64| a.swap(0, Ordering::Relaxed);
+        RoundSnapshot {
+            sessions: t(&self.sessions),
+            failed_polls: t(&self.failed_polls),
+            unreadable_answers: t(&self.unreadable_answers),
+            registrations: t(&self.registrations),
+            unreadable: t(&self.unreadable),
+        }
+    }
+}
+
+impl PollHealth {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Closes the round: what it read becomes what `/readyz` reports.
+    fn end_round(&self) {
+        let snapshot = self.current.take();
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((Utc::now(), snapshot));
+        }
+    }
+
+    /// Pôle emploi's part of the `/readyz` body: `waiting` before the first round, `degraded`
+    /// when an answer, or at least [`DEGRADED_SHARE`] of the registrations, could not be read.
+    pub fn report(&self) -> Value {
+        let last = self.last.lock().ok().and_then(|l| *l);
+        let Some((at, r)) = last else {
+            return serde_json::json!({"status": "waiting", "detail": "no round of polls has ended yet"});
+        };
+        let share = if r.registrations == 0 {
+            0.0
+        } else {
+            r.unreadable as f64 / r.registrations as f64
+        };
+        let degraded = r.unreadable_answers > 0 || (r.unreadable > 0 && share >= DEGRADED_SHARE);
+        let mut body = serde_json::json!({
+            "status": if degraded { "degraded" } else { "ok" },
+            "last_round": {
+                "ended_at": at,
+                "sessions": r.sessions,
+                "failed_polls": r.failed_polls,
+                "unreadable_answers": r.unreadable_answers,
+                "registrations": r.registrations,
+                "unreadable_registrations": r.unreadable,
+            },
+        });
+        if degraded {
+            body["detail"] = Value::String(format!(
+                "{} of {} registrations and {} answers of the last round could not be read; \
+                 they are listed by GET /v1/unreadable",
+                r.unreadable, r.registrations, r.unreadable_answers
+            ));
+        }
+        body
+    }
+}
 
 /// How the poller works (settings section `pole_emploi`, and what it shares with the API).
 #[derive(Debug, Clone)]
@@ -119,6 +217,7 @@ pub struct PoleEmploiPoller {
     metrics: Arc<Metrics>,
     /// Digests of (dossier, its desired version, registration) the ledger refused.
     refused: Arc<Mutex<HashSet<[u8; 32]>>>,
+    health: Arc<PollHealth>,
 }
 
 impl std::fmt::Debug for PoleEmploiPoller {
@@ -145,7 +244,13 @@ impl PoleEmploiPoller {
             settings: Arc::new(settings),
             metrics,
             refused: Arc::default(),
+            health: Arc::default(),
         }
+    }
+
+    /// What the rounds read, for `/readyz`.
+    pub fn health(&self) -> Arc<PollHealth> {
+        self.health.clone()
     }
 
     /// Polls every interval until `shutdown`; a poll in flight is abandoned then (what it
@@ -182,11 +287,13 @@ impl PoleEmploiPoller {
             }
         };
         // Owned sessions: a closure over borrowed ones is too general a future for `tokio::spawn`.
-        futures_util::stream::iter(sessions)
+        let outcomes = futures_util::stream::iter(sessions)
             .map(|s| async move { self.poll_session(&s).await })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
-            .await
+            .await;
+        self.health.end_round();
+        outcomes
     }
 
     /// Polls one session and merges what changed.
@@ -199,6 +306,13 @@ impl PoleEmploiPoller {
         );
         let outcome = self.poll(session, &poll_id).instrument(span).await;
         self.metrics.pe_poll(outcome.as_str());
+        let h = &self.health.current;
+        PollHealth::add(&h.sessions, 1);
+        match outcome {
+            PollOutcome::Ok { .. } => {}
+            PollOutcome::Unreadable => PollHealth::add(&h.unreadable_answers, 1),
+            _ => PollHealth::add(&h.failed_polls, 1),
+        }
         outcome
     }
 
@@ -227,8 +341,9 @@ impl PoleEmploiPoller {
                 warn!(
                     rules = %rules_of(&violations),
                     pointers = %pointers_of(&violations),
-                    "Pôle emploi's answer is not a list of registrations"
+                    "Pôle emploi's answer is not a list of registrations; it is kept for an operator"
                 );
+                self.keep_unreadable(session, None, violations).await;
                 return PollOutcome::Unreadable;
             }
         };
@@ -237,6 +352,7 @@ impl PoleEmploiPoller {
             Ok(Value::Array(items)) => items,
             _ => Vec::new(),
         };
+        PollHealth::add(&self.health.current.registrations, decoded.len() as u64);
 
         let salt = self.settings.dossier_salt.expose_secret().as_bytes();
         let mut chosen: HashMap<String, (usize, Dossier)> = HashMap::new();
@@ -244,13 +360,18 @@ impl PoleEmploiPoller {
             let record = match d {
                 Ok(record) => record,
                 Err(violations) => {
-                    self.metrics.pe_registration("invalid");
+                    let rule = violations.first().map_or("schema.other", |v| v.rule.code());
+                    self.metrics.pe_invalid_registration(rule);
+                    PollHealth::add(&self.health.current.unreadable, 1);
                     warn!(
                         index,
                         rules = %rules_of(&violations),
                         pointers = %pointers_of(&violations),
-                        "a registration is invalid; it is left out"
+                        "a registration cannot be read; it is left out of the merge and kept for an operator"
                     );
+                    let item = items.get(index).map(mask_registration);
+                    self.keep_unreadable(session, Some(item.unwrap_or(Value::Null)), violations)
+                        .await;
                     continue;
                 }
             };
@@ -324,6 +445,29 @@ impl PoleEmploiPoller {
             }
         }
         PollOutcome::Ok { changed }
+    }
+
+    /// Keeps what could not be read in the ledger, masked, for an operator. Failing to keep it
+    /// costs only the listing: the count and the log line are already written.
+    async fn keep_unreadable(
+        &self,
+        session: &SessionRef,
+        masked_item: Option<Value>,
+        violations: Vec<Violation>,
+    ) {
+        let unreadable = Unreadable {
+            system: System::PoleEmploi,
+            context: serde_json::json!({
+                "numeroFormation": session.numero_formation,
+                "numeroAction": session.numero_action,
+                "numeroSession": session.numero_session,
+            }),
+            masked_item,
+            violations,
+        };
+        if let Err(e) = self.ledger.record_unreadable(&unreadable).await {
+            warn!(error = %e, "an unreadable registration could not be kept in the ledger");
+        }
     }
 
     /// Offers one changed registration to the ledger, alone: a registration the ledger refuses
@@ -432,7 +576,8 @@ fn refusal_key(dossier_id: &str, version: i64, record: &Dossier) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A registration with the job seeker's identifiers masked.
+/// A registration with the job seeker's identifiers masked (the journal's copy of a registration
+/// that was read: its fields as sent but for those identifiers).
 fn mask(item: &Value) -> Vec<u8> {
     let mut item = item.clone();
     if let Some(fields) = item.as_object_mut() {

@@ -401,6 +401,71 @@ pub async fn replay_matching(
     })))
 }
 
+/// `GET /v1/unreadable?system=&since=&limit=`: what polled sources sent that could not be read
+/// (a Pôle emploi registration with a field of the wrong type, say), most recently seen first,
+/// each with its violations and its item masked (no personal value, whatever the token). The same
+/// item seen at every poll is one entry with its count.
+pub async fn unreadable(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|_| {
+            ApiError::Unparseable(vec![Violation::new(
+                "",
+                Rule::SchemaOther,
+                "the query string cannot be read",
+            )])
+        })?
+        .into_inner();
+    let (mut system, mut since, mut limit) = (None, None, 100u32);
+    let mut errors = Vec::new();
+    for (key, value) in pairs {
+        let p = format!("/{key}");
+        let e = &mut errors;
+        match key.as_str() {
+            "system" => {
+                let parsed = passerelle_adapters::canonical::System::ALL
+                    .iter()
+                    .copied()
+                    .find(|s| s.as_str() == value)
+                    .ok_or_else(|| Violation::new(&p, Rule::SchemaEnum, "is not a system's name"));
+                keep(&mut system, parsed.map(Some), e);
+            }
+            "since" => keep(&mut since, date_time(&p, &value).map(Some), e),
+            "limit" => {
+                let parsed = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        Violation::new(
+                            &p,
+                            Rule::SchemaRange,
+                            "must be a whole number from 1 to 1000",
+                        )
+                    });
+                keep(&mut limit, parsed, e);
+            }
+            _ => e.push(Violation::new(
+                &p,
+                Rule::SchemaAdditional,
+                "is not a filter of the unreadable messages (system, since, limit)",
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let rows = state
+        .ledger
+        .unreadable(system, since, limit)
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

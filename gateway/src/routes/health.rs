@@ -34,6 +34,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "ledger": part(ledger.map_err(|e| e.to_string())),
         "queue": part(queue.map_err(|e| e.to_string())),
         "agora": part(agora),
+        // Reported, never gating: an unreadable answer is Pôle emploi's news, not this replica's
+        // inability to accept.
+        "pole_emploi": state
+            .pole_emploi
+            .as_ref()
+            .map_or_else(|| json!({"status": "off"}), |h| h.report()),
     });
     if ok {
         HttpResponse::Ok().json(body)

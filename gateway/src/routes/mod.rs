@@ -123,6 +123,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub keep_payloads: bool,
+    /// What the Pôle emploi poller's rounds read, when it polls (`/readyz` reports it).
+    pub pole_emploi: Option<Arc<crate::pollers::pole_emploi::PollHealth>>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -1,5 +1,6 @@
 //! The configuration reference (`passerelle config-reference`, `docs/configuration.md`), generated
-//! from the settings structs themselves: their source (`settings.rs`, embedded at build time) gives
+//! from the settings structs themselves: their source (`settings.rs` and `settings/*.rs`, embedded
+//! at build time) gives
 //! every key, its type and its doc comment, and `config/default.toml` gives the default. A key
 //! added to a struct therefore appears in the reference with no copy to keep in step, and a test
 //! fails when the committed document is stale or a key has no description.
@@ -8,7 +9,11 @@ use std::collections::HashMap;
 
 use crate::settings::DEFAULT_TOML;
 
-const SETTINGS_RS: &str = include_str!("settings.rs");
+/// The files that hold settings structs.
+const SETTINGS_RS: [&str; 2] = [
+    include_str!("settings.rs"),
+    include_str!("settings/agora.rs"),
+];
 
 /// One configuration key, as an operator sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +93,8 @@ fn kind(ty: &str) -> String {
         "i32" | "i64" => "integer".to_string(),
         "Vec<String>" => "list of text".to_string(),
         "Precedence" => "table: field group → list of systems".to_string(),
+        "AgoraAuthMode" => "`bearer`, `command` or `signed`".to_string(),
+        "SigningAlgorithm" => "`RS256` or `ES256`".to_string(),
         other => other.to_string(),
     };
     if optional {
@@ -113,7 +120,10 @@ fn default_of(defaults: &toml::Table, key: &str) -> String {
 
 /// Every key, in the order of the structs, from [`crate::settings::Settings`] down.
 pub fn keys() -> Vec<Key> {
-    let structs = structs(SETTINGS_RS);
+    let structs: HashMap<String, Vec<Field>> = SETTINGS_RS
+        .iter()
+        .flat_map(|source| structs(source))
+        .collect();
     let defaults: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
     let mut keys = Vec::new();
     walk(&structs, &defaults, "Settings", "", &mut keys);

@@ -12,6 +12,9 @@ use passerelle_adapters::rules::RuleSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+mod agora;
+pub use agora::{AgoraAuthMode, AgoraAuthSettings, AgoraSettings, SigningAlgorithm};
+
 /// The embedded defaults.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
@@ -24,7 +27,7 @@ pub enum SettingsError {
     Invalid { key: String, problem: String },
 }
 
-fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
+pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         key: key.to_string(),
         problem: problem.into(),
@@ -80,23 +83,6 @@ pub struct LedgerSettings {
 pub struct QueueSettings {
     /// `embedded` or `amqp://…` (RabbitMQ).
     pub url: SecretString,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgoraSettings {
-    /// The AGORA relay (INTEROPS-A), or `sandbox` for the built-in simulator.
-    pub base_url: String,
-    /// Bearer token sent to the relay.
-    #[serde(default)]
-    pub token: Option<SecretString>,
-    /// File holding the token, instead of `token`.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Time allowed to open a connection, ms.
-    pub connect_timeout_ms: u64,
-    /// Time allowed for a whole call, ms.
-    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -286,6 +272,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("perimeter.excluded_categories")
+                .with_list_parse_key("agora.auth.command")
                 .try_parsing(true)
                 .source(Some(env)),
         );
@@ -324,6 +311,7 @@ impl Settings {
         if self.agora.base_url != "sandbox" {
             check_url("agora.base_url", &self.agora.base_url)?;
         }
+        self.agora.validate()?;
         if !self.atexo_sem.returns_url.is_empty() {
             check_url("atexo_sem.returns_url", &self.atexo_sem.returns_url)?;
         }
@@ -395,12 +383,7 @@ impl Settings {
             .validate()
             .map_err(|e| invalid("merge.precedence", e))?;
         // Secrets given twice are ambiguous: refuse rather than guess.
-        for (key, inline, file) in [
-            (
-                "agora.token",
-                self.agora.token.is_some(),
-                self.agora.token_file.is_some(),
-            ),
+        for (key, inline, file) in self.agora.secret_pairs().into_iter().chain([
             (
                 "auth.tokens.ouiform",
                 self.auth.tokens.ouiform.is_some(),
@@ -431,7 +414,7 @@ impl Settings {
                 self.pole_emploi.client_secret.is_some(),
                 self.pole_emploi.client_secret_file.is_some(),
             ),
-        ] {
+        ]) {
             if inline && file {
                 return Err(invalid(
                     key,
@@ -542,7 +525,7 @@ mod tests {
         let file = dir.path().join("p.toml");
         std::fs::write(
             &file,
-            "[agora]\nbase_url = \"https://relay.example:8443\"\n[retry]\nmax_attempts = 3\n",
+            "[agora]\nbase_url = \"https://relay.example:8443\"\ntoken = \"t\"\n[retry]\nmax_attempts = 3\n",
         )
         .expect("write");
         let s = Settings::load(

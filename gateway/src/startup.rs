@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backfill::lots::LotPolicy;
-use crate::clients::agora::{AgoraClient, AgoraClientConfig};
+use crate::clients::agora::AgoraClient;
 use crate::clients::atexo_sem::{AtexoReturnsClient, AtexoReturnsConfig};
 use crate::clients::pole_emploi::{PoleEmploiClient, PoleEmploiClientConfig};
 use crate::ledger::{self, Ledger, AGORA};
@@ -104,28 +104,25 @@ impl Services {
         let queue = queue::connect(settings.queue.url.expose_secret(), &settings.data.dir).await?;
 
         // `agora.base_url = "sandbox"`: the simulators run in this process (embedded mode).
-        let (sandbox, agora_url, agora_token) = if settings.agora.base_url == "sandbox" {
+        let (sandbox, agora_url, sandbox_token) = if settings.agora.base_url == "sandbox" {
             let sb = Sandbox::start(SandboxConfig::default())
                 .await
                 .map_err(|e| StartError::Sandbox(e.to_string()))?;
             let url = sb.agora_url();
             let token = SecretString::from(sb.agora_token().to_string());
             info!(agora = %url, "AGORA is the built-in sandbox");
-            (Some(sb), url, token)
+            (Some(sb), url, Some(token))
         } else {
-            let token = resolve_secret(
-                "agora.token",
-                &settings.agora.token,
-                &settings.agora.token_file,
-            )?
-            .unwrap_or_else(|| SecretString::from(String::new()));
-            (None, settings.agora.base_url.clone(), token)
+            (None, settings.agora.base_url.clone(), None)
         };
-        let mut cfg = AgoraClientConfig::new(agora_url, agora_token);
-        cfg.connect_timeout = Duration::from_millis(settings.agora.connect_timeout_ms);
-        cfg.request_timeout = Duration::from_millis(settings.agora.request_timeout_ms);
+        let cfg = settings.agora.client_config(agora_url, sandbox_token)?;
         let agora =
             Arc::new(AgoraClient::new(&cfg).map_err(|e| StartError::Client(e.to_string()))?);
+        info!(
+            authenticator = agora.auth_status().mode,
+            mutual_tls = cfg.client_identity.is_some(),
+            "AGORA client ready"
+        );
         let returns = AtexoReturnsClient::new(&AtexoReturnsConfig::new(
             settings.atexo_sem.returns_url.clone(),
         ))

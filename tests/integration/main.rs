@@ -1,5 +1,6 @@
 //! The one integration test binary: every end-to-end test of the workspace, one module per area.
 
+mod agora_auth;
 mod atexo_sem;
 mod backfill;
 mod cli;

@@ -21,10 +21,12 @@ pub mod pole_emploi;
 #[cfg(test)]
 mod tests;
 
+pub use agora::auth::{AuthConfig, AuthStatus, Placement, SigningConfig};
 pub use agora::{AgoraClient, AgoraClientConfig, Health, LotFailure};
 pub use atexo_sem::{AtexoReturnsClient, AtexoReturnsConfig, ReturnError};
 pub use pole_emploi::{PoleEmploiClient, PoleEmploiClientConfig, PoleEmploiError};
 
+use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,8 +61,31 @@ pub enum ClientBuildError {
         setting: &'static str,
         path: PathBuf,
     },
+    #[error("{setting}: {problem}")]
+    Auth {
+        setting: &'static str,
+        problem: String,
+    },
     #[error("the HTTP client could not be built")]
     Build(#[source] reqwest::Error),
+}
+
+/// The certificate and key a client shows for mutual TLS. `Debug` prints the certificate's path
+/// only.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The certificate, then its chain, PEM.
+    pub certificate_file: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: SecretString,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificate_file", &self.certificate_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What every outbound client shares: the transport settings.
@@ -73,13 +98,15 @@ pub(crate) struct Transport<'a> {
     pub pool_max_idle_per_host: usize,
     pub user_agent: &'a str,
     pub ca_file: Option<&'a Path>,
+    /// Mutual TLS: what the client shows the server.
+    pub identity: Option<&'a ClientIdentity>,
 }
 
 impl Transport<'_> {
     /// One pooled client. rustls verifies the peer's certificate against the Mozilla roots bundled
     /// in `webpki-roots` (so the check does not depend on the host's CA store, which a container
     /// image may lack) plus, when given, the certificates of `ca_file` (a relay signed by an
-    /// internal CA).
+    /// internal CA). With an identity, the client presents that certificate when the server asks.
     pub(crate) fn client(
         &self,
         headers: reqwest::header::HeaderMap,
@@ -111,13 +138,40 @@ impl Transport<'_> {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        if let Some(identity) = self.identity {
+            builder = builder.identity(load_identity(identity)?);
+        }
         builder.build().map_err(ClientBuildError::Build)
     }
 }
 
+/// The client certificate's PEM and the key's, as one bundle (what rustls's identity reads).
+fn load_identity(identity: &ClientIdentity) -> Result<reqwest::Identity, ClientBuildError> {
+    const CERT: &str = "agora.tls_client_cert_file";
+    let path = &identity.certificate_file;
+    let mut pem = std::fs::read(path).map_err(|e| ClientBuildError::Auth {
+        setting: CERT,
+        problem: format!("cannot read {}: {}", path.display(), e.kind()),
+    })?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ClientBuildError::Auth {
+            setting: CERT,
+            problem: format!("{} holds no PEM certificate", path.display()),
+        });
+    }
+    pem.push(b'\n');
+    pem.extend_from_slice(identity.key.expose_secret().as_bytes());
+    pem.push(b'\n');
+    reqwest::Identity::from_pem(&pem).map_err(|_| ClientBuildError::Auth {
+        setting: "agora.tls_client_key_file",
+        problem: "not a PEM private key (PKCS#8, PKCS#1 or SEC1) for the client certificate"
+            .to_string(),
+    })
+}
+
 fn ca_setting(section: &'static str) -> &'static str {
     match section {
-        "agora" => "agora.ca_file",
+        "agora" => "agora.tls_ca_file",
         "atexo_sem" => "atexo_sem.ca_file",
         "pole_emploi" => "pole_emploi.ca_file",
         _ => "ca_file",

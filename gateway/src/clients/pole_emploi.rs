@@ -403,6 +403,7 @@ impl PoleEmploiClient {
             pool_max_idle_per_host: config.pool_max_idle_per_host,
             user_agent: &config.user_agent,
             ca_file: config.ca_file.as_deref(),
+            identity: None,
         }
         .client(HeaderMap::new())?;
         Ok(Self {

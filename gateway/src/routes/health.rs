@@ -13,7 +13,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// 200 when the ledger, the queue and AGORA answer; 503 naming the failing part.
+/// 200 when the ledger, the queue and AGORA answer; 503 naming the failing part. AGORA's part also
+/// says which authenticator is in use and when its current token expires (never the token).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (ledger, queue, agora) = tokio::join!(
         state.ledger.health(),
@@ -29,11 +30,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(e) => json!({"status": "failing", "detail": e}),
     };
     let ok = ledger.is_ok() && queue.is_ok() && agora.is_ok();
+    let mut agora = part(agora);
+    agora["authenticator"] = json!(state.agora.auth_status());
     let body = json!({
         "status": if ok { "ready" } else { "not_ready" },
         "ledger": part(ledger.map_err(|e| e.to_string())),
         "queue": part(queue.map_err(|e| e.to_string())),
-        "agora": part(agora),
+        "agora": agora,
         // Reported, never gating: an unreadable answer is Pôle emploi's news, not this replica's
         // inability to accept.
         "pole_emploi": state

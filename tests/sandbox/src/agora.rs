@@ -371,7 +371,11 @@ fn answer(outcome: &Outcome) -> Reply {
 }
 
 fn authorised(shared: &Shared, req: &HttpRequest) -> bool {
-    bearer(req) == Some(shared.settings.agora_token.as_str())
+    shared.settings.agora_auth.admits(
+        &shared.settings.agora_token,
+        &shared.revoked.lock(),
+        bearer(req),
+    )
 }
 
 /// `GET /dossiers?financeur=&reference=`.

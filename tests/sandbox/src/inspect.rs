@@ -31,6 +31,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/agora/refusals", web::get().to(get_refusals))
         .route("/agora/refusals", web::post().to(add_refusal))
         .route("/agora/refusals", web::delete().to(clear_refusals))
+        .route("/agora/revoked-tokens", web::post().to(revoke_token))
         .route("/faults", web::get().to(get_faults))
         .route("/faults", web::post().to(set_faults))
         .route("/faults/next", web::post().to(force_fault))
@@ -113,6 +114,20 @@ async fn add_refusal(shared: web::Data<Shared>, body: web::Bytes) -> HttpRespons
 async fn clear_refusals(shared: web::Data<Shared>) -> HttpResponse {
     shared.agora.lock().clear_refusals();
     HttpResponse::NoContent().finish()
+}
+
+/// `{"token": "…"}`: AGORA refuses it with `401` from now on.
+async fn revoke_token(
+    shared: web::Data<Shared>,
+    body: web::Json<serde_json::Value>,
+) -> HttpResponse {
+    match body.get("token").and_then(serde_json::Value::as_str) {
+        Some(token) if !token.is_empty() => {
+            shared.revoked.lock().insert(token.to_string());
+            HttpResponse::NoContent().finish()
+        }
+        _ => bad_request("expected {\"token\": \"…\"}"),
+    }
 }
 
 async fn get_faults(shared: web::Data<Shared>) -> HttpResponse {

@@ -17,7 +17,10 @@
 //!
 //! # What each simulator enforces
 //!
-//! **AGORA** ([`agora`]): `Authorization: Bearer {agora_token}` on every call, else `401`. Bodies
+//! **AGORA** ([`agora`]): `Authorization: Bearer {agora_token}` on every call, else `401`; or, as
+//! [`AgoraConfig::auth`] says ([`access`]), a token from a set issued by a test's token command
+//! (revocable on demand), or a JWS signed by a trusted certificate's key. With
+//! [`SandboxConfig::tls`] it serves HTTPS and may require a client certificate. Bodies
 //! are read with the AGORA adapter's decoders, so its JSON Schemas decide: any violation (a
 //! 15-character NIR, an amount in euros with decimals, an unknown field…) is `422
 //! {"anomalies": [{"code": "AG-SCHEMA", "champ": <JSON pointer>, "libelle"}]}`. JSON calls need
@@ -72,7 +75,7 @@
 //! dossiers created, duplicates refused), [`returns`](RunningSandbox::returns),
 //! [`pe_token_requests`](RunningSandbox::pe_token_requests). Over HTTP, under `/_sandbox`:
 //! `GET /journal`, `GET /agora/dossiers`, `GET /agora/creations`,
-//! `GET|POST|DELETE /agora/refusals`, `GET|POST /faults`,
+//! `GET|POST|DELETE /agora/refusals`, `POST /agora/revoked-tokens` (`{"token"}`), `GET|POST /faults`,
 //! `POST /faults/next`, `PUT /pole-emploi/registrations?numeroFormation=&numeroAction=&numeroSession=`
 //! (a list in Pôle emploi's shape), `PUT|DELETE /pole-emploi/refusals?numeroFormation=&numeroAction=&numeroSession=`
 //! (`{"status", "codeErreur"}`), `POST /pole-emploi/expire-tokens`, `GET /atexo-sem/retours`,
@@ -81,16 +84,20 @@
 //! **Personal data**: the journal keeps no body, logs carry identifiers only (references, AGORA
 //! numbers, lots), and the in-process views wrap NIRs and names in `Personal` (masked by `Debug`).
 
+pub mod access;
 pub mod agora;
 pub mod atexo_sem;
 pub mod faults;
 mod inspect;
+pub mod pki;
 pub mod pole_emploi;
 mod server;
 
+pub use access::{verify_signed, AgoraAuth, SandboxTls, SignedRefusal};
 pub use agora::{AgoraDossier, Creations, Refusal, StateChange};
 pub use atexo_sem::StoredReturn;
 pub use faults::{Call, FaultError, FaultKind, Faults, ForcedFault};
+pub use pki::{PkiFiles, TestPki};
 pub use server::CallRecord;
 
 use actix_web::dev::ServerHandle;
@@ -108,8 +115,10 @@ use tokio::task::JoinHandle;
 /// The AGORA simulator's settings.
 #[derive(Debug, Clone)]
 pub struct AgoraConfig {
-    /// The bearer token AGORA accepts.
+    /// The bearer token AGORA accepts (with [`AgoraAuth::Bearer`]).
     pub token: String,
+    /// How AGORA checks who calls ([`access`]).
+    pub auth: AgoraAuth,
     /// How many polls of a lot's report answer `EN_COURS` before `TERMINE`.
     pub lot_polls_en_cours: u32,
     /// The least time a lot stays `EN_COURS`, however often polled.
@@ -123,6 +132,7 @@ impl Default for AgoraConfig {
     fn default() -> Self {
         AgoraConfig {
             token: "sandbox-agora-token".to_string(),
+            auth: AgoraAuth::Bearer,
             lot_polls_en_cours: 1,
             lot_min_duration: Duration::ZERO,
             max_lot_lines: MAX_LOT_LINES,
@@ -162,6 +172,9 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// The largest body accepted (a full lot of 10,000 dossiers is ~10 MB).
     pub max_body_bytes: usize,
+    /// HTTPS, and optionally mutual TLS; plain HTTP when `None`. (Over TLS, an injected dropped
+    /// connection answers a broken body instead of shutting the socket.)
+    pub tls: Option<SandboxTls>,
 }
 
 impl Default for SandboxConfig {
@@ -173,6 +186,7 @@ impl Default for SandboxConfig {
             pole_emploi: PoleEmploiConfig::default(),
             faults: Faults::none(),
             max_body_bytes: 64 << 20,
+            tls: None,
         }
     }
 }
@@ -190,6 +204,8 @@ pub enum SandboxError {
     NoRuntime,
     #[error(transparent)]
     Faults(#[from] FaultError),
+    #[error(transparent)]
+    Tls(#[from] access::TlsError),
 }
 
 /// The entry point.
@@ -206,6 +222,7 @@ impl Sandbox {
         let shared = Arc::new(Shared::new(
             Settings {
                 agora_token: config.agora.token.clone(),
+                agora_auth: config.agora.auth.clone(),
                 lot_polls_en_cours: config.agora.lot_polls_en_cours,
                 lot_min_duration: config.agora.lot_min_duration,
                 max_lot_lines: config.agora.max_lot_lines,
@@ -224,6 +241,11 @@ impl Sandbox {
         let address = listener.local_addr().map_err(bind_error)?;
         let data = web::Data::from(shared.clone());
         let limit = config.max_body_bytes;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(SandboxTls::server_config)
+            .transpose()?;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
@@ -239,14 +261,22 @@ impl Sandbox {
         .on_connect(server::on_connect)
         .workers(config.workers.max(1))
         .shutdown_timeout(1)
-        .disable_signals()
-        .listen(listener)
+        .disable_signals();
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
         .map_err(bind_error)?
         .run();
         let handle = server.handle();
         let task = runtime.spawn(server);
         tracing::info!(%address, "the sandbox listens");
         Ok(RunningSandbox {
+            scheme: if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             address,
             handle,
             task,
@@ -288,6 +318,7 @@ pub(crate) async fn not_found(req: HttpRequest, shared: web::Data<Shared>) -> Ht
 /// [`RunningSandbox::shutdown`] stops it gracefully and waits.
 #[derive(Debug)]
 pub struct RunningSandbox {
+    scheme: &'static str,
     address: SocketAddr,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
@@ -306,9 +337,9 @@ impl RunningSandbox {
         self.address.port()
     }
 
-    /// `http://{address}`, no trailing slash.
+    /// `http://{address}` (`https://` with [`SandboxConfig::tls`]), no trailing slash.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
     /// passerelle's `agora.base_url`.
@@ -435,6 +466,12 @@ impl RunningSandbox {
     /// Lifts every business rule set by [`RunningSandbox::refuse`].
     pub fn clear_refusals(&self) {
         self.shared.agora.lock().clear_refusals();
+    }
+
+    /// From now on, AGORA refuses this token with `401` (as a relay does a token revoked or
+    /// expired on its side), whatever [`AgoraAuth`] is in force.
+    pub fn revoke_agora_token(&self, token: &str) {
+        self.shared.revoked.lock().insert(token.to_string());
     }
 
     /// Forces a fault on the next matching call.

@@ -109,6 +109,7 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub agora_token: String,
+    pub agora_auth: crate::access::AgoraAuth,
     pub lot_polls_en_cours: u32,
     pub lot_min_duration: Duration,
     pub max_lot_lines: usize,
@@ -126,6 +127,8 @@ pub(crate) struct Shared {
     pub agora: Mutex<AgoraStore>,
     pub pe: Mutex<PeStore>,
     pub returns: Mutex<Vec<StoredReturn>>,
+    /// AGORA tokens revoked on demand (`401` from then on).
+    pub revoked: Mutex<std::collections::HashSet<String>>,
     /// Salt of the identity hashes the HTTP inspection API shows instead of NIRs.
     pub salt: [u8; 16],
     seq: AtomicU64,
@@ -140,6 +143,7 @@ impl Shared {
             agora: Mutex::new(AgoraStore::default()),
             pe: Mutex::new(PeStore::default()),
             returns: Mutex::new(Vec::new()),
+            revoked: Mutex::new(std::collections::HashSet::new()),
             salt,
             seq: AtomicU64::new(0),
         }

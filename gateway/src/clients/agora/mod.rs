@@ -2,16 +2,20 @@
 //!
 //! Every method answers in the adapter's terms ([`Outcome`]): the worker never sees HTTP. What is
 //! sent is built by `passerelle_adapters::agora` (which refuses to build a half-filled body) and what
-//! comes back is read by it; this module only moves bytes, adds the bearer token, and turns transport
-//! failures into [`Outcome::Transient`] with [`TransientReason::Transport`].
+//! comes back is read by it; this module only moves bytes, puts on each call the credential its
+//! [`auth::Authenticator`] gives (renewing it once on a `401`), and turns transport failures — and a
+//! credential that could not be had — into [`Outcome::Transient`] with [`TransientReason::Transport`].
 //!
 //! Each call emits one `tracing` event (`operation`, `status`, `duration_ms`, `outcome`) and
 //! nothing of the bodies: AGORA's bodies carry NIRs and names.
+
+pub mod auth;
 
 use super::{
     millis, parse_base, read_capped, retry_after, transport_reason, ClientBuildError, Transport,
     DEFAULT_USER_AGENT,
 };
+use auth::{AuthConfig, AuthStatus, Authenticator, Placement};
 use bytes::Bytes;
 pub use passerelle_adapters::agora::Outcome;
 use passerelle_adapters::agora::{
@@ -21,11 +25,12 @@ use passerelle_adapters::agora::{
 };
 use passerelle_adapters::planner::Operation;
 use passerelle_adapters::{Dossier, Rule, Violation};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::RequestBuilder;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -34,8 +39,10 @@ use url::Url;
 pub struct AgoraClientConfig {
     /// `agora.base_url`: the relay's base URL; calls are made below it (`{base_url}/dossiers`…).
     pub base_url: String,
-    /// `agora.token`: sent as `Authorization: Bearer …`. `Debug` prints it redacted.
-    pub token: SecretString,
+    /// `agora.auth.mode` and what it needs (`agora.token` for `bearer`). `Debug` prints no secret.
+    pub auth: AuthConfig,
+    /// `agora.auth.header`, `agora.auth.scheme`: where the token goes.
+    pub placement: Placement,
     /// Longest wait for the TCP (and TLS) connection.
     pub connect_timeout: Duration,
     /// Longest wait for a whole call, from sending to the last byte of the answer.
@@ -44,23 +51,29 @@ pub struct AgoraClientConfig {
     pub pool_max_idle_per_host: usize,
     /// `User-Agent` of every call.
     pub user_agent: String,
-    /// `agora.ca_file`: PEM certificates trusted besides the bundled web roots, for a relay signed by
-    /// an internal CA.
+    /// `agora.tls_ca_file`: PEM certificates trusted besides the bundled web roots, for a relay
+    /// signed by an internal CA.
     pub ca_file: Option<PathBuf>,
+    /// `agora.tls_client_cert_file` and `agora.tls_client_key_file`: the certificate (chain, PEM)
+    /// and key passerelle shows the relay for mutual TLS.
+    pub client_identity: Option<super::ClientIdentity>,
 }
 
 impl AgoraClientConfig {
-    /// The given relay and token, with transport defaults: connect 5 s, whole call 30 s, 16 idle
-    /// connections, passerelle's user agent, no extra CA.
+    /// The given relay and bearer token, with transport defaults: connect 5 s, whole call 30 s, 16
+    /// idle connections, passerelle's user agent, `Authorization: Bearer`, no extra CA, no client
+    /// certificate.
     pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
         Self {
             base_url: base_url.into(),
-            token,
+            auth: AuthConfig::Bearer { token },
+            placement: Placement::default(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             pool_max_idle_per_host: 16,
             user_agent: DEFAULT_USER_AGENT.to_string(),
             ca_file: None,
+            client_identity: None,
         }
     }
 }
@@ -114,31 +127,25 @@ pub struct AgoraClient {
     base: Url,
     /// The longest one call may last (reqwest's timeout covers connecting too).
     request_timeout: Duration,
+    auth: Arc<dyn Authenticator>,
 }
 
-// The token sits in the client's default headers; show only where it points.
 impl fmt::Debug for AgoraClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgoraClient")
             .field("base_url", &self.base.as_str())
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
 
 impl AgoraClient {
-    /// Builds the client: checks the base URL, the token and the CA file, and sets up the pool.
-    /// Nothing is sent: use [`AgoraClient::health`] for that.
+    /// Builds the client: checks the base URL, builds the authenticator (reading its key files),
+    /// reads the CA and client certificate files, and sets up the pool. Nothing is sent: use
+    /// [`AgoraClient::health`] for that.
     pub fn new(config: &AgoraClientConfig) -> Result<Self, ClientBuildError> {
         let base = parse_base("agora.base_url", &config.base_url)?;
-        let mut bearer =
-            HeaderValue::from_str(&format!("Bearer {}", config.token.expose_secret().trim()))
-                .map_err(|_| ClientBuildError::Token {
-                    setting: "agora.token",
-                })?;
-        // Marked sensitive so that hyper's and reqwest's Debug print it as "Sensitive".
-        bearer.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, bearer);
+        let auth = config.auth.build(&config.placement)?;
         let http = Transport {
             section: "agora",
             connect_timeout: config.connect_timeout,
@@ -146,13 +153,20 @@ impl AgoraClient {
             pool_max_idle_per_host: config.pool_max_idle_per_host,
             user_agent: &config.user_agent,
             ca_file: config.ca_file.as_deref(),
+            identity: config.client_identity.as_ref(),
         }
-        .client(headers)?;
+        .client(HeaderMap::new())?;
         Ok(Self {
             http,
             base,
             request_timeout: config.request_timeout,
+            auth,
         })
+    }
+
+    /// The authenticator in use and when its token expires (for `/readyz`).
+    pub fn auth_status(&self) -> AuthStatus {
+        self.auth.status()
     }
 
     /// The longest one call may last: past it, the client has given up on its answer.
@@ -314,9 +328,10 @@ impl AgoraClient {
         }
     }
 
-    /// Whether the relay answers: `GET {base_url}` (no business call, nothing looked up), and any
-    /// status below 500 counts as up — a `404` or `401` still proves the relay is there. A `5xx`
-    /// (typically `502`/`503` when AGORA behind the relay is down) or no answer is down.
+    /// Whether the relay answers: `GET {base_url}` (no business call, nothing looked up, no token:
+    /// a probe must not run the token command), and any status below 500 counts as up — a `404` or
+    /// `401` still proves the relay is there. A `5xx` (typically `502`/`503` when AGORA behind the
+    /// relay is down) or no answer — a TLS handshake refused included — is down.
     pub async fn health(&self) -> Health {
         let start = Instant::now();
         let result = self.http.get(self.base.clone()).send().await;
@@ -372,17 +387,47 @@ impl AgoraClient {
         outcome
     }
 
-    /// Sends and reads the whole answer: `(status, Retry-After, body)`, or the outcome that stands
-    /// for a failed transport (transient) or an oversized answer (unexpected).
+    /// The credential for a call, or the transient outcome that stands for its absence.
+    async fn credential(&self, call: &str) -> Result<auth::Credential, Outcome> {
+        self.auth.credential().await.map_err(|e| {
+            tracing::warn!(operation = call, error = %e, "no AGORA credential for the call");
+            Outcome::transient(format!("authentication: {e}"))
+        })
+    }
+
+    /// Sends with a credential and reads the whole answer: `(status, Retry-After, body)`, or the
+    /// outcome that stands for a failed transport or a missing credential (transient) or an
+    /// oversized answer (unexpected). On a `401`, when the authenticator says a new credential may
+    /// pass, the call is made once more with it (every request here has a body held in memory,
+    /// so it can be cloned).
     async fn send(
         &self,
         call: &str,
         request: RequestBuilder,
     ) -> Result<(u16, Option<String>, Vec<u8>), Outcome> {
-        let response = request
+        let again = request.try_clone();
+        let credential = self.credential(call).await?;
+        let mut response = request
+            .header(credential.name.clone(), credential.value.clone())
             .send()
             .await
             .map_err(|e| Outcome::transient(transport_reason(&e)))?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            if let Some(again) = again {
+                if self.auth.refused(&credential).await {
+                    tracing::info!(
+                        operation = call,
+                        "AGORA refused the token (401): renewing it and calling once more"
+                    );
+                    let credential = self.credential(call).await?;
+                    response = again
+                        .header(credential.name.clone(), credential.value.clone())
+                        .send()
+                        .await
+                        .map_err(|e| Outcome::transient(transport_reason(&e)))?;
+                }
+            }
+        }
         let status = response.status().as_u16();
         let wait = retry_after(&response);
         match read_capped(response).await {

@@ -8,13 +8,15 @@
 //!   [`pole_emploi`], [`agora`];
 //! - [`planner`]: from what AGORA has to what it should have, the operations still owed;
 //! - [`merge`]: several sources of one trainee on one session, one dossier;
-//! - [`mapping`]: the field correspondence and trigger rules, generated from the adapters' tables.
+//! - [`mapping`]: the field correspondence and trigger rules, generated from the adapters' tables;
+//! - [`fuzzing`]: the bodies of the fuzz targets, which the tests also run.
 //!
 //! No I/O happens here: adapters read from and write to buffers the gateway hands them.
 
 pub mod agora;
 pub mod atexo_sem;
 pub mod canonical;
+pub mod fuzzing;
 pub mod mapping;
 pub mod merge;
 pub mod ouiform;

@@ -65,6 +65,10 @@ pub struct ServerSettings {
     pub bind: String,
     /// Largest accepted request body, in bytes (413 above).
     pub body_limit_bytes: usize,
+    /// Longest an ATEXO SEM post may take to decode, in milliseconds from the end of its body;
+    /// past it decoding stops and nothing is stored: 422 when violations were already found, else
+    /// 413 (split the export, or load it with `passerelle backfill`).
+    pub decode_budget_ms: u64,
     /// Requests per second allowed per calling system (429 above).
     pub rate_per_second: u32,
     /// Burst allowed above the rate.
@@ -285,6 +289,9 @@ impl Settings {
         self.bind_addr()?;
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be more than 0"));
+        }
+        if self.server.decode_budget_ms == 0 {
+            return Err(invalid("server.decode_budget_ms", "must be more than 0"));
         }
         let ledger = self.ledger.url.expose_secret();
         if !(ledger.starts_with("sqlite:")

@@ -190,6 +190,7 @@ impl Application {
             rules: settings.rule_settings(),
             precedence: settings.merge.precedence.clone(),
             body_limit: settings.server.body_limit_bytes,
+            decode_budget: std::time::Duration::from_millis(settings.server.decode_budget_ms),
             limiter: RateLimiter::new(settings.server.rate_per_second, settings.server.rate_burst),
             metrics: metrics.clone(),
             keep_payloads: settings.journal.payload_retention_days > 0,

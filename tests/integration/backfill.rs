@@ -614,6 +614,40 @@ async fn dry_run_then_rejected_lines_and_oversized_lots() {
     }
 }
 
+/// A dossier of an export declared ISO-8859-1 whose bytes are UTF-8 ("ÉLODIE" that would read
+/// "Ã‰LODIE") is reported invalid with its rule and path; the export's genuine dossier goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mislabelled_latin1_dossier_is_invalid_in_a_backfill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let mut backfill = Backfill::new(dir.path(), &sandbox, None);
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/atexo_sem/invalid/xml_encoding_mismatch.xml");
+    let mut child = backfill.spawn_with(&input, &["--dry-run"]);
+    let status = backfill.wait(&mut child, Duration::from_secs(120)).await;
+    assert_eq!(status.code(), Some(1), "{}", backfill.stdout());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backfill.report_path()).expect("report"))
+            .expect("json");
+    assert_eq!(report["counts"]["invalid"], 1, "{report}");
+    let refused = &report["dossiers"][0];
+    assert_eq!(refused["id"], "PDL-2019-000701");
+    assert_eq!(refused["outcome"], "invalid");
+    assert_eq!(
+        refused["errors"][0]["rule"], "xml.encoding.mismatch",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["errors"][0]["pointer"],
+        "/exportSEM/dossier[1]/stagiaire/prenoms"
+    );
+    let genuine = &report["dossiers"][1];
+    assert_eq!(genuine["id"], "PDL-2019-000702");
+    assert_eq!(genuine["outcome"], "would_send", "{genuine}");
+}
+
 fn decode_one(path: &Path, index: usize) -> passerelle_adapters::Dossier {
     use passerelle_adapters::atexo_sem::{self, DecodeSettings, Flow};
     let file = std::io::BufReader::new(std::fs::File::open(path).expect("export"));

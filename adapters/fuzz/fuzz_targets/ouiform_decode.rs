@@ -1,10 +1,7 @@
 #![no_main]
 //! Any bytes as an OUIFORM orientation.
+//! The body is `passerelle_adapters::fuzzing::ouiform_decode`, which `cargo test` also
+//! runs over this target's corpus and generated inputs (adapters/tests/fuzz_corpora.rs).
 use libfuzzer_sys::fuzz_target;
-use passerelle_adapters::{ouiform, rules::RuleSettings};
 
-fuzz_target!(|data: &[u8]| {
-    if let Err(v) = ouiform::decode(data, &RuleSettings::default()) {
-        assert!(!v.is_empty());
-    }
-});
+fuzz_target!(|data: &[u8]| passerelle_adapters::fuzzing::ouiform_decode(data));

@@ -1,16 +1,7 @@
 #![no_main]
 //! Any bytes as a Pôle emploi answer: registrations, token, error body.
+//! The body is `passerelle_adapters::fuzzing::pole_emploi_decode`, which `cargo test` also
+//! runs over this target's corpus and generated inputs (adapters/tests/fuzz_corpora.rs).
 use libfuzzer_sys::fuzz_target;
-use passerelle_adapters::pole_emploi::{self, SessionRef};
-use passerelle_adapters::rules::RuleSettings;
 
-fuzz_target!(|data: &[u8]| {
-    let session = SessionRef {
-        numero_formation: "20_1262663".into(),
-        numero_action: "20_1330305".into(),
-        numero_session: "1330305".into(),
-    };
-    let _ = pole_emploi::decode_registrations(data, &session, &RuleSettings::default());
-    let _ = pole_emploi::decode_token(data);
-    let _ = pole_emploi::decode_error(data);
-});
+fuzz_target!(|data: &[u8]| passerelle_adapters::fuzzing::pole_emploi_decode(data));

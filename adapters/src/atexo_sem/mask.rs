@@ -84,7 +84,7 @@ pub fn mask_export(xml: &[u8]) -> Result<Vec<u8>, MaskError> {
 /// trainee's personal values masked (see the module's documentation). Give it a buffered writer.
 /// On error, `output` may hold a partial document: write to a buffer if that matters.
 pub fn mask_stream(input: impl BufRead + Send, output: impl Write) -> Result<(), MaskError> {
-    let source = open(input).map_err(MaskError::Encoding)?;
+    let (source, _) = open(input).map_err(MaskError::Encoding)?;
     let mut reader = Reader::from_reader(source);
     let config = reader.config_mut();
     // The layout is copied too: only the masked values change.
@@ -234,7 +234,11 @@ fn mask_ids(e: &BytesStart<'_>, position: u64) -> Result<BytesStart<'static>, Ma
     let name = utf8(e.name().into_inner(), position)?;
     let mut content = String::with_capacity(e.len() + 8);
     content.push_str(name);
-    for a in e.attributes() {
+    // Without quick-xml's duplicate check, which is quadratic in the number of attributes: the
+    // attributes are copied as written, duplicates included (the decoder refuses those).
+    let mut attributes = e.attributes();
+    attributes.with_checks(false);
+    for a in attributes {
         let a = a.map_err(|_| syntax_at(position))?;
         let key = utf8(a.key.as_ref(), position)?;
         let raw = utf8(&a.value, position)?;

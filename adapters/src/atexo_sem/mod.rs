@@ -21,15 +21,21 @@
 //! Masking: [`mask_export`] rewrites an export with the trainee's personal values masked, for the
 //! message journal (see [`mask`]).
 
+mod document;
 pub mod mapping;
 pub mod mask;
 pub mod model;
+mod mojibake;
+mod scratch;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate};
 use quick_xml::events::{BytesStart, Event};
@@ -44,8 +50,11 @@ use crate::canonical::{
 use crate::planner::AgoraState;
 use crate::rules::RuleSettings;
 use crate::violation::{Rule, Violation, Violations};
+pub use document::{decode_document, decode_document_within, DocumentError, MAX_PER_DOCUMENT};
 pub use mask::{mask_export, mask_stream, MaskError};
 use model::*;
+use scratch::Scratch;
+pub use scratch::MAX_PER_DOSSIER;
 
 // ---------------------------------------------------------------------------------------------
 // Settings and results
@@ -168,8 +177,11 @@ pub struct DossierError {
     pub index: usize,
     /// ATEXO's `dossier/@id`, when it could be read.
     pub id: Option<String>,
-    /// Never empty.
+    /// Never empty. At most [`MAX_PER_DOSSIER`] violations, then, when more were found, an
+    /// `xml.truncated` entry saying how many.
     pub violations: Vec<Violation>,
+    /// How many violations were found and not listed (the count the `xml.truncated` entry gives).
+    pub unlisted: usize,
     /// Whether the document cannot be read further (XML syntax, encoding, DTD): the stream ends.
     pub fatal: bool,
 }
@@ -199,12 +211,13 @@ const TRANSCODE_BUFFER: usize = 64 * 1024;
 /// How far the XML declaration is looked for.
 const PROLOG_MAX: usize = 1024;
 
-/// Reads the prolog, decides the encoding and returns a reader of UTF-8 bytes.
+/// Reads the prolog, decides the encoding and returns a reader of UTF-8 bytes, and whether the
+/// document declared ISO-8859-1.
 ///
 /// ISO-8859-1 is decoded as windows-1252, as WHATWG (and so encoding_rs) maps the label: ATEXO's
 /// legacy exports labelled ISO-8859-1 carry windows-1252 characters (œ ’ €) in the C1 range, which
 /// true ISO-8859-1 would turn into control characters.
-fn open<'a>(mut r: impl BufRead + Send + 'a) -> Result<Source<'a>, Violation> {
+fn open<'a>(mut r: impl BufRead + Send + 'a) -> Result<(Source<'a>, bool), Violation> {
     let fail = |rule, detail: &str| Violation::new("/", rule, detail);
     let mut head = Vec::with_capacity(128);
     loop {
@@ -255,7 +268,7 @@ fn open<'a>(mut r: impl BufRead + Send + 'a) -> Result<Source<'a>, Violation> {
     let prefix = io::Cursor::new(head);
     if encoding == encoding_rs::UTF_8 {
         // quick-xml skips the UTF-8 BOM itself; values are checked as UTF-8 one by one.
-        return Ok(Box::new(prefix.chain(r)));
+        return Ok((Box::new(prefix.chain(r)), false));
     }
     if bom {
         return Err(fail(
@@ -266,10 +279,8 @@ fn open<'a>(mut r: impl BufRead + Send + 'a) -> Result<Source<'a>, Violation> {
     let transcoder = encoding_rs_io::DecodeReaderBytesBuilder::new()
         .encoding(Some(encoding_rs::WINDOWS_1252))
         .build(prefix.chain(r));
-    Ok(Box::new(BufReader::with_capacity(
-        TRANSCODE_BUFFER,
-        transcoder,
-    )))
+    let source = BufReader::with_capacity(TRANSCODE_BUFFER, transcoder);
+    Ok((Box::new(source), true))
 }
 
 /// The `encoding="…"` label of an XML declaration.
@@ -303,65 +314,6 @@ enum Stage {
     Done,
 }
 
-/// Working memory reused from one dossier to the next.
-#[derive(Debug, Default)]
-struct Scratch {
-    /// The path of the element being read (`/exportSEM/dossier[3]/stagiaire`).
-    path: String,
-    /// Length of `path` up to the current dossier (`/exportSEM/dossier[3]`).
-    dossier_len: usize,
-    /// Violations found in the current dossier.
-    issues: Vec<Violation>,
-    /// Text being gathered from an element's content.
-    text: String,
-}
-
-impl Scratch {
-    fn enter(&mut self, name: &str) -> usize {
-        let mark = self.path.len();
-        self.path.push('/');
-        self.path.push_str(name);
-        mark
-    }
-
-    fn issue(&mut self, rule: Rule, detail: impl Into<String>) {
-        self.issues
-            .push(Violation::new(self.path.as_str(), rule, detail));
-    }
-
-    fn issue_attr(&mut self, attr: &[u8], rule: Rule, detail: impl Into<String>) {
-        let pointer = format!("{}/@{}", self.path, String::from_utf8_lossy(attr));
-        self.issues.push(Violation::new(pointer, rule, detail));
-    }
-
-    /// A violation on a field of the current dossier, `rel` being its path from the dossier.
-    fn issue_in_dossier(&mut self, rel: &str, rule: Rule, detail: impl Into<String>) {
-        let pointer = format!("{}/{rel}", &self.path[..self.dossier_len]);
-        // A value refused while reading (bad UTF-8, unknown entity) is not "missing" as well.
-        if rule == Rule::FieldRequired && self.issues.iter().any(|i| i.pointer == pointer) {
-            return;
-        }
-        self.issues.push(Violation::new(pointer, rule, detail));
-    }
-
-    fn fatal(&self, rule: Rule, detail: impl Into<String>) -> Violation {
-        let pointer = if self.path.is_empty() {
-            "/"
-        } else {
-            &self.path
-        };
-        Violation::new(pointer, rule, detail)
-    }
-
-    fn syntax(&self, e: &quick_xml::Error, position: u64) -> Violation {
-        // quick-xml's messages name markup (tags, expected characters), never content.
-        self.fatal(
-            Rule::XmlSyntax,
-            format!("is not well-formed XML near byte {position}: {e}"),
-        )
-    }
-}
-
 /// A lazy sequence of decoded dossiers, read from an `exportSEM` document as it is iterated.
 ///
 /// Memory stays flat whatever the document's size: one event buffer and one dossier at a time.
@@ -376,6 +328,9 @@ pub struct DossierStream<'a> {
     index: usize,
     flow: Flow,
     settings: DecodeSettings,
+    /// Faults outside any dossier reported so far, and those past the cap, only counted.
+    stray: usize,
+    stray_unlisted: usize,
 }
 
 impl std::fmt::Debug for DossierStream<'_> {
@@ -397,8 +352,10 @@ pub fn decode_stream<'a>(
     flow: Flow,
     settings: &DecodeSettings,
 ) -> DossierStream<'a> {
+    let mut sc = Scratch::default();
     let (reader, pending) = match open(reader) {
-        Ok(source) => {
+        Ok((source, latin1)) => {
+            sc.latin1 = latin1;
             let mut reader = Reader::from_reader(source);
             let config = reader.config_mut();
             // Whitespace between elements is layout; trimming it here saves an event per line.
@@ -413,46 +370,31 @@ pub fn decode_stream<'a>(
         reader,
         pending,
         buf: Vec::with_capacity(4096),
-        sc: Scratch::default(),
+        sc,
         raw: RawDossier::default(),
         header: RawExport::default(),
         stage: Stage::BeforeRoot,
         index: 0,
         flow,
         settings: settings.clone(),
-    }
-}
-
-/// Decodes a whole posted document, accepted or rejected whole (contract §1): every dossier when
-/// all are valid, or every violation of every dossier.
-pub fn decode_document(
-    bytes: &[u8],
-    flow: Flow,
-    settings: &DecodeSettings,
-) -> Result<Vec<SemDossier>, Violations> {
-    let mut ok = Vec::new();
-    let mut violations = Vec::new();
-    for item in decode_stream(bytes, flow, settings) {
-        match item {
-            Ok(d) => ok.push(d),
-            Err(e) => violations.extend(e.violations),
-        }
-    }
-    if violations.is_empty() && ok.is_empty() {
-        violations.push(Violation::new(
-            "/exportSEM/dossier",
-            Rule::FieldRequired,
-            "an export must hold at least one dossier",
-        ));
-    }
-    if violations.is_empty() {
-        Ok(ok)
-    } else {
-        Err(Violations(violations))
+        stray: 0,
+        stray_unlisted: 0,
     }
 }
 
 impl DossierStream<'_> {
+    /// Stops decoding at `deadline`: the stream then ends early, and [`Self::over_budget`] says
+    /// so. Without one, a document is read to its end however long that takes.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.sc.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether the stream ended at its deadline rather than at the end of the document.
+    pub fn over_budget(&self) -> bool {
+        self.sc.over_budget
+    }
+
     /// The root element's attributes, once the root has been read.
     pub fn header(&self) -> &RawExport {
         &self.header
@@ -476,6 +418,8 @@ impl DossierStream<'_> {
             index,
             flow,
             settings,
+            stray,
+            stray_unlisted,
         } = self;
         // A fatal error: the stream ends after it.
         let end = |stage: &mut Stage, index: usize, id: Option<String>, v: Violation| {
@@ -484,14 +428,16 @@ impl DossierStream<'_> {
                 index,
                 id,
                 violations: vec![v],
+                unlisted: 0,
                 fatal: true,
             }))
         };
-        let document_error = |violations: Vec<Violation>| {
+        let document_error = |(violations, unlisted): (Vec<Violation>, usize)| {
             Some(Err(DossierError {
                 index: 0,
                 id: None,
                 violations,
+                unlisted,
                 fatal: false,
             }))
         };
@@ -503,13 +449,9 @@ impl DossierStream<'_> {
             return None;
         };
         loop {
-            buf.clear();
-            let event = match reader.read_event_into(buf) {
+            let event = match next_event(reader, buf, sc) {
                 Ok(e) => e,
-                Err(e) => {
-                    let v = sc.syntax(&e, reader.error_position());
-                    return end(stage, 0, None, v);
-                }
+                Err(v) => return end(stage, 0, None, v),
             };
             let (start, e) = match (*stage, event) {
                 (_, Event::DocType(_)) => {
@@ -524,14 +466,25 @@ impl DossierStream<'_> {
                 (Stage::BeforeRoot | Stage::InRoot, Event::Empty(e)) => (false, e),
                 (Stage::InRoot, Event::End(_)) => {
                     *stage = Stage::AfterRoot;
+                    if *stray_unlisted > 0 {
+                        let n = std::mem::take(stray_unlisted);
+                        let marker = scratch::truncated(ROOT, n, "outside the dossiers");
+                        return document_error((vec![marker], n));
+                    }
                     continue;
                 }
                 (Stage::InRoot, Event::Text(_) | Event::CData(_)) => {
-                    return document_error(vec![Violation::new(
-                        "/exportSEM",
+                    if *stray >= MAX_PER_DOSSIER {
+                        *stray_unlisted += 1;
+                        continue;
+                    }
+                    *stray += 1;
+                    let v = Violation::new(
+                        ROOT,
                         Rule::XmlUnexpected,
                         "holds text where only dossier elements are expected",
-                    )]);
+                    );
+                    return document_error((vec![v], 0));
                 }
                 (Stage::BeforeRoot | Stage::AfterRoot, Event::Text(_) | Event::CData(_)) => {
                     let v = Violation::new("/", Rule::XmlSyntax, "text outside the root element");
@@ -576,7 +529,7 @@ impl DossierStream<'_> {
                 }
                 sc.path.clear();
                 sc.path.push_str(ROOT);
-                sc.issues.clear();
+                sc.clear();
                 if let Err(v) = attrs(&e, sc, header, export_slot) {
                     return end(stage, 0, None, v);
                 }
@@ -586,27 +539,36 @@ impl DossierStream<'_> {
                     Stage::AfterRoot
                 };
                 if !sc.issues.is_empty() {
-                    return document_error(std::mem::take(&mut sc.issues));
+                    return document_error(sc.take(ROOT, "on the root element"));
                 }
                 continue;
             }
             sc.path.truncate(ROOT.len());
-            sc.issues.clear();
+            sc.clear();
             if e.name().as_ref() != b"dossier" {
-                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                // Past the cap, a stray element is only counted: no path is built for it.
+                let listed = *stray < MAX_PER_DOSSIER;
+                if listed {
+                    let name = scratch::shown_name(e.name().as_ref());
+                    sc.enter(&name);
+                    sc.issue(
+                        Rule::XmlUnexpected,
+                        "is not an element of an ATEXO SEM export",
+                    );
+                }
                 drop(e);
-                sc.enter(&name);
-                sc.issue(
-                    Rule::XmlUnexpected,
-                    "is not an element of an ATEXO SEM export",
-                );
                 if start {
                     if let Err(v) = skip(reader, buf, sc, false) {
                         return end(stage, 0, None, v);
                     }
                 }
                 sc.path.truncate(ROOT.len());
-                return document_error(std::mem::take(&mut sc.issues));
+                if !listed {
+                    *stray_unlisted += 1;
+                    continue;
+                }
+                *stray += 1;
+                return document_error(sc.take(ROOT, "outside the dossiers"));
             }
             *index += 1;
             let n = *index;
@@ -638,7 +600,32 @@ impl Iterator for DossierStream<'_> {
         if self.stage == Stage::Done {
             return None;
         }
-        self.step()
+        let item = self.step();
+        // The faults outside dossiers that were only counted are said before the stream ends.
+        let counted = |n: usize| scratch::truncated(ROOT, n, "outside the dossiers");
+        if self.sc.over_budget {
+            // What `step` returned is the deadline's placeholder, not a fault of the document.
+            self.stage = Stage::Done;
+            let n = std::mem::take(&mut self.stray_unlisted);
+            return (n > 0).then(|| {
+                Err(DossierError {
+                    index: 0,
+                    id: None,
+                    violations: vec![counted(n)],
+                    unlisted: n,
+                    fatal: false,
+                })
+            });
+        }
+        match item {
+            Some(Err(mut e)) if e.fatal && self.stray_unlisted > 0 => {
+                let n = std::mem::take(&mut self.stray_unlisted);
+                e.violations.push(counted(n));
+                e.unlisted += n;
+                Some(Err(e))
+            }
+            other => other,
+        }
     }
 }
 
@@ -650,15 +637,25 @@ type Rd<'a> = Reader<Source<'a>>;
 type Slot<T> = for<'t> fn(&'t mut T, &[u8]) -> Option<&'t mut Option<String>>;
 
 /// Reads the attributes of `e` into `target` through `slot`; an attribute `slot` does not know is
-/// reported as unexpected. A malformed attribute (duplicate, no quotes) is fatal: the document is
-/// not well-formed.
+/// reported as unexpected, one given twice as a syntax fault (the first one is kept). A malformed
+/// attribute (no quotes, no `=`) is fatal: the rest of the tag cannot be read.
+///
+/// quick-xml's own duplicate check compares each name with every name before it: quadratic, so a
+/// tag of a million attributes would take minutes. It is off; a duplicate is found instead by its
+/// slot having been filled already, which costs nothing for the attributes the format defines
+/// (a handful per element) and leaves unknown ones to the violation cap.
 fn attrs<T>(
     e: &BytesStart<'_>,
     sc: &mut Scratch,
     target: &mut T,
     slot: Slot<T>,
 ) -> Result<(), Violation> {
-    for a in e.attributes() {
+    // The slots filled so far, by address: a slot is a field of `target`.
+    let mut filled: Vec<*const Option<String>> = Vec::new();
+    let mut attributes = e.attributes();
+    attributes.with_checks(false);
+    for a in attributes {
+        sc.tick()?;
         let a = a.map_err(|err| {
             sc.fatal(
                 Rule::XmlSyntax,
@@ -667,7 +664,15 @@ fn attrs<T>(
         })?;
         let key = a.key.as_ref();
         match slot(target, key) {
-            Some(place) => *place = value(&a.value, sc, Some(key)),
+            Some(place) if filled.contains(&std::ptr::from_ref(place)) => sc.issue_attr(
+                key,
+                Rule::XmlSyntax,
+                "appears more than once in this element: XML allows each attribute once",
+            ),
+            Some(place) => {
+                filled.push(std::ptr::from_ref(place));
+                *place = value(&a.value, sc, Some(key));
+            }
             None => sc.issue_attr(
                 key,
                 Rule::XmlUnexpected,
@@ -676,6 +681,18 @@ fn attrs<T>(
         }
     }
     Ok(())
+}
+
+/// The next event, once the deadline has been looked at.
+fn next_event<'b>(
+    rd: &mut Rd<'_>,
+    buf: &'b mut Vec<u8>,
+    sc: &mut Scratch,
+) -> Result<Event<'b>, Violation> {
+    sc.tick()?;
+    buf.clear();
+    rd.read_event_into(buf)
+        .map_err(|e| sc.syntax(&e, rd.error_position()))
 }
 
 /// An attribute's or a text's raw bytes as a value: UTF-8 checked, the predefined entities and
@@ -693,6 +710,9 @@ fn value(raw: &[u8], sc: &mut Scratch, attr: Option<&[u8]>) -> Option<String> {
         );
         return None;
     };
+    if sc.mislabelled(s, attr) {
+        return None;
+    }
     let s = if s.contains('&') {
         match quick_xml::escape::unescape(s) {
             Ok(s) => s,
@@ -730,18 +750,16 @@ fn text(rd: &mut Rd<'_>, buf: &mut Vec<u8>, sc: &mut Scratch) -> Result<Option<S
     let mut bad = false;
     let mut depth = 0usize;
     loop {
-        buf.clear();
-        let ev = rd
-            .read_event_into(buf)
-            .map_err(|e| sc.syntax(&e, rd.error_position()))?;
+        let ev = next_event(rd, buf, sc)?;
         match ev {
             Event::Text(t) if depth == 0 => {
-                let before = sc.issues.len();
+                let before = sc.found();
                 let v = value_untrimmed(&t[..], sc);
-                bad |= sc.issues.len() > before;
+                bad |= sc.found() > before;
                 sc.text.push_str(&v);
             }
             Event::CData(t) if depth == 0 => match std::str::from_utf8(&t) {
+                Ok(s) if sc.mislabelled(s, None) => bad = true,
                 Ok(s) => sc.text.push_str(s),
                 Err(_) => {
                     bad = true;
@@ -789,6 +807,9 @@ fn value_untrimmed<'t>(raw: &'t [u8], sc: &mut Scratch) -> Cow<'t, str> {
         );
         return Cow::Borrowed("");
     };
+    if sc.mislabelled(s, None) {
+        return Cow::Borrowed("");
+    }
     if !s.contains('&') {
         return Cow::Borrowed(s);
     }
@@ -822,10 +843,7 @@ fn skip(
     let mut depth = 0usize;
     let mut reported = !report;
     loop {
-        buf.clear();
-        let ev = rd
-            .read_event_into(buf)
-            .map_err(|e| sc.syntax(&e, rd.error_position()))?;
+        let ev = next_event(rd, buf, sc)?;
         match ev {
             Event::Start(_) | Event::Empty(_) | Event::Text(_) | Event::CData(_) if !reported => {
                 reported = true;
@@ -1009,10 +1027,7 @@ fn read_dossier(
     raw: &mut RawDossier,
 ) -> Result<(), Violation> {
     loop {
-        buf.clear();
-        let ev = rd
-            .read_event_into(buf)
-            .map_err(|e| sc.syntax(&e, rd.error_position()))?;
+        let ev = next_event(rd, buf, sc)?;
         let (start, e) = match ev {
             Event::Start(e) => (true, e),
             Event::Empty(e) => (false, e),
@@ -1120,7 +1135,7 @@ fn read_dossier(
                 content
             }
             other => {
-                let other = String::from_utf8_lossy(other).into_owned();
+                let other = scratch::shown_name(other);
                 sc.enter(&other);
                 sc.issue(
                     Rule::XmlUnexpected,
@@ -1171,10 +1186,7 @@ fn read_trainee(
     t: &mut RawStagiaire,
 ) -> Result<(), Violation> {
     loop {
-        buf.clear();
-        let ev = rd
-            .read_event_into(buf)
-            .map_err(|e| sc.syntax(&e, rd.error_position()))?;
+        let ev = next_event(rd, buf, sc)?;
         let (start, e) = match ev {
             Event::Start(e) => (true, e),
             Event::Empty(e) => (false, e),
@@ -1226,7 +1238,7 @@ fn read_trainee(
                     attrs(&e, sc, x, adresse_slot)?;
                 }
                 other => {
-                    let other = String::from_utf8_lossy(other).into_owned();
+                    let other = scratch::shown_name(other);
                     sc.enter(&other);
                     sc.issue(
                         Rule::XmlUnexpected,
@@ -1449,8 +1461,11 @@ fn to_canonical(raw: &mut RawDossier, sc: &mut Scratch) -> (Dossier, bool) {
         Some(d) => {
             let agora = v.code(d.agora.as_deref(), "dispositif/@agora", parse_flag, "O, N");
             if agora.is_none() && d.agora.is_some() {
-                // The enum check above already reported it; the rule of flags is boolean.format.
-                if let Some(last) = v.sc.issues.last_mut() {
+                // The enum check above already reported it (unless over the cap, or refused
+                // while reading); the rule of flags is boolean.format.
+                if let Some(last) = v.sc.issues.last_mut().filter(|l| {
+                    l.rule == Rule::EnumValue && l.pointer.ends_with("/dispositif/@agora")
+                }) {
                     last.rule = Rule::BooleanFormat;
                     last.detail = "must be O or N".into();
                 }
@@ -1755,15 +1770,18 @@ fn finish(
         if echo || (!state_known && r.rule == Rule::StatusRequired) {
             continue;
         }
-        sc.issues.push(r);
+        sc.push(r);
     }
     let source = dossier.sources.first();
     let id = source.map(|s| s.id.clone()).filter(|s| !s.is_empty());
     if !sc.issues.is_empty() {
+        let unit = sc.path[..sc.dossier_len].to_string();
+        let (violations, unlisted) = sc.take(&unit, "in this dossier");
         return Err(DossierError {
             index,
             id,
-            violations: std::mem::take(&mut sc.issues),
+            violations,
+            unlisted,
             fatal: false,
         });
     }

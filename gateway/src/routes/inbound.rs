@@ -5,11 +5,15 @@
 //! caller get `202` (design.md principle 3). A failure after the ledger commit answers `503`: the
 //! caller retries, the ledger recognises the payload, and the tasks are published again (a task is
 //! harmless twice).
+//!
+//! An ATEXO SEM export is decoded on the blocking pool, within `server.decode_budget_ms`: decoding
+//! is CPU work, and a costly body on an HTTP worker would hold up every request queued behind it
+//! on that worker, `/healthz` included.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
-use passerelle_adapters::atexo_sem::{self, Flow as SemFlow, Perimeter};
+use passerelle_adapters::atexo_sem::{self, DocumentError, Flow as SemFlow, Perimeter, SemDossier};
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::{ouiform, Rule, Violation};
 use secrecy::ExposeSecret;
@@ -94,7 +98,13 @@ fn rejected(state: &AppState, system: System, violations: Vec<Violation>) -> Api
             })
             .inc();
     }
-    if violations.iter().all(|v| v.rule.is_syntax()) {
+    // A cut-short list's last entry is no fault of its own: it does not make a list of syntax
+    // faults a 422.
+    if violations
+        .iter()
+        .filter(|v| v.rule != Rule::XmlTruncated)
+        .all(|v| v.rule.is_syntax())
+    {
         ApiError::Unparseable(violations)
     } else {
         ApiError::Invalid(violations)
@@ -176,8 +186,11 @@ pub async fn atexo_sem_dossiers(
     require_caller(&req, &state, System::AtexoSem)?;
     require_content_type(&req, &["application/xml", "text/xml"], "application/xml")?;
     let body = read_body(payload, state.body_limit, Rule::XmlSyntax).await?;
-    let decoded = atexo_sem::decode_document(&body, SemFlow::Sync, &state.decode)
-        .map_err(|v| rejected(&state, System::AtexoSem, v.0))?;
+    let DecodedPost {
+        dossiers: decoded,
+        payload_hash,
+        masked_payload,
+    } = decode_atexo_sem(&state, body).await?;
     let salt = state
         .credentials
         .dossier_salt
@@ -204,8 +217,8 @@ pub async fn atexo_sem_dossiers(
     let inbound = Inbound {
         system: System::AtexoSem,
         flow: Flow::Sync,
-        payload_hash: hash(&body),
-        masked_payload: state.keep_payloads.then(|| mask_atexo_sem(&body)).flatten(),
+        payload_hash,
+        masked_payload,
         request_id: Some(request_id(&req)),
         records,
     };
@@ -218,6 +231,56 @@ pub async fn atexo_sem_dossiers(
         "message_id": accepted.message_id,
         "dossiers": statuses,
     })))
+}
+
+/// An ATEXO SEM post once decoded, with what the journal keeps of its body.
+struct DecodedPost {
+    dossiers: Vec<SemDossier>,
+    payload_hash: String,
+    masked_payload: Option<Vec<u8>>,
+}
+
+/// Decodes a posted export on the blocking pool, stopping at `server.decode_budget_ms` counted
+/// from now (time waiting for a blocking thread counts). The body's hash and masked copy are made
+/// there too: both read the whole body.
+async fn decode_atexo_sem(
+    state: &web::Data<AppState>,
+    body: Vec<u8>,
+) -> Result<DecodedPost, ApiError> {
+    let budget = state.decode_budget;
+    let deadline = std::time::Instant::now() + budget;
+    let shared = state.clone();
+    let outcome = web::block(move || {
+        atexo_sem::decode_document_within(&body, SemFlow::Sync, &shared.decode, deadline).map(
+            |dossiers| DecodedPost {
+                dossiers,
+                payload_hash: hash(&body),
+                masked_payload: shared
+                    .keep_payloads
+                    .then(|| mask_atexo_sem(&body))
+                    .flatten(),
+            },
+        )
+    })
+    .await
+    .map_err(|_| {
+        tracing::error!("the ATEXO SEM decoder stopped before its end; the post was not accepted");
+        ApiError::Unavailable("the decoder stopped unexpectedly".into())
+    })?;
+    outcome.map_err(|e| match e {
+        DocumentError::Invalid(v) => rejected(state, System::AtexoSem, v.0),
+        DocumentError::OverBudget { dossiers_read } => {
+            tracing::warn!(
+                budget_ms = budget.as_millis(),
+                dossiers_read,
+                "an ATEXO SEM post could not be decoded within its budget; it was refused (413)"
+            );
+            ApiError::TooCostly {
+                budget_ms: budget.as_millis(),
+                dossiers_read,
+            }
+        }
+    })
 }
 
 /// `X-Ouiform-Signature: sha256=<hex HMAC-SHA256 of the raw body>`; 401 when missing or wrong.

@@ -120,6 +120,8 @@ pub struct AppState {
     pub rules: RuleSettings,
     pub precedence: Precedence,
     pub body_limit: usize,
+    /// How long an ATEXO SEM post may take to decode (`server.decode_budget_ms`).
+    pub decode_budget: std::time::Duration,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub keep_payloads: bool,

@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use passerelle_adapters::Violation;
+use passerelle_adapters::{Rule, Violation};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,12 @@ pub enum ApiError {
     Forbidden,
     #[error("the body is over {0} bytes")]
     TooLarge(usize),
+    /// The body could not be judged within the decoding budget (`server.decode_budget_ms`).
+    #[error("the body could not be decoded within {budget_ms} ms")]
+    TooCostly {
+        budget_ms: u128,
+        dossiers_read: usize,
+    },
     #[error("wrong content type")]
     UnsupportedMediaType(&'static str),
     #[error("the payload is invalid")]
@@ -43,6 +49,10 @@ struct Problem<'a> {
     detail: String,
     #[serde(skip_serializing_if = "<[Violation]>::is_empty")]
     errors: &'a [Violation],
+    /// The list of `errors` is cut short: its last entry (rule `xml.truncated`) says how many
+    /// more violations were found, or where decoding stopped. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 impl ApiError {
@@ -67,6 +77,12 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "urn:passerelle:problem:too-large",
                 "Body too large",
+            ),
+            // 413, as the size limit: the caller should not retry the same body but split it.
+            ApiError::TooCostly { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:passerelle:problem:too-costly",
+                "Body too costly to decode",
             ),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -104,11 +120,27 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             ApiError::Unparseable(v) | ApiError::Invalid(v) => {
-                format!("{} violation(s); nothing was stored", v.len())
+                let listed = v.iter().filter(|v| v.rule != Rule::XmlTruncated).count();
+                if listed == v.len() {
+                    format!("{listed} violation(s); nothing was stored")
+                } else {
+                    format!(
+                        "{listed} violation(s) listed, and the list is cut short (see its last \
+                         entry); nothing was stored"
+                    )
+                }
             }
             ApiError::Unauthorized(why) => (*why).to_string(),
             ApiError::Forbidden => "the credentials are those of another system".into(),
             ApiError::TooLarge(limit) => format!("the body is over the limit of {limit} bytes"),
+            ApiError::TooCostly {
+                budget_ms,
+                dossiers_read,
+            } => format!(
+                "decoding stopped at its budget of {budget_ms} ms, in dossier {dossiers_read}, \
+                 with nothing wrong found so far; nothing was stored. Post the export in smaller \
+                 parts, or load it with `passerelle backfill`"
+            ),
             ApiError::UnsupportedMediaType(expected) => {
                 format!("the content type must be {expected}")
             }
@@ -146,6 +178,7 @@ impl ResponseError for ApiError {
             status: status.as_u16(),
             detail: self.detail(),
             errors,
+            truncated: errors.iter().any(|v| v.rule == Rule::XmlTruncated),
         };
         let mut r = HttpResponse::build(status);
         r.content_type("application/problem+json");

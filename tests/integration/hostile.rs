@@ -88,8 +88,10 @@ async fn post_raw(
 /// What a refusal of a hostile body must look like.
 fn check_refusal(shape: &str, a: &Answer) {
     // No rule bounds the length of a name: a first name of 10 MB of letters is a valid dossier
-    // (a gap noted for the issue, not this test's subject, which is that it is answered).
-    if matches!(shape, "huge_text" | "huge_entities") && a.status == 202 {
+    // (a gap noted for the issue, not this test's subject, which is that it is answered). Nor are
+    // comments wrong: a valid dossier among them is accepted when it is read within the budget,
+    // and refused as too costly (413) when it is not, which depends on the machine's load.
+    if matches!(shape, "huge_text" | "huge_entities" | "comments") && a.status == 202 {
         return;
     }
     assert!(

@@ -88,6 +88,7 @@ fn kind(ty: &str) -> String {
         "i32" | "i64" => "integer".to_string(),
         "Vec<String>" => "list of text".to_string(),
         "Precedence" => "table: field group → list of systems".to_string(),
+        "BTreeMap<String, Vec<String>>" => "table: system → list of text".to_string(),
         other => other.to_string(),
     };
     if optional {

@@ -7,6 +7,7 @@ mod crash;
 mod dead_letters;
 mod deployment;
 mod faults;
+mod hardening;
 mod observability;
 mod pole_emploi;
 mod support;

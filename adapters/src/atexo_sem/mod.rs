@@ -354,11 +354,38 @@ impl Scratch {
     }
 
     fn syntax(&self, e: &quick_xml::Error, position: u64) -> Violation {
-        // quick-xml's messages name markup (tags, expected characters), never content.
+        // A fixed description, never quick-xml's message: it quotes tag and attribute names,
+        // which a malformed document may have filled with anything (a name, a NIR).
         self.fatal(
             Rule::XmlSyntax,
-            format!("is not well-formed XML near byte {position}: {e}"),
+            format!(
+                "is not well-formed XML near byte {position}: {}",
+                syntax_kind(e)
+            ),
         )
+    }
+}
+
+/// What is wrong, in words of our own: nothing of the document (see [`Scratch::syntax`]).
+fn syntax_kind(e: &quick_xml::Error) -> &'static str {
+    use quick_xml::errors::{IllFormedError, SyntaxError};
+    match e {
+        quick_xml::Error::Syntax(SyntaxError::UnclosedTag) => "a tag is not closed",
+        quick_xml::Error::Syntax(SyntaxError::UnclosedCData) => "a CDATA section is not closed",
+        quick_xml::Error::Syntax(SyntaxError::UnclosedComment) => "a comment is not closed",
+        quick_xml::Error::Syntax(_) => "malformed markup",
+        quick_xml::Error::IllFormed(IllFormedError::MismatchedEndTag { .. }) => {
+            "an end tag does not match the open element"
+        }
+        quick_xml::Error::IllFormed(IllFormedError::UnmatchedEndTag(_)) => {
+            "an end tag closes no open element"
+        }
+        quick_xml::Error::IllFormed(IllFormedError::MissingEndTag(_)) => "an element is not closed",
+        quick_xml::Error::IllFormed(_) => "ill-formed markup",
+        quick_xml::Error::InvalidAttr(_) => "a malformed attribute",
+        quick_xml::Error::NonDecodable(_) => "bytes that are not text in the declared encoding",
+        quick_xml::Error::EscapeError(_) => "a malformed character or entity reference",
+        _ => "the document could not be read",
     }
 }
 
@@ -659,12 +686,8 @@ fn attrs<T>(
     slot: Slot<T>,
 ) -> Result<(), Violation> {
     for a in e.attributes() {
-        let a = a.map_err(|err| {
-            sc.fatal(
-                Rule::XmlSyntax,
-                format!("has a malformed attribute list: {err}"),
-            )
-        })?;
+        // Not quick-xml's message, which quotes the document (see `Scratch::syntax`).
+        let a = a.map_err(|_| sc.fatal(Rule::XmlSyntax, "has a malformed attribute list"))?;
         let key = a.key.as_ref();
         match slot(target, key) {
             Some(place) => *place = value(&a.value, sc, Some(key)),

@@ -9,6 +9,7 @@
 //! [`model`] holds Pôle emploi's spelling; [`mapping`] the field table.
 
 pub mod mapping;
+pub mod mask;
 pub mod model;
 #[cfg(test)]
 mod tests;

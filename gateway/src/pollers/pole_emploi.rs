@@ -54,9 +54,6 @@ pub const OPEN_STATES: [State; 4] = [
     State::Entered,
 ];
 
-/// The registration fields that identify the job seeker: masked in the journal.
-const PERSONAL_FIELDS: [&str; 3] = ["nirCertifie", "idNationalDE", "idRegionalDE"];
-
 /// How the poller works (settings section `pole_emploi`, and what it shares with the API).
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -432,16 +429,10 @@ fn refusal_key(dossier_id: &str, version: i64, record: &Dossier) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A registration with the job seeker's identifiers masked.
+/// A registration with the job seeker's identifiers masked (the adapter's one masking).
 fn mask(item: &Value) -> Vec<u8> {
     let mut item = item.clone();
-    if let Some(fields) = item.as_object_mut() {
-        for k in PERSONAL_FIELDS {
-            if let Some(v) = fields.get_mut(k).filter(|v| !v.is_null()) {
-                *v = Value::String("***".into());
-            }
-        }
-    }
+    passerelle_adapters::pole_emploi::mask::mask_registration(&mut item);
     serde_json::to_vec(&item).unwrap_or_default()
 }
 

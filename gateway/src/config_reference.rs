@@ -95,6 +95,7 @@ fn kind(ty: &str) -> String {
         "Precedence" => "table: field group → list of systems".to_string(),
         "AgoraAuthMode" => "`bearer`, `command` or `signed`".to_string(),
         "SigningAlgorithm" => "`RS256` or `ES256`".to_string(),
+        "BTreeMap<String, Vec<String>>" => "table: system → list of text".to_string(),
         other => other.to_string(),
     };
     if optional {

@@ -3,7 +3,8 @@
 //! - [`cli`]: the command line of contract §5; [`commands`]: one module per command;
 //! - [`settings`]: layered configuration (contract §6), its generated reference in
 //!   [`config_reference`]; [`telemetry`]: JSON logs, optional OTLP traces;
-//! - [`startup`]: builds and runs the application (HTTP API, workers, sweeper, pollers);
+//! - [`startup`]: builds and runs the application (HTTP API, workers, sweeper, pollers); [`tls`]:
+//!   HTTPS on its listeners and client certificates mapped to systems;
 //! - [`routes`]: the HTTP API of contract §1; [`pollers`]: the Pôle emploi partner API, polled;
 //! - [`intake`]: the one way records enter the ledger (accept, then publish the tasks owed);
 //! - [`ledger`]: desired and delivered states (SQLite, PostgreSQL);
@@ -26,4 +27,5 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

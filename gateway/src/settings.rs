@@ -3,6 +3,7 @@
 //! with their name; secrets are `SecretString`s, given inline or as `<key>_file`; everything is
 //! checked at start-up ([`Settings::load`]) with messages an operator can act on.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -73,13 +74,42 @@ pub struct ServerSettings {
     pub rate_per_second: u32,
     /// Burst allowed above the rate.
     pub rate_burst: u32,
+    /// Address of a second listener for the admin routes (`/v1/dossiers…`, `/v1/dead-letters…`),
+    /// `/metrics` and the console, which then answer only there (404 on `server.bind`); empty: one
+    /// listener for everything.
+    #[serde(default)]
+    pub admin_bind: String,
+    /// PEM certificate chain of the listeners: with `server.tls_key_file`, both listeners speak
+    /// HTTPS only (rustls); unset: plain HTTP (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `server.tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificates of the CAs whose client certificates are accepted (mutual TLS). A client
+    /// may still come without a certificate (and use its bearer token); one it presents must chain
+    /// to these CAs. Needs `server.tls_cert_file`.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Which system a verified client certificate stands for: a table from a system (`ouiform`,
+    /// `atexo_sem`) to the DNS names of its certificates' subjectAltName, e.g.
+    /// `{ ouiform = ["ouiform.partenaire.example"] }`. Such a certificate authenticates its system
+    /// without a bearer token (OUIFORM still signs its bodies); with one, both must agree.
+    #[serde(default)]
+    pub tls_client_names: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSettings {
-    /// `sqlite://…` (embedded) or `postgres://…` (production).
+    /// `sqlite://…` (embedded) or `postgres://…` (production). A PostgreSQL server that is not on
+    /// this host must be reached with `?sslmode=require` or stronger (`verify-ca`, `verify-full`;
+    /// `sslrootcert=` names a private CA), unless `ledger.allow_plaintext`.
     pub url: SecretString,
+    /// Allow a PostgreSQL ledger on another host without `sslmode=require` or stronger: NIRs and
+    /// names then cross the network in clear. For a private network only (docker/compose.yml).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +204,10 @@ pub struct RetrySettings {
     pub max_ms: u64,
     /// Attempts before a dossier goes to the dead letters.
     pub max_attempts: u32,
+    /// How long `429`s (AGORA's or Pôle emploi's pacing, not failures: they do not count toward
+    /// `retry.max_attempts`) may hold up a dossier or a poll, counted from the first `429` in a
+    /// row, s. Past it the next `429` counts as a failure. Each `Retry-After` is capped at an hour.
+    pub rate_limited_deadline_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +337,10 @@ impl Settings {
                 "must start with sqlite:, postgres:// or postgresql://",
             ));
         }
+        if !ledger.starts_with("sqlite:") && !self.ledger.allow_plaintext {
+            check_ledger_tls(ledger)?;
+        }
+        self.check_listeners()?;
         let queue = self.queue.url.expose_secret();
         if !(queue == "embedded"
             || queue.starts_with("embedded:")
@@ -429,7 +467,107 @@ impl Settings {
                 ));
             }
         }
+        // An empty token would let a request with an empty `Bearer` in; an empty secret signs
+        // nothing. (A `_file` that is empty is refused when it is read.)
+        for (key, inline) in [
+            ("agora.token", &self.agora.token),
+            ("auth.tokens.ouiform", &self.auth.tokens.ouiform),
+            ("auth.tokens.atexo_sem", &self.auth.tokens.atexo_sem),
+            ("auth.tokens.admin", &self.auth.tokens.admin),
+            (
+                "auth.tokens.admin_personal_data",
+                &self.auth.tokens.admin_personal_data,
+            ),
+            ("ouiform.hmac_secret", &self.ouiform.hmac_secret),
+            ("pole_emploi.client_secret", &self.pole_emploi.client_secret),
+        ] {
+            if inline
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().trim().is_empty())
+            {
+                return Err(invalid(key, "is empty: give a value, or leave the key out"));
+            }
+        }
         Ok(())
+    }
+
+    /// `server.admin_bind` and the TLS files: each given file must exist, the key and the
+    /// certificate go together, client certificates need TLS, and the names map known systems.
+    fn check_listeners(&self) -> Result<(), SettingsError> {
+        let s = &self.server;
+        if let Some(admin) = self.admin_bind_addr()? {
+            if admin == self.bind_addr()? && admin.port() != 0 {
+                return Err(invalid(
+                    "server.admin_bind",
+                    "must differ from server.bind (leave it empty for a single listener)",
+                ));
+            }
+        }
+        match (&s.tls_cert_file, &s.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key_file",
+                    "is required with server.tls_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert_file",
+                    "is required with server.tls_key_file",
+                ))
+            }
+            _ => {}
+        }
+        if s.tls_client_ca_file.is_some() && s.tls_cert_file.is_none() {
+            return Err(invalid(
+                "server.tls_client_ca_file",
+                "needs server.tls_cert_file and server.tls_key_file (client certificates come \
+                 with TLS)",
+            ));
+        }
+        for (key, file) in [
+            ("server.tls_cert_file", &s.tls_cert_file),
+            ("server.tls_key_file", &s.tls_key_file),
+            ("server.tls_client_ca_file", &s.tls_client_ca_file),
+        ] {
+            if let Some(path) = file {
+                if !path.is_file() {
+                    return Err(invalid(key, format!("{} is not a file", path.display())));
+                }
+            }
+        }
+        if !s.tls_client_names.is_empty() && s.tls_client_ca_file.is_none() {
+            return Err(invalid(
+                "server.tls_client_names",
+                "needs server.tls_client_ca_file (only verified certificates are mapped)",
+            ));
+        }
+        for (system, names) in &s.tls_client_names {
+            let key = format!("server.tls_client_names.{system}");
+            if posting_system(system).is_none() {
+                return Err(invalid(&key, "is not a system that posts to passerelle"));
+            }
+            for name in names {
+                if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    return Err(invalid(&key, format!("{name:?} is not a DNS name")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `server.admin_bind`, when set.
+    pub fn admin_bind_addr(&self) -> Result<Option<SocketAddr>, SettingsError> {
+        let text = self.server.admin_bind.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            invalid(
+                "server.admin_bind",
+                "must be empty or an address and port such as 127.0.0.1:9090",
+            )
+        })
     }
 
     pub fn bind_addr(&self) -> Result<SocketAddr, SettingsError> {
@@ -466,6 +604,56 @@ impl Settings {
             rules: self.rule_settings(),
         })
     }
+}
+
+/// The system a `server.tls_client_names` key names (its snake_case name): one that posts to
+/// passerelle's inbound routes.
+pub fn posting_system(name: &str) -> Option<passerelle_adapters::canonical::System> {
+    use passerelle_adapters::canonical::System;
+    serde_json::from_value::<System>(serde_json::Value::String(name.to_string()))
+        .ok()
+        .filter(|s| matches!(s, System::Ouiform | System::AtexoSem))
+}
+
+/// A PostgreSQL URL whose host is not this machine must ask for TLS (`sslmode=require`,
+/// `verify-ca` or `verify-full`): `prefer` falls back to plaintext without a word. A Unix socket
+/// (`host=/…` or no host) and loopback addresses are this machine. Only the URL is read:
+/// `PGSSLMODE` in the environment does not count.
+fn check_ledger_tls(url: &str) -> Result<(), SettingsError> {
+    // Read by hand: `postgres://user@/db?host=/run/postgresql` is valid for PostgreSQL, not for
+    // the `url` crate.
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let query = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let authority = base
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_in_url = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let host = query("host").unwrap_or_else(|| host_in_url.to_string());
+    let local = host.is_empty()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let mode = query("sslmode").unwrap_or_default().to_ascii_lowercase();
+    if local || matches!(mode.as_str(), "require" | "verify-ca" | "verify-full") {
+        return Ok(());
+    }
+    Err(invalid(
+        "ledger.url",
+        format!(
+            "PostgreSQL on {host} must be reached over TLS: add ?sslmode=require (or verify-full), \
+             or set ledger.allow_plaintext = true for a private network"
+        ),
+    ))
 }
 
 fn check_url(key: &str, value: &str) -> Result<(), SettingsError> {
@@ -506,235 +694,4 @@ pub fn resolve_secret(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn the_embedded_defaults_are_valid() {
-        let s = Settings::load(None, env(&[])).expect("defaults load");
-        assert_eq!(s.server.bind, "127.0.0.1:8080");
-        assert_eq!(s.queue.url.expose_secret(), "embedded");
-        assert_eq!(s.retry.max_attempts, 12);
-        assert_eq!(s.perimeter.excluded_categories.len(), 6);
-        assert_eq!(s.merge.precedence, Precedence::default());
-    }
-
-    #[test]
-    fn environment_overrides_file_which_overrides_defaults() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("p.toml");
-        std::fs::write(
-            &file,
-            "[agora]\nbase_url = \"https://relay.example:8443\"\ntoken = \"t\"\n[retry]\nmax_attempts = 3\n",
-        )
-        .expect("write");
-        let s = Settings::load(
-            Some(&file),
-            env(&[
-                ("PASSERELLE__RETRY__MAX_ATTEMPTS", "5"),
-                ("PASSERELLE__PERIMETER__EXCLUDED_CATEGORIES", "PSAD,VAE"),
-                ("OTHER__RETRY__MAX_ATTEMPTS", "9"),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(s.agora.base_url, "https://relay.example:8443");
-        assert_eq!(s.retry.max_attempts, 5);
-        assert_eq!(s.perimeter.excluded_categories, vec!["PSAD", "VAE"]);
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_with_their_name() {
-        let e = Settings::load(None, env(&[("PASSERELLE__SERVER__BINDD", "x")]))
-            .expect_err("unknown key");
-        assert!(e.to_string().contains("bindd"), "{e}");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("p.toml");
-        std::fs::write(&file, "[agoar]\nbase_url = \"x\"\n").expect("write");
-        let e = Settings::load(Some(&file), env(&[])).expect_err("unknown section");
-        assert!(e.to_string().contains("agoar"), "{e}");
-    }
-
-    #[test]
-    fn invalid_values_name_the_key() {
-        for (k, v, key) in [
-            ("PASSERELLE__SERVER__BIND", "nowhere", "server.bind"),
-            ("PASSERELLE__QUEUE__URL", "kafka://x", "queue.url"),
-            ("PASSERELLE__LEDGER__URL", "mysql://x", "ledger.url"),
-            ("PASSERELLE__AGORA__BASE_URL", "relay", "agora.base_url"),
-            ("PASSERELLE__RETRY__MAX_ATTEMPTS", "0", "retry.max_attempts"),
-            (
-                "PASSERELLE__PERIMETER__BACKFILL_SINCE",
-                "01/01/2017",
-                "perimeter.backfill_since",
-            ),
-        ] {
-            let e = Settings::load(None, env(&[(k, v)])).expect_err(k);
-            assert!(e.to_string().contains(key), "{k}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_production_example_loads_and_points_at_postgresql_and_rabbitmq() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/production.example.toml");
-        let s = Settings::load(Some(&file), env(&[])).expect("the production example loads");
-        assert!(s.ledger.url.expose_secret().starts_with("postgres://"));
-        assert!(s.queue.url.expose_secret().starts_with("amqp://"));
-        assert!(
-            s.agora.base_url.starts_with("https://"),
-            "{}",
-            s.agora.base_url
-        );
-        assert!(s.atexo_sem.returns_url.starts_with("https://"));
-        assert!(s.bind_addr().expect("bind").ip().is_unspecified());
-        assert_eq!(s.data.dir, Path::new("/var/lib/passerelle"));
-        // Secrets only as files, none inline.
-        let t = &s.auth.tokens;
-        assert!(s.agora.token.is_none() && s.agora.token_file.is_some());
-        assert!(t.ouiform.is_none() && t.atexo_sem.is_none() && t.admin.is_none());
-        assert!(t.ouiform_file.is_some() && t.atexo_sem_file.is_some() && t.admin_file.is_some());
-        assert!(s.ouiform.hmac_secret.is_none() && s.ouiform.hmac_secret_file.is_some());
-
-        // The URLs with their passwords come from the environment, over the file's.
-        let s = Settings::load(
-            Some(&file),
-            env(&[
-                (
-                    "PASSERELLE__LEDGER__URL",
-                    "postgres://passerelle:pw@postgres:5432/passerelle",
-                ),
-                (
-                    "PASSERELLE__QUEUE__URL",
-                    "amqp://passerelle:pw@rabbitmq:5672/%2f",
-                ),
-            ]),
-        )
-        .expect("loads with the environment");
-        assert_eq!(
-            s.ledger.url.expose_secret(),
-            "postgres://passerelle:pw@postgres:5432/passerelle"
-        );
-        assert_eq!(
-            s.queue.url.expose_secret(),
-            "amqp://passerelle:pw@rabbitmq:5672/%2f"
-        );
-    }
-
-    #[test]
-    fn pole_emploi_polling_needs_its_credentials() {
-        let on = [
-            (
-                "PASSERELLE__POLE_EMPLOI__API_URL",
-                "https://api.example.invalid/partenaire",
-            ),
-            (
-                "PASSERELLE__POLE_EMPLOI__AUTH_URL",
-                "https://entreprise.example.invalid",
-            ),
-            ("PASSERELLE__POLE_EMPLOI__CLIENT_ID", "PAR_passerelle"),
-            ("PASSERELLE__POLE_EMPLOI__CLIENT_SECRET", "s3cret"),
-            ("PASSERELLE__POLE_EMPLOI__SCOPE", "api_inscriptionsv1"),
-        ];
-        let s = Settings::load(None, env(&on)).expect("polling on");
-        assert_eq!(s.pole_emploi.concurrency, 4);
-        assert_eq!(s.pole_emploi.poll_interval_s, 300);
-        for (missing, key) in [
-            (2, "pole_emploi.client_id"),
-            (3, "pole_emploi.client_secret"),
-            (4, "pole_emploi.scope"),
-        ] {
-            let mut pairs = on.to_vec();
-            pairs.remove(missing);
-            let e = Settings::load(None, env(&pairs)).expect_err(key);
-            assert!(e.to_string().contains(key), "{e}");
-        }
-        for (k, key) in [
-            (
-                "PASSERELLE__POLE_EMPLOI__CONCURRENCY",
-                "pole_emploi.concurrency",
-            ),
-            (
-                "PASSERELLE__POLE_EMPLOI__POLL_INTERVAL_S",
-                "pole_emploi.poll_interval_s",
-            ),
-        ] {
-            let mut pairs = on.to_vec();
-            pairs.push((k, "0"));
-            let e = Settings::load(None, env(&pairs)).expect_err(key);
-            assert!(e.to_string().contains(key), "{e}");
-        }
-        // Off (the default), nothing else is asked for.
-        Settings::load(None, env(&[])).expect("polling off");
-    }
-
-    #[test]
-    fn secrets_come_inline_or_from_a_file_never_both() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("token");
-        std::fs::write(&f, "s3cret\n").expect("write");
-        let path = f.to_string_lossy().to_string();
-        let s =
-            Settings::load(None, env(&[("PASSERELLE__AGORA__TOKEN_FILE", &path)])).expect("loads");
-        let t = resolve_secret("agora.token", &s.agora.token, &s.agora.token_file).expect("reads");
-        assert_eq!(
-            t.map(|t| t.expose_secret().to_string()).as_deref(),
-            Some("s3cret")
-        );
-        assert!(!format!("{s:?}").contains("s3cret"));
-        let e = Settings::load(
-            None,
-            env(&[
-                ("PASSERELLE__AGORA__TOKEN_FILE", &path),
-                ("PASSERELLE__AGORA__TOKEN", "x"),
-            ]),
-        )
-        .expect_err("both");
-        assert!(e.to_string().contains("agora.token"), "{e}");
-    }
-
-    #[test]
-    fn the_personal_data_token_is_optional_and_given_once() {
-        let s = Settings::load(None, env(&[])).expect("loads");
-        let t = &s.auth.tokens;
-        assert!(t.admin_personal_data.is_none() && t.admin_personal_data_file.is_none());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("pd");
-        std::fs::write(&f, "pd-s3cret\n").expect("write");
-        let path = f.to_string_lossy().to_string();
-        let s = Settings::load(
-            None,
-            env(&[("PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA_FILE", &path)]),
-        )
-        .expect("loads");
-        let t = &s.auth.tokens;
-        let token = resolve_secret(
-            "auth.tokens.admin_personal_data",
-            &t.admin_personal_data,
-            &t.admin_personal_data_file,
-        )
-        .expect("reads");
-        assert_eq!(
-            token.map(|t| t.expose_secret().to_string()).as_deref(),
-            Some("pd-s3cret")
-        );
-        let e = Settings::load(
-            None,
-            env(&[
-                ("PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA_FILE", &path),
-                ("PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA", "x"),
-            ]),
-        )
-        .expect_err("both");
-        assert!(
-            e.to_string().contains("auth.tokens.admin_personal_data"),
-            "{e}"
-        );
-        assert!(!e.to_string().contains("pd-s3cret"));
-    }
-}
+mod tests;

@@ -57,6 +57,8 @@ pub enum StartError {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    /// The admin listener (`server.admin_bind`) and its port, when set.
+    admin: Option<(actix_web::dev::Server, u16)>,
     shutdown: watch::Sender<bool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     sandbox: Option<RunningSandbox>,
@@ -138,6 +140,7 @@ impl Services {
                 base: Duration::from_millis(settings.retry.base_ms),
                 max: Duration::from_millis(settings.retry.max_ms),
                 max_attempts: settings.retry.max_attempts,
+                rate_limited_deadline: Duration::from_secs(settings.retry.rate_limited_deadline_s),
             },
             lease_ttl: Duration::from_secs(settings.worker.lease_ttl_s),
             id: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
@@ -181,6 +184,7 @@ impl Application {
             &metrics,
             worker.retry,
         )?;
+        let readiness = routes::health::Readiness::new();
         let state = web::Data::new(AppState {
             ledger: ledger.clone(),
             queue: queue.clone(),
@@ -195,64 +199,40 @@ impl Application {
             metrics: metrics.clone(),
             keep_payloads: settings.journal.payload_retention_days > 0,
             pole_emploi: pole_emploi.as_ref().map(PoleEmploiPoller::health),
+            readiness: readiness.clone(),
         });
 
-        let addr = settings.bind_addr()?;
-        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?
-            .port();
+        let tls = crate::tls::server_config(&settings.server)?;
+        let names = Arc::new(crate::tls::ClientNames::from_settings(&settings.server)?);
         let limit = settings.server.body_limit_bytes;
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::from_fn(routes::request_span))
-                .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(limit))
-                .route("/healthz", web::get().to(routes::health::healthz))
-                .route("/readyz", web::get().to(routes::health::readyz))
-                .route("/metrics", web::get().to(routes::health::metrics))
-                .route("/openapi.json", web::get().to(routes::health::openapi))
-                .service(
-                    web::scope("/v1")
-                        .route(
-                            "/inbound/ouiform/orientations",
-                            web::post().to(routes::inbound::ouiform_orientation),
-                        )
-                        .route(
-                            "/inbound/atexo-sem/dossiers",
-                            web::post().to(routes::inbound::atexo_sem_dossiers),
-                        )
-                        .route(
-                            "/dossiers/{dossier_id}",
-                            web::get().to(routes::admin::dossier),
-                        )
-                        .route("/dead-letters", web::get().to(routes::admin::dead_letters))
-                        .route("/unreadable", web::get().to(routes::admin::unreadable))
-                        .route(
-                            "/dead-letters/replay",
-                            web::post().to(routes::admin::replay_matching),
-                        )
-                        .route(
-                            "/dead-letters/{id}/replay",
-                            web::post().to(routes::admin::replay),
-                        ),
-                )
-        })
-        .listen(listener)
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?
-        .shutdown_timeout(30)
-        .disable_signals()
-        .run();
+        let admin_apart = settings.admin_bind_addr()?;
+        let app = {
+            let state = state.clone();
+            move |admin: bool| {
+                App::new()
+                    .wrap(actix_web::middleware::from_fn(routes::request_span))
+                    .app_data(state.clone())
+                    .app_data(web::PayloadConfig::new(limit))
+                    .configure(|cfg| {
+                        if admin {
+                            routes::admin_listener(cfg);
+                        } else if admin_apart.is_some() {
+                            routes::main_listener(cfg);
+                        } else {
+                            routes::main_listener(cfg);
+                            routes::admin_scope(cfg);
+                        }
+                    })
+            }
+        };
+        let (server, port) = serve(settings.bind_addr()?, tls.clone(), &names, {
+            let app = app.clone();
+            move || app(false)
+        })?;
+        let admin = match admin_apart {
+            Some(addr) => Some(serve(addr, tls, &names, move || app(true))?),
+            None => None,
+        };
 
         let (shutdown, rx) = watch::channel(false);
         let mut workers = Vec::new();
@@ -274,6 +254,11 @@ impl Application {
         if let Some(poller) = pole_emploi {
             workers.push(tokio::spawn(poller.run(rx.clone())));
         }
+        workers.push(tokio::spawn(routes::health::watch_agora(
+            agora.clone(),
+            readiness,
+            rx.clone(),
+        )));
         // Longer than any backoff: a pending dossier quiet for that long has lost its task.
         let quiet_for = Duration::from_millis(settings.retry.max_ms) + Duration::from_secs(30);
         workers.push(tokio::spawn(sweeper(
@@ -286,6 +271,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            admin,
             shutdown,
             workers,
             sandbox,
@@ -300,6 +286,11 @@ impl Application {
         self.port
     }
 
+    /// The admin listener's port, when `server.admin_bind` is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, port)| *port)
+    }
+
     pub fn sandbox(&self) -> Option<&RunningSandbox> {
         self.sandbox.as_ref()
     }
@@ -307,15 +298,39 @@ impl Application {
     /// Serves until SIGINT/SIGTERM (or `stop`), then stops accepting, lets the workers finish the
     /// tasks in flight, and returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
+        let handles: Vec<_> = std::iter::once(self.server.handle())
+            .chain(self.admin.as_ref().map(|(s, _)| s.handle()))
+            .collect();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("stopping: finishing the requests and tasks in flight");
             let _ = shutdown.send(true);
-            handle.stop(true).await;
+            for handle in handles {
+                handle.stop(true).await;
+            }
         });
-        let served = self.server.await;
+        let served = match self.admin {
+            Some((admin, _)) => {
+                // Either listener stopping stops the other: one gateway, one lifetime.
+                let main = self.server.handle();
+                let other = admin.handle();
+                let (a, b) = tokio::join!(
+                    async {
+                        let r = self.server.await;
+                        other.stop(true).await;
+                        r
+                    },
+                    async {
+                        let r = admin.await;
+                        main.stop(true).await;
+                        r
+                    }
+                );
+                a.and(b)
+            }
+            None => self.server.await,
+        };
         let _ = self.shutdown.send(true);
         for w in self.workers {
             let _ = w.await;
@@ -328,24 +343,69 @@ impl Application {
 
     /// Runs in the background (for tests); the handle stops it.
     pub fn spawn(self) -> RunningApp {
-        let handle = self.server.handle();
+        let handles: Vec<_> = std::iter::once(self.server.handle())
+            .chain(self.admin.as_ref().map(|(s, _)| s.handle()))
+            .collect();
         let shutdown = self.shutdown.clone();
         let port = self.port;
+        let admin_port = self.admin_port();
         let task = tokio::spawn(self.run_until_stopped());
         RunningApp {
             port,
-            handle,
+            admin_port,
+            handles,
             shutdown,
             task,
         }
     }
 }
 
+/// Binds `addr` (HTTPS when `tls` is given, mapping client certificates with `names`) and
+/// serves `app` there; returns the server and the bound port (`addr` may ask for port 0).
+fn serve<F, A, B>(
+    addr: std::net::SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    names: &Arc<crate::tls::ClientNames>,
+    app: F,
+) -> Result<(actix_web::dev::Server, u16), StartError>
+where
+    F: Fn() -> App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let bind = |source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(bind)?;
+    let port = listener.local_addr().map_err(bind)?.port();
+    let names = names.clone();
+    let server = HttpServer::new(app)
+        .on_connect(move |conn, data| crate::tls::on_connect(&names, conn, data))
+        .shutdown_timeout(30)
+        .disable_signals();
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config),
+        None => server.listen(listener),
+    }
+    .map_err(bind)?
+    .run();
+    Ok((server, port))
+}
+
 /// A gateway running in the background.
 #[derive(Debug)]
 pub struct RunningApp {
     pub port: u16,
-    handle: actix_web::dev::ServerHandle,
+    /// The admin listener's port, when `server.admin_bind` is set.
+    pub admin_port: Option<u16>,
+    handles: Vec<actix_web::dev::ServerHandle>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -353,7 +413,9 @@ pub struct RunningApp {
 impl RunningApp {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        self.handle.stop(true).await;
+        for handle in self.handles {
+            handle.stop(true).await;
+        }
         let _ = self.task.await;
     }
 }
@@ -403,6 +465,7 @@ async fn sweeper(
                         request_id: None,
                         attempt: 0,
                         lot: None,
+                        rate_limited_since: None,
                     };
                     if let Err(e) = queue.publish(Lane::Sync, &task).await {
                         warn!(error = %e, "sweeper cannot publish; will try again");

@@ -35,6 +35,9 @@ pub struct RetryPolicy {
     pub base: Duration,
     pub max: Duration,
     pub max_attempts: u32,
+    /// How long `429`s in a row are waited out without counting as attempts
+    /// (`retry.rate_limited_deadline_s`).
+    pub rate_limited_deadline: Duration,
 }
 
 impl RetryPolicy {
@@ -427,6 +430,10 @@ impl Worker {
                 }
                 Outcome::Transient {
                     retry_after,
+                    reason: TransientReason::RateLimited,
+                } => return self.rate_limited(lane, task, retry_after).await,
+                Outcome::Transient {
+                    retry_after,
                     reason,
                 } => {
                     return self
@@ -482,6 +489,50 @@ impl Worker {
         .await
     }
 
+    /// A `429` is AGORA's pacing, not a failure: the task comes back after the `Retry-After`
+    /// (or the backoff) without consuming an attempt, for up to `retry.rate_limited_deadline_s`
+    /// after the first `429` in a row; past it, a `429` is a failure like any other.
+    async fn rate_limited(
+        &self,
+        lane: Lane,
+        task: &Task,
+        retry_after: Option<Duration>,
+    ) -> Result<TaskEnd, WorkerError> {
+        let now = chrono::Utc::now();
+        let since = task.rate_limited_since.unwrap_or(now);
+        let waited = (now - since).to_std().unwrap_or(Duration::ZERO);
+        let reason = TransientReason::RateLimited.to_string();
+        if waited >= self.retry.rate_limited_deadline {
+            // Still the same row of 429s: each one now counts, until the attempts run out.
+            let task = Task {
+                rate_limited_since: Some(since),
+                ..task.clone()
+            };
+            return self
+                .retry_later(
+                    lane,
+                    &task,
+                    format!("{reason}, for longer than retry.rate_limited_deadline_s"),
+                    Some(429),
+                    retry_after,
+                )
+                .await;
+        }
+        let delay = self.retry.delay(task.attempt, retry_after);
+        let next = Task {
+            attempt: task.attempt.saturating_add(1),
+            rate_limited_since: Some(since),
+            ..task.clone()
+        };
+        self.queue.publish_delayed(lane, &next, delay).await?;
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            waited_s = waited.as_secs(),
+            "AGORA asks to slow down (429); not counted as an attempt"
+        );
+        Ok(TaskEnd::Retrying(delay))
+    }
+
     async fn retry_later(
         &self,
         lane: Lane,
@@ -503,7 +554,9 @@ impl Worker {
         }
         let delay = self.retry.delay(attempts.max(1) as u32 - 1, retry_after);
         let next = Task {
-            attempt: task.attempt + 1,
+            attempt: task.attempt.saturating_add(1),
+            // A failure other than a 429 ends a row of 429s.
+            rate_limited_since: task.rate_limited_since.filter(|_| status == Some(429)),
             ..task.clone()
         };
         self.queue.publish_delayed(lane, &next, delay).await?;

@@ -8,6 +8,7 @@ mod crash;
 mod dead_letters;
 mod deployment;
 mod faults;
+mod hardening;
 mod hostile;
 mod observability;
 mod pole_emploi;

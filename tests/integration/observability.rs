@@ -44,6 +44,17 @@ fn personal_values(exports: &[SingleExport]) -> HashSet<String> {
         for tag in ["nomNaissance", "nomUsage", "prenoms"] {
             values.extend(tag_values(&xml, tag));
         }
+        // The Pôle emploi ids of `<identifiantPE national="…" regional="…"/>`.
+        for attr in ["national", "regional"] {
+            let open = format!(" {attr}=\"");
+            let mut rest: &str = &xml;
+            while let Some(start) = rest.find(&open) {
+                rest = &rest[start + open.len()..];
+                let Some(end) = rest.find('"') else { break };
+                values.insert(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
         for date in tag_values(&xml, "dateNaissance") {
             if let [d, m, y] = date.split('/').collect::<Vec<_>>()[..] {
                 values.insert(format!("{y}-{m}-{d}"));
@@ -138,7 +149,7 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         ids.insert(x.id.clone(), id.to_string());
     }
     let mut personal = personal_values(&valid.iter().chain(&invalid).cloned().collect::<Vec<_>>());
-    // The OUIFORM fixture's trainee.
+    // The OUIFORM fixture's trainee, with the job seeker's Pôle emploi ids.
     personal.extend(
         [
             "185077512345",
@@ -146,6 +157,8 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
             "Jean Pierre",
             "1985-07-12",
             "12/07/1985",
+            "a3f9c2e1-0b7d-4c6e-9f10-2d5e8b7a6c41",
+            "0676932W",
         ]
         .map(String::from),
     );
@@ -219,9 +232,14 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The admin views, which show (masked) personal fields.
+    // The admin views, which show (masked) personal fields: none in clear, the OUIFORM trainee's
+    // Pôle emploi ids included.
     let some = ids.values().next().expect("a dossier");
-    for path in [format!("/v1/dossiers/{some}"), "/v1/dead-letters".into()] {
+    for path in [
+        format!("/v1/dossiers/{some}"),
+        format!("/v1/dossiers/{oriented}"),
+        "/v1/dead-letters".into(),
+    ] {
         let r = http
             .get(format!("{}{path}", serve.url))
             .bearer_auth(ADMIN_TOKEN)
@@ -229,6 +247,16 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
             .await
             .expect("answer");
         assert_eq!(r.status(), 200, "{path}");
+        let body = r.text().await.expect("body");
+        let shown: Vec<&String> = personal
+            .iter()
+            .filter(|v| body.contains(v.as_str()))
+            .collect();
+        assert!(
+            shown.is_empty(),
+            "{path} shows {} personal values",
+            shown.len()
+        );
     }
     serve.kill();
 

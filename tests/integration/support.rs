@@ -98,6 +98,8 @@ impl Drop for Production {
 
 pub struct Gateway {
     pub url: String,
+    /// The admin listener, when `server.admin_bind` is set.
+    pub admin_url: Option<String>,
     /// The ledger, queue and data directory it runs on, for a command run beside it.
     pub ledger_url: String,
     pub queue_url: String,
@@ -147,11 +149,15 @@ pub async fn gateway(production: Option<Production>, extra: &[(&str, &str)]) -> 
         .await
         .expect("the gateway starts");
     let url = format!("http://127.0.0.1:{}", app.port());
+    let admin_url = app
+        .admin_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let creds = app.credentials.clone();
     // Empty when AGORA is a sandbox the test runs itself (`PASSERELLE__AGORA__BASE_URL`).
     let sandbox_url = app.sandbox().map(|s| s.base_url()).unwrap_or_default();
     Gateway {
         url,
+        admin_url,
         ledger_url: ledger,
         queue_url: queue,
         data_dir: dir.path().to_path_buf(),

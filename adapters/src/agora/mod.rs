@@ -843,18 +843,25 @@ fn decode_failure_at(
 /// `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date (IMF-fixdate, read as RFC 2822)
 /// turned into the time left from `now` (zero when past). `None` when unreadable: the worker then
 /// uses its own backoff.
+///
+/// Capped at [`MAX_RETRY_AFTER`] before anything else is done with it: a garbled or hostile value
+/// (`10000000000000000000`, a date in year 9999) must neither overflow the clock arithmetic
+/// downstream nor stop deliveries for longer than a plausible pause. A number of seconds too large
+/// for `u64` is such a value too, and reads as the cap.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds.min(MAX_RETRY_AFTER.as_secs())));
     }
     let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
+    let left = at.with_timezone(&Utc).signed_duration_since(now);
+    let cap = chrono::TimeDelta::seconds(MAX_RETRY_AFTER.as_secs() as i64);
+    Some(left.min(cap).to_std().unwrap_or(Duration::ZERO))
 }
+
+/// The longest pause a `Retry-After` imposes (an hour).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Parses an answer body: JSON, valid against `answer.schema.json`, and of the shape `T`. The error
 /// completes "the body …" and never quotes the body.

@@ -199,6 +199,22 @@ pub struct Anomaly {
     pub libelle: Option<String>,
 }
 
+impl Anomaly {
+    /// The anomaly as shown to someone without the personal-data right (the admin token, the
+    /// CLI) and in logs: code and field kept, `libelle` replaced with [`crate::canonical::MASK`].
+    /// The one masking of AGORA's answers.
+    pub fn masked(&self) -> Anomaly {
+        Anomaly {
+            code: self.code.clone(),
+            champ: self.champ.clone(),
+            libelle: self
+                .libelle
+                .as_ref()
+                .map(|_| crate::canonical::MASK.to_string()),
+        }
+    }
+}
+
 /// `200 {"numero_agora", "etat"}` of a search.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

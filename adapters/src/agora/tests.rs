@@ -596,9 +596,32 @@ fn retry_after_in_seconds_or_http_date() {
         parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now()),
         Some(Duration::ZERO)
     );
-    for bad in ["", "soon", "-5", "1.5", "99999999999999999999999"] {
+    for bad in ["", "soon", "-5", "1.5"] {
         assert_eq!(parse_retry_after(bad, now()), None, "{bad:?}");
     }
+}
+
+#[test]
+fn retry_after_is_capped_at_an_hour_before_any_arithmetic() {
+    let hour = Some(MAX_RETRY_AFTER);
+    assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(3600));
+    for huge in [
+        "3601",
+        "10000000000000000000",
+        "18446744073709551615",
+        "99999999999999999999999",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
+        let wait = parse_retry_after(huge, now());
+        assert_eq!(wait, hour, "{huge:?}");
+        // What the callers then do with it must not overflow.
+        let _ = std::time::Instant::now() + wait.unwrap_or_default();
+        let _ = now() + chrono::TimeDelta::from_std(wait.unwrap_or_default()).unwrap_or_default();
+    }
+    assert_eq!(
+        parse_retry_after("3600", now()),
+        Some(Duration::from_secs(3600))
+    );
 }
 
 #[test]

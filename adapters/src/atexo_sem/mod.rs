@@ -656,12 +656,8 @@ fn attrs<T>(
     attributes.with_checks(false);
     for a in attributes {
         sc.tick()?;
-        let a = a.map_err(|err| {
-            sc.fatal(
-                Rule::XmlSyntax,
-                format!("has a malformed attribute list: {err}"),
-            )
-        })?;
+        // Not quick-xml's message, which quotes the document (see `Scratch::syntax`).
+        let a = a.map_err(|_| sc.fatal(Rule::XmlSyntax, "has a malformed attribute list"))?;
         let key = a.key.as_ref();
         match slot(target, key) {
             Some(place) if filled.contains(&std::ptr::from_ref(place)) => sc.issue_attr(

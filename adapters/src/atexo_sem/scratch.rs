@@ -127,10 +127,14 @@ impl Scratch {
     }
 
     pub fn syntax(&self, e: &quick_xml::Error, position: u64) -> Violation {
-        // quick-xml's messages name markup (tags, expected characters), never content.
+        // A fixed description, never quick-xml's message: it quotes tag and attribute names,
+        // which a malformed document may have filled with anything (a name, a NIR).
         self.fatal(
             Rule::XmlSyntax,
-            format!("is not well-formed XML near byte {position}: {e}"),
+            format!(
+                "is not well-formed XML near byte {position}: {}",
+                syntax_kind(e)
+            ),
         )
     }
 
@@ -197,4 +201,27 @@ pub fn truncated(pointer: &str, count: usize, where_: &str) -> Violation {
             super::document::MAX_PER_DOCUMENT
         ),
     )
+}
+
+/// What is wrong, in words of our own: nothing of the document (see [`Scratch::syntax`]).
+fn syntax_kind(e: &quick_xml::Error) -> &'static str {
+    use quick_xml::errors::{IllFormedError, SyntaxError};
+    match e {
+        quick_xml::Error::Syntax(SyntaxError::UnclosedTag) => "a tag is not closed",
+        quick_xml::Error::Syntax(SyntaxError::UnclosedCData) => "a CDATA section is not closed",
+        quick_xml::Error::Syntax(SyntaxError::UnclosedComment) => "a comment is not closed",
+        quick_xml::Error::Syntax(_) => "malformed markup",
+        quick_xml::Error::IllFormed(IllFormedError::MismatchedEndTag { .. }) => {
+            "an end tag does not match the open element"
+        }
+        quick_xml::Error::IllFormed(IllFormedError::UnmatchedEndTag(_)) => {
+            "an end tag closes no open element"
+        }
+        quick_xml::Error::IllFormed(IllFormedError::MissingEndTag(_)) => "an element is not closed",
+        quick_xml::Error::IllFormed(_) => "ill-formed markup",
+        quick_xml::Error::InvalidAttr(_) => "a malformed attribute",
+        quick_xml::Error::NonDecodable(_) => "bytes that are not text in the declared encoding",
+        quick_xml::Error::EscapeError(_) => "a malformed character or entity reference",
+        _ => "the document could not be read",
+    }
 }

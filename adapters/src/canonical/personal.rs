@@ -70,6 +70,33 @@ pub fn mask_nir(nir: &str) -> String {
     out
 }
 
+/// Masks a canonical dossier shown as JSON to someone without the personal-data right (the
+/// admin trace): the one masking of the canonical trainee. The NIR keeps its sex digit and length
+/// ([`mask_nir`]); names, birth date and the Pôle emploi ids (national, regional: they identify a
+/// person as surely as a NIR) become [`MASK`]. The Pôle emploi geographic code and the postal code
+/// are kept.
+pub fn mask_dossier_json(dossier: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Some(t) = dossier.get_mut("trainee").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(nir) = t.get("nir").and_then(Value::as_str).map(mask_nir) {
+        t.insert("nir".into(), Value::String(nir));
+    }
+    for k in ["birth_name", "usage_name", "first_names", "birth_date"] {
+        if let Some(v) = t.get_mut(k).filter(|v| !v.is_null()) {
+            *v = Value::String(MASK.into());
+        }
+    }
+    if let Some(ids) = t.get_mut("pole_emploi_id").and_then(Value::as_object_mut) {
+        for k in ["national", "regional"] {
+            if let Some(v) = ids.get_mut(k).filter(|v| !v.is_null()) {
+                *v = Value::String(MASK.into());
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Nir {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Nir({})", self.masked())
@@ -85,6 +112,30 @@ impl fmt::Display for Nir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dossier_mask_covers_the_pole_emploi_ids() {
+        let mut d = serde_json::json!({"trainee": {
+            "nir": "185077512345608", "birth_name": "DUPONT", "first_names": "Jean",
+            "birth_date": "1985-07-12", "sex": "1", "postal_code": "44000",
+            "pole_emploi_id": {"national": "1234567A", "regional": "0676932W", "geo_code": "044"}
+        }});
+        mask_dossier_json(&mut d);
+        let text = d.to_string();
+        for personal in [
+            "85077512345608",
+            "DUPONT",
+            "Jean",
+            "1985-07-12",
+            "1234567A",
+            "0676932W",
+        ] {
+            assert!(!text.contains(personal), "{personal} in {text}");
+        }
+        assert_eq!(d["trainee"]["nir"], "1**************");
+        assert_eq!(d["trainee"]["pole_emploi_id"]["geo_code"], "044");
+        assert_eq!(d["trainee"]["postal_code"], "44000");
+    }
 
     #[test]
     fn debug_and_display_never_show_the_value() {

@@ -9,6 +9,7 @@
 //! [`model`] holds OUIFORM's own spelling of the record; [`mapping`] the field table.
 
 pub mod mapping;
+pub mod mask;
 pub mod model;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -493,7 +493,7 @@ fn a_masked_registration_keeps_its_shape_and_no_personal_value() {
         "nom": "DUPONT",
         "listeModuleFormation": [{"dateDebut": "2019-09-02 00:00:00", "dateFin": 20191220, "lieu": "NANTES"}],
     });
-    let masked = mask_registration(&item);
+    let masked = mask::mask_unreadable(&item);
     assert_eq!(masked["idInscription"], "INS-1");
     assert_eq!(masked["codeGeoDE"], 44);
     assert_eq!(masked["aesRecue"], "oui");

@@ -12,7 +12,8 @@
 //! [`PoleEmploiClient::registrations`] rides out what the contract calls transient within one
 //! poll: `429` (every call waits out its `Retry-After`, not only the one that got it), `408`,
 //! `5xx` and transport failures, with the exponential backoff and jitter of `retry.*`, for at most
-//! `retry.max_attempts` calls. A `401` refreshes the token once; a second `401` is an error, as are
+//! `retry.max_attempts` failed calls. A `429` is pacing, not a failure: it counts only once 429s in
+//! a row have lasted `retry.rate_limited_deadline_s`. A `401` refreshes the token once; a second `401` is an error, as are
 //! `400` and `403`, which asking again would not change. Errors carry Pôle emploi's `codeErreur`,
 //! never its `message` (free text, which may quote what was asked), nor the token.
 
@@ -45,7 +46,7 @@ const REFRESH_AHEAD: Duration = Duration::from_secs(60);
 const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The longest pause a `Retry-After` imposes.
-const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
+const LONGEST_PAUSE: Duration = passerelle_adapters::agora::MAX_RETRY_AFTER;
 
 /// How passerelle reaches Pôle emploi (settings section `pole_emploi`).
 #[derive(Debug, Clone)]
@@ -90,6 +91,7 @@ impl PoleEmploiClientConfig {
                 base: Duration::from_millis(500),
                 max: Duration::from_secs(60),
                 max_attempts: 12,
+                rate_limited_deadline: Duration::from_secs(3600),
             },
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -452,6 +454,7 @@ impl RegistrationSource for PoleEmploiClient {
     async fn registrations(&self, session: &SessionRef) -> Result<Vec<u8>, PoleEmploiError> {
         let mut failures = 0u32;
         let mut refreshed = false;
+        let mut rate_limited_since: Option<Instant> = None;
         loop {
             self.gate.pass().await;
             let result = match self.tokens.get().await {
@@ -475,18 +478,30 @@ impl RegistrationSource for PoleEmploiClient {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            failures += 1;
-            let asked = match &e {
-                PoleEmploiError::Transient { retry_after, .. } => *retry_after,
-                _ => None,
+            let (asked, paced) = match &e {
+                PoleEmploiError::Transient {
+                    retry_after,
+                    status,
+                    ..
+                } => (*retry_after, *status == Some(429)),
+                _ => (None, false),
             };
             if let Some(wait) = asked {
                 self.gate.close_for(wait);
             }
+            // A 429 is Pôle emploi's pacing, not a failure: it consumes no attempt, but 429s in
+            // a row are waited out only until `retry.rate_limited_deadline_s`.
+            let since = *rate_limited_since.get_or_insert_with(Instant::now);
+            if !paced || since.elapsed() >= self.retry.rate_limited_deadline {
+                failures += 1;
+            }
+            if !paced {
+                rate_limited_since = None;
+            }
             if failures >= self.retry.max_attempts {
                 return Err(e);
             }
-            let delay = self.retry.delay(failures - 1, asked);
+            let delay = self.retry.delay(failures.saturating_sub(1), asked);
             tracing::info!(
                 numero_session = %session.numero_session,
                 failures,

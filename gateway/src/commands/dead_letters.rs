@@ -168,7 +168,8 @@ fn print_list(out: &mut impl Write, list: &[DeadLetter], format: ListFormat) -> 
     match format {
         ListFormat::Json => {
             for d in list {
-                writeln!(out, "{}", crate::routes::admin::dead_letter_json(d))?;
+                // Masked: the CLI runs with the ledger's rights, not a personal-data token.
+                writeln!(out, "{}", crate::routes::admin::dead_letter_json(d, false))?;
             }
         }
         ListFormat::Text => {

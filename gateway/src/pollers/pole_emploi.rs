@@ -39,9 +39,8 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use passerelle_adapters::canonical::{Dossier, RegistrationStatus, State, System};
 use passerelle_adapters::merge::Precedence;
-use passerelle_adapters::pole_emploi::{
-    decode_registrations, mask_registration, SessionRef, PERSONAL_FIELDS,
-};
+use passerelle_adapters::pole_emploi::mask::mask_unreadable;
+use passerelle_adapters::pole_emploi::{decode_registrations, SessionRef};
 use passerelle_adapters::rules::RuleSettings;
 use passerelle_adapters::Violation;
 use secrecy::{ExposeSecret, SecretString};
@@ -369,7 +368,7 @@ impl PoleEmploiPoller {
                         pointers = %pointers_of(&violations),
                         "a registration cannot be read; it is left out of the merge and kept for an operator"
                     );
-                    let item = items.get(index).map(mask_registration);
+                    let item = items.get(index).map(mask_unreadable);
                     self.keep_unreadable(session, Some(item.unwrap_or(Value::Null)), violations)
                         .await;
                     continue;
@@ -576,17 +575,10 @@ fn refusal_key(dossier_id: &str, version: i64, record: &Dossier) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A registration with the job seeker's identifiers masked (the journal's copy of a registration
-/// that was read: its fields as sent but for those identifiers).
+/// A registration with the job seeker's identifiers masked (the adapter's one masking).
 fn mask(item: &Value) -> Vec<u8> {
     let mut item = item.clone();
-    if let Some(fields) = item.as_object_mut() {
-        for k in PERSONAL_FIELDS {
-            if let Some(v) = fields.get_mut(k).filter(|v| !v.is_null()) {
-                *v = Value::String("***".into());
-            }
-        }
-    }
+    passerelle_adapters::pole_emploi::mask::mask_registration(&mut item);
     serde_json::to_vec(&item).unwrap_or_default()
 }
 

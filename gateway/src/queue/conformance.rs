@@ -198,6 +198,7 @@ fn task(id: &str) -> Task {
         request_id: Some(format!("req-{id}")),
         attempt: 0,
         lot: None,
+        rate_limited_since: None,
     }
 }
 

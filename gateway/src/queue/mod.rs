@@ -58,6 +58,10 @@ pub struct Task {
     /// claimable backfill dossiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lot: Option<String>,
+    /// When the first of the `429`s in a row that this task met was answered: they do not count
+    /// as attempts, but stop being waited out `retry.rate_limited_deadline_s` after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Task {
@@ -68,6 +72,7 @@ impl Task {
             request_id,
             attempt: 0,
             lot: None,
+            rate_limited_since: None,
         }
     }
 
@@ -78,6 +83,7 @@ impl Task {
             request_id: None,
             attempt: 0,
             lot: Some(lot_key.into()),
+            rate_limited_since: None,
         }
     }
 }

@@ -15,8 +15,9 @@ use tracing::{info, warn};
 use super::inbound::{read_body, require_content_type};
 use super::problem::ApiError;
 use super::{authenticate, AppState, Caller};
-use crate::ledger::{DeadLetter, DeadLetterFilter, LedgerError, Replayed, AGORA};
+use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed, AGORA};
 use crate::queue::{Lane, Task};
+use passerelle_adapters::agora::model::Anomaly;
 
 /// The caller must be an operator; `Ok(true)` when its token may see personal data.
 fn require_admin(req: &HttpRequest, state: &AppState) -> Result<bool, ApiError> {
@@ -38,7 +39,10 @@ fn unavailable(e: LedgerError) -> ApiError {
             dossier_id,
             replayed_at,
         },
-        other => ApiError::Unavailable(format!("the ledger is unavailable ({other})")),
+        other => {
+            warn!(error = %other, "an admin request found the ledger unavailable");
+            ApiError::Unavailable("the ledger is unavailable")
+        }
     }
 }
 
@@ -82,7 +86,7 @@ pub async fn dossier(
             "a dossier's personal fields were shown to the personal-data admin token"
         );
     } else {
-        mask_trainee(&mut desired);
+        passerelle_adapters::canonical::mask_dossier_json(&mut desired);
     }
     Ok(HttpResponse::Ok().json(json!({
         "dossier_id": row.dossier_id,
@@ -105,33 +109,27 @@ pub async fn dossier(
         "history": {
             "messages": journal,
             "operations": operations,
-            "dead_letters": dead_letters.iter().map(dead_letter_json).collect::<Vec<_>>(),
+            "dead_letters": dead_letters
+                .iter()
+                .map(|d| dead_letter_json(d, personal_data))
+                .collect::<Vec<_>>(),
         },
     })))
 }
 
-fn mask_trainee(v: &mut Value) {
-    if let Some(t) = v.get_mut("trainee").and_then(|t| t.as_object_mut()) {
-        if let Some(nir) = t
-            .get("nir")
-            .and_then(|n| n.as_str())
-            .map(passerelle_adapters::canonical::mask_nir)
-        {
-            t.insert("nir".into(), json!(nir));
-        }
-        for k in ["birth_name", "usage_name", "first_names", "birth_date"] {
-            if t.contains_key(k) {
-                t.insert(k.into(), json!("***"));
-            }
-        }
-    }
-}
-
-/// A dead letter as the API and `passerelle dead-letters list --format json` show it.
-pub fn dead_letter_json(d: &DeadLetter) -> Value {
+/// A dead letter as the API and `passerelle dead-letters list --format json` show it. AGORA's
+/// `libelle`s (free text that may quote a NIR or a name) are masked unless `personal_data` (the
+/// personal-data admin token; the CLI never asks for them).
+pub fn dead_letter_json(d: &DeadLetter, personal_data: bool) -> Value {
+    let detail = match &d.reason {
+        DeadReason::Rejected { anomalies } if !personal_data => DeadReason::Rejected {
+            anomalies: anomalies.iter().map(Anomaly::masked).collect(),
+        },
+        other => other.clone(),
+    };
     json!({
         "id": d.id, "dossier_id": d.dossier_id, "destination": d.destination,
-        "reason": d.reason.code(), "detail": d.reason, "attempts": d.attempts,
+        "reason": d.reason.code(), "detail": detail, "attempts": d.attempts,
         "first_failure": d.first_failure, "last_failure": d.last_failure,
         "replayed_at": d.replayed_at, "replay_id": d.replay_id, "after_replay": d.after_replay,
     })
@@ -176,7 +174,7 @@ pub async fn dead_letters(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
+    let personal_data = require_admin(&req, &state)?;
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|_| {
             ApiError::Unparseable(vec![Violation::new(
@@ -225,7 +223,11 @@ pub async fn dead_letters(
         .dead_letters(&filter)
         .await
         .map_err(unavailable)?;
-    Ok(HttpResponse::Ok().json(list.iter().map(dead_letter_json).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(
+        list.iter()
+            .map(|d| dead_letter_json(d, personal_data))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Publishes one task per dossier replayed (with the broker's confirm); returns the dossiers whose

@@ -1,49 +1,123 @@
 //! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//!
+//! Probes are cheap whatever their rate: `/readyz` answers from a result at most
+//! [`READY_FOR`] old (one probe at a time refreshes it, the others wait for it), and AGORA is
+//! reported from what a background check last saw ([`watch_agora`]), never called per probe. Only
+//! the ledger and the queue gate readiness; AGORA is reported, not gating (contract §1: ingress
+//! keeps queuing while AGORA is down). No driver's error text reaches the body: it is logged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use super::AppState;
+use crate::clients::agora::{AgoraClient, Health};
 use crate::queue::Lane;
 
 /// The OpenAPI 3.1 description of contract §1.
 pub const OPENAPI: &str = include_str!("../../../schemas/openapi.json");
 
+/// How long a `/readyz` result is served again.
+pub const READY_FOR: Duration = Duration::from_secs(1);
+
+/// How often the background check asks AGORA's relay whether it answers.
+pub const AGORA_CHECK_EVERY: Duration = Duration::from_secs(15);
+
+/// The last `/readyz` answer, and what AGORA's relay last looked like.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(Instant, bool, Value)>>,
+    agora: std::sync::Mutex<Option<Health>>,
+}
+
+impl Readiness {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn agora(&self) -> Value {
+        match &*self
+            .agora
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            None => json!({"status": "unknown", "detail": "not checked yet"}),
+            Some(Health::Up { .. }) => json!({"status": "ok"}),
+            Some(Health::Down { reason }) => json!({"status": "failing", "detail": reason}),
+        }
+    }
+}
+
+/// Checks AGORA's relay every [`AGORA_CHECK_EVERY`] for `/readyz`, until shutdown.
+pub async fn watch_agora(
+    agora: Arc<AgoraClient>,
+    readiness: Arc<Readiness>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let health = agora.health().await;
+        *readiness
+            .agora
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(health);
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(AGORA_CHECK_EVERY) => {}
+        }
+    }
+}
+
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// 200 when the ledger, the queue and AGORA answer; 503 naming the failing part. AGORA's part also
-/// says which authenticator is in use and when its current token expires (never the token).
+/// 200 when the ledger and the queue answer; 503 naming the failing part. AGORA is reported, with
+/// the authenticator in use and when its current token expires (never the token), and so is Pôle
+/// emploi: neither gates.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (ledger, queue, agora) = tokio::join!(
-        state.ledger.health(),
-        state.queue.health(),
-        state.agora.health()
-    );
-    let agora: Result<(), String> = match agora {
-        crate::clients::agora::Health::Up { .. } => Ok(()),
-        crate::clients::agora::Health::Down { reason } => Err(reason),
+    let mut last = state.readiness.last.lock().await;
+    let fresh = last
+        .as_ref()
+        .filter(|(at, _, _)| at.elapsed() < READY_FOR)
+        .map(|(_, ok, body)| (*ok, body.clone()));
+    let (ok, body) = match fresh {
+        Some(answer) => answer,
+        None => {
+            let (ledger, queue) = tokio::join!(state.ledger.health(), state.queue.health());
+            let part = |name: &str, r: Result<(), String>| match r {
+                Ok(()) => json!({"status": "ok"}),
+                Err(e) => {
+                    tracing::warn!(part = name, error = %e, "not ready");
+                    json!({"status": "failing", "detail": format!("the {name} does not answer")})
+                }
+            };
+            let ok = ledger.is_ok() && queue.is_ok();
+            let body = json!({
+                "status": if ok { "ready" } else { "not_ready" },
+                // Served again for up to a second: when this check was made.
+                "checked_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "ledger": part("ledger", ledger.map_err(|e| e.to_string())),
+                "queue": part("queue", queue.map_err(|e| e.to_string())),
+                "agora": {
+                    let mut agora = state.readiness.agora();
+                    agora["authenticator"] = json!(state.agora.auth_status());
+                    agora
+                },
+                // Reported, never gating: an unreadable answer is Pôle emploi's news, not this
+                // replica's inability to accept.
+                "pole_emploi": state
+                    .pole_emploi
+                    .as_ref()
+                    .map_or_else(|| json!({"status": "off"}), |h| h.report()),
+            });
+            *last = Some((Instant::now(), ok, body.clone()));
+            (ok, body)
+        }
     };
-    let part = |r: Result<(), String>| match r {
-        Ok(()) => json!({"status": "ok"}),
-        Err(e) => json!({"status": "failing", "detail": e}),
-    };
-    let ok = ledger.is_ok() && queue.is_ok() && agora.is_ok();
-    let mut agora = part(agora);
-    agora["authenticator"] = json!(state.agora.auth_status());
-    let body = json!({
-        "status": if ok { "ready" } else { "not_ready" },
-        "ledger": part(ledger.map_err(|e| e.to_string())),
-        "queue": part(queue.map_err(|e| e.to_string())),
-        "agora": agora,
-        // Reported, never gating: an unreadable answer is Pôle emploi's news, not this replica's
-        // inability to accept.
-        "pole_emploi": state
-            .pole_emploi
-            .as_ref()
-            .map_or_else(|| json!({"status": "off"}), |h| h.report()),
-    });
+    drop(last);
     if ok {
         HttpResponse::Ok().json(body)
     } else {

@@ -124,7 +124,14 @@ async fn commit(state: &AppState, inbound: Inbound) -> Result<Accepted, ApiError
     .await
     .map_err(|e| match e {
         IntakeError::Rejected(v) => rejected(state, system, v),
-        other => ApiError::Unavailable(other.to_string()),
+        IntakeError::Ledger(e) => {
+            tracing::warn!(error = %e, "an inbound message was not accepted: the ledger is unavailable");
+            ApiError::Unavailable("the ledger is unavailable")
+        }
+        IntakeError::Queue(e) => {
+            tracing::warn!(error = %e, "an inbound message was committed but a task was not confirmed");
+            ApiError::Unavailable("the queue did not confirm")
+        }
     })?;
     state
         .metrics
@@ -156,7 +163,10 @@ pub async fn ouiform_orientation(
         system: System::Ouiform,
         flow: Flow::Sync,
         payload_hash: hash(&body),
-        masked_payload: state.keep_payloads.then(|| mask_ouiform(&body)).flatten(),
+        masked_payload: state
+            .keep_payloads
+            .then(|| ouiform::mask::mask_payload(&body))
+            .flatten(),
         request_id: Some(request_id(&req)),
         records: vec![InboundRecord {
             dossier_id: dossier_id.clone(),
@@ -285,9 +295,7 @@ async fn decode_atexo_sem(
 
 /// `X-Ouiform-Signature: sha256=<hex HMAC-SHA256 of the raw body>`; 401 when missing or wrong.
 pub fn verify_signature(req: &HttpRequest, body: &[u8], secret: &str) -> Result<(), ApiError> {
-    let header = req
-        .headers()
-        .get("x-ouiform-signature")
+    let header = super::single_header(req, "x-ouiform-signature")?
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::Unauthorized(
             "the X-Ouiform-Signature header is required",
@@ -316,17 +324,4 @@ fn mask_atexo_sem(body: &[u8]) -> Option<Vec<u8>> {
             tracing::warn!(error = %e, "the ATEXO SEM payload could not be masked; none is kept");
         })
         .ok()
-}
-
-/// The orientation with the trainee's personal fields masked, for the journal.
-fn mask_ouiform(body: &[u8]) -> Option<Vec<u8>> {
-    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    if let Some(b) = v.get_mut("beneficiaire").and_then(|b| b.as_object_mut()) {
-        for k in ["nir", "nomNaissance", "prenom", "dateNaissance"] {
-            if let Some(x) = b.get_mut(k) {
-                *x = json!("***");
-            }
-        }
-    }
-    serde_json::to_vec(&v).ok()
 }

@@ -5,11 +5,10 @@ pub mod health;
 pub mod inbound;
 pub mod problem;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{HttpMessage, HttpRequest};
+use actix_web::{web, HttpMessage, HttpRequest};
 use passerelle_adapters::atexo_sem::DecodeSettings;
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::merge::Precedence;
@@ -48,66 +47,104 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The caller a bearer token belongs to. Tokens are compared by digest, so the comparison
-    /// time does not depend on how much of a token matches.
+    /// The caller a bearer token belongs to. Tokens are compared by digest with `subtle`, every
+    /// one of them each time: neither how much of a token matches nor which one does shows in
+    /// the time taken.
     pub fn caller(&self, token: &str) -> Option<Caller> {
+        use subtle::{ConditionallySelectable, ConstantTimeEq};
         let d = |s: &str| Sha256::digest(s.as_bytes());
         let t = d(token);
-        [
-            (Some(&self.ouiform), Caller::System(System::Ouiform)),
-            (Some(&self.atexo_sem), Caller::System(System::AtexoSem)),
-            (
-                Some(&self.admin),
-                Caller::Admin {
-                    personal_data: false,
-                },
-            ),
-            (
-                self.admin_personal_data.as_ref(),
-                Caller::Admin {
-                    personal_data: true,
-                },
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(secret, c)| secret.map(|s| (s, c)))
-        .find(|(secret, _)| d(secret.expose_secret()) == t)
-        .map(|(_, c)| c)
+        let candidates = [
+            (Some(&self.ouiform), 1u8),
+            (Some(&self.atexo_sem), 2),
+            (Some(&self.admin), 3),
+            (self.admin_personal_data.as_ref(), 4),
+        ];
+        let mut found = 0u8;
+        for (secret, index) in candidates {
+            let Some(secret) = secret else { continue };
+            // An empty token is nobody's (settings refuse one; this is the belt to those braces).
+            let usable = subtle::Choice::from(u8::from(!secret.expose_secret().is_empty()));
+            let equal = d(secret.expose_secret()).as_slice().ct_eq(t.as_slice()) & usable;
+            found.conditional_assign(&index, equal);
+        }
+        match found {
+            1 => Some(Caller::System(System::Ouiform)),
+            2 => Some(Caller::System(System::AtexoSem)),
+            3 => Some(Caller::Admin {
+                personal_data: false,
+            }),
+            4 => Some(Caller::Admin {
+                personal_data: true,
+            }),
+            _ => None,
+        }
     }
 }
 
-/// A token bucket per calling system (429 past it).
+/// A request rate per calling system (429 past it): `server.rate_per_second`, with a burst of
+/// `server.rate_burst` (GCRA, `governor`).
 #[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<System, (f64, Instant)>>,
-}
+pub struct RateLimiter(governor::DefaultKeyedRateLimiter<System>);
 
 impl RateLimiter {
     pub fn new(rate_per_second: u32, burst: u32) -> Self {
-        Self {
-            rate: f64::from(rate_per_second.max(1)),
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        let at_least_one =
+            |n: u32| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(at_least_one(rate_per_second))
+            .allow_burst(at_least_one(burst));
+        Self(governor::RateLimiter::keyed(quota))
     }
 
     pub fn allow(&self, system: System) -> bool {
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        let (tokens, at) = buckets.entry(system).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.check_key(&system).is_ok()
     }
+}
+
+/// The system a verified client certificate stands for (mutual TLS), put in the connection's
+/// data by the listener (see [`crate::tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertifiedSystem(pub System);
+
+/// What the main listener (`server.bind`) serves: the probes, the OpenAPI document and the inbound
+/// routes. The admin routes join it only when `server.admin_bind` is empty.
+pub fn main_listener(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/openapi.json", web::get().to(health::openapi))
+        .route(
+            "/v1/inbound/ouiform/orientations",
+            web::post().to(inbound::ouiform_orientation),
+        )
+        .route(
+            "/v1/inbound/atexo-sem/dossiers",
+            web::post().to(inbound::atexo_sem_dossiers),
+        );
+}
+
+/// The operators' surface: `/metrics`, the admin routes (and the console, which mounts itself
+/// here). On the admin listener when `server.admin_bind` is set, so that it answers only there
+/// (404 on the main listener); beside the rest otherwise. Full paths, no `/v1` scope: actix does
+/// not fall through from one scope to another of the same prefix.
+pub fn admin_scope(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(health::metrics))
+        .route("/v1/dossiers/{dossier_id}", web::get().to(admin::dossier))
+        .route("/v1/dead-letters", web::get().to(admin::dead_letters))
+        .route("/v1/unreadable", web::get().to(admin::unreadable))
+        .route(
+            "/v1/dead-letters/replay",
+            web::post().to(admin::replay_matching),
+        )
+        .route(
+            "/v1/dead-letters/{id}/replay",
+            web::post().to(admin::replay),
+        );
+}
+
+/// What the admin listener serves: the operators' surface and the liveness probe.
+pub fn admin_listener(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz));
+    admin_scope(cfg);
 }
 
 /// Everything the handlers share, built once by [`crate::startup`].
@@ -127,6 +164,8 @@ pub struct AppState {
     pub keep_payloads: bool,
     /// What the Pôle emploi poller's rounds read, when it polls (`/readyz` reports it).
     pub pole_emploi: Option<Arc<crate::pollers::pole_emploi::PollHealth>>,
+    /// The last `/readyz` answer and AGORA's last check.
+    pub readiness: Arc<health::Readiness>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -137,24 +176,52 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Reads `Authorization: Bearer …` and names the caller.
+/// The one value of header `name`: `Ok(None)` when absent, `400` when given more than once (two
+/// credentials or two signatures: which one counts is not a guess to make).
+pub fn single_header<'a>(
+    req: &'a HttpRequest,
+    name: &'static str,
+) -> Result<Option<&'a actix_web::http::header::HeaderValue>, ApiError> {
+    let mut values = req.headers().get_all(name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::DuplicateHeader(name));
+    }
+    Ok(first)
+}
+
+/// Names the caller: from `Authorization: Bearer …` (the scheme in any case, RFC 9110 §11.1),
+/// or from a verified client certificate mapped to a system (`server.tls_client_names`). When
+/// both are given they must name the same caller.
 pub fn authenticate(req: &HttpRequest, creds: &Credentials) -> Result<Caller, ApiError> {
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized(
+    let certified = req
+        .conn_data::<CertifiedSystem>()
+        .map(|c| Caller::System(c.0));
+    let Some(header) = single_header(req, "authorization")? else {
+        return certified.ok_or(ApiError::Unauthorized(
             "an Authorization: Bearer header is required",
-        ))?;
+        ));
+    };
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
         .ok_or(ApiError::Unauthorized(
             "the Authorization header must be `Bearer <token>`",
         ))?;
-    creds
-        .caller(token.trim())
-        .ok_or(ApiError::Unauthorized("the bearer token is not valid"))
+    let caller = creds
+        .caller(token)
+        .ok_or(ApiError::Unauthorized("the bearer token is not valid"))?;
+    match certified {
+        Some(c) if c != caller => Err(ApiError::Unauthorized(
+            "the bearer token and the client certificate name different callers",
+        )),
+        _ => Ok(caller),
+    }
 }
 
 /// A request's id, chosen once by [`request_span`] and kept in the request's extensions.

@@ -28,8 +28,13 @@ pub enum ApiError {
     Invalid(Vec<Violation>),
     #[error("over the rate allowed to this system")]
     RateLimited,
+    /// A part (the ledger, the queue) does not answer. Its error is logged where it occurs; the
+    /// caller sees which part only, never a driver's message.
     #[error("not ready: {0}")]
-    Unavailable(String),
+    Unavailable(&'static str),
+    /// A header that must be given once was given several times.
+    #[error("header {0} given more than once")]
+    DuplicateHeader(&'static str),
     #[error("not found")]
     NotFound(&'static str),
     #[error("dead letter {id} was already replayed")]
@@ -62,6 +67,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "urn:passerelle:problem:unparseable",
                 "Unparseable body",
+            ),
+            ApiError::DuplicateHeader(_) => (
+                StatusCode::BAD_REQUEST,
+                "urn:passerelle:problem:duplicate-header",
+                "Duplicate header",
             ),
             ApiError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
@@ -131,6 +141,9 @@ impl ApiError {
                 }
             }
             ApiError::Unauthorized(why) => (*why).to_string(),
+            ApiError::DuplicateHeader(name) => {
+                format!("the {name} header must be given once; nothing was read")
+            }
             ApiError::Forbidden => "the credentials are those of another system".into(),
             ApiError::TooLarge(limit) => format!("the body is over the limit of {limit} bytes"),
             ApiError::TooCostly {

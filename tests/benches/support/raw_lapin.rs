@@ -22,6 +22,7 @@ pub fn task(i: usize) -> Task {
         request_id: Some(format!("bench-{i}")),
         attempt: 0,
         lot: None,
+        rate_limited_since: None,
     }
 }
 

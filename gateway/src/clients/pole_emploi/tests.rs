@@ -175,6 +175,10 @@ async fn sandbox() -> RunningSandbox {
 }
 
 fn client_with(sb: &RunningSandbox, secret: &str) -> PoleEmploiClient {
+    client_paced(sb, secret, Duration::from_secs(3600))
+}
+
+fn client_paced(sb: &RunningSandbox, secret: &str, deadline: Duration) -> PoleEmploiClient {
     let (id, _) = sb.pole_emploi_credentials();
     let mut cfg = PoleEmploiClientConfig::new(
         sb.pole_emploi_url(),
@@ -187,6 +191,7 @@ fn client_with(sb: &RunningSandbox, secret: &str) -> PoleEmploiClient {
         base: Duration::from_millis(20),
         max: Duration::from_millis(200),
         max_attempts: ATTEMPTS,
+        rate_limited_deadline: deadline,
     };
     cfg.request_timeout = Duration::from_secs(2);
     PoleEmploiClient::new(&cfg).unwrap()
@@ -326,6 +331,37 @@ async fn a_429_is_waited_out() {
     let calls = sb.calls(SandboxCall::PeRegistrations);
     assert_eq!(calls.len(), 2);
     assert!(calls[1].at - calls[0].at >= chrono::Duration::milliseconds(1_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_consume_no_attempt_but_stop_at_the_deadline() {
+    let sb = sandbox().await;
+    sb.set_faults(Faults {
+        rate_limited: 1.0,
+        retry_after_s: 0,
+        only: vec![SandboxCall::PeRegistrations],
+        ..Faults::none()
+    })
+    .unwrap();
+    let secret = sb.pole_emploi_credentials().1.to_string();
+    let c = client_paced(&sb, &secret, Duration::from_millis(1_500));
+    let started = std::time::Instant::now();
+    let e = c.registrations(&session()).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PoleEmploiError::Transient {
+                status: Some(429),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Backoff 20 to 200 ms: more than ATTEMPTS calls fit in the deadline, and the attempts are
+    // counted only after it.
+    let calls = count(&sb, SandboxCall::PeRegistrations);
+    assert!(calls > ATTEMPTS as usize + 2, "{calls} calls");
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

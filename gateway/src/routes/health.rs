@@ -95,17 +95,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 }
             };
             let ok = ledger.is_ok() && queue.is_ok();
+            let mut agora = state.readiness.agora();
+            agora["authenticator"] = json!(state.agora.auth_status());
             let body = json!({
                 "status": if ok { "ready" } else { "not_ready" },
                 // Served again for up to a second: when this check was made.
                 "checked_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                 "ledger": part("ledger", ledger.map_err(|e| e.to_string())),
                 "queue": part("queue", queue.map_err(|e| e.to_string())),
-                "agora": {
-                    let mut agora = state.readiness.agora();
-                    agora["authenticator"] = json!(state.agora.auth_status());
-                    agora
-                },
+                "agora": agora,
                 // Reported, never gating: an unreadable answer is Pôle emploi's news, not this
                 // replica's inability to accept.
                 "pole_emploi": state

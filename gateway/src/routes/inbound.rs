@@ -275,7 +275,7 @@ async fn decode_atexo_sem(
     .await
     .map_err(|_| {
         tracing::error!("the ATEXO SEM decoder stopped before its end; the post was not accepted");
-        ApiError::Unavailable("the decoder stopped unexpectedly".into())
+        ApiError::Unavailable("the decoder stopped unexpectedly")
     })?;
     outcome.map_err(|e| match e {
         DocumentError::Invalid(v) => rejected(state, System::AtexoSem, v.0),

@@ -167,6 +167,19 @@ fn date_time(pointer: &str, value: &str) -> Result<DateTime<Utc>, Violation> {
         })
 }
 
+/// The query string as (key, value) pairs, in order, for routes that refuse unknown keys.
+fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|_| {
+            ApiError::Unparseable(vec![Violation::new(
+                "",
+                Rule::SchemaOther,
+                "the query string cannot be read",
+            )])
+        })
+}
+
 /// `GET /v1/dead-letters?destination=&code=&since=&until=&dossier_id=&include_replayed=`: the
 /// dead letters, oldest failure first. An unknown parameter is refused rather than ignored: a
 /// misspelt filter would otherwise list everything.
@@ -175,15 +188,7 @@ pub async fn dead_letters(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let personal_data = require_admin(&req, &state)?;
-    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|_| {
-            ApiError::Unparseable(vec![Violation::new(
-                "",
-                Rule::SchemaOther,
-                "the query string cannot be read",
-            )])
-        })?
-        .into_inner();
+    let pairs = query_pairs(&req)?;
     let mut filter = DeadLetterFilter::default();
     let mut errors = Vec::new();
     for (key, value) in pairs {
@@ -412,15 +417,7 @@ pub async fn unreadable(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|_| {
-            ApiError::Unparseable(vec![Violation::new(
-                "",
-                Rule::SchemaOther,
-                "the query string cannot be read",
-            )])
-        })?
-        .into_inner();
+    let pairs = query_pairs(&req)?;
     let (mut system, mut since, mut limit) = (None, None, 100u32);
     let mut errors = Vec::new();
     for (key, value) in pairs {
@@ -432,7 +429,18 @@ pub async fn unreadable(
                     .iter()
                     .copied()
                     .find(|s| s.as_str() == value)
-                    .ok_or_else(|| Violation::new(&p, Rule::SchemaEnum, "is not a system's name"));
+                    .ok_or_else(|| {
+                        Violation::new(
+                            &p,
+                            Rule::SchemaEnum,
+                            format!(
+                                "must be one of {}",
+                                passerelle_adapters::canonical::System::ALL
+                                    .map(|s| s.as_str())
+                                    .join(", ")
+                            ),
+                        )
+                    });
                 keep(&mut system, parsed.map(Some), e);
             }
             "since" => keep(&mut since, date_time(&p, &value).map(Some), e),

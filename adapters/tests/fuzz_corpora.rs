@@ -79,6 +79,25 @@ fn every_corpus_file_replays_through_its_target_without_panic() {
     }
     assert!(failures.is_empty(), "panicked on: {failures:#?}");
     assert!(replayed > 100, "only {replayed} corpus files");
+    // Every file under corpus/ was replayed: no corpus of a target the list forgot, no nested
+    // directory left out.
+    let mut on_disk = 0usize;
+    for dir in sorted_entries(&fuzz_dir().join("corpus")) {
+        let name = dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            TARGETS.iter().any(|(n, _)| *n == name),
+            "corpus/{name} belongs to no target of fuzzing::TARGETS"
+        );
+        for file in sorted_entries(&dir) {
+            assert!(file.is_file(), "{}: not a file", file.display());
+            on_disk += 1;
+        }
+    }
+    assert_eq!(replayed, on_disk, "corpus files replayed / on disk");
 }
 
 // ---------------------------------------------------------------------------------------------

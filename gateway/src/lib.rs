@@ -11,13 +11,15 @@
 //! - [`queue`]: "reconcile this dossier" tasks (embedded, RabbitMQ);
 //! - [`worker`]: the reconcile worker; [`clients`]: outbound HTTP to AGORA, ATEXO SEM and Pôle
 //!   emploi;
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`console`]: the operator console under `/console/`.
 
 pub mod backfill;
 pub mod cli;
 pub mod clients;
 pub mod commands;
 pub mod config_reference;
+pub mod console;
+pub mod faults;
 pub mod intake;
 pub mod ledger;
 pub mod metrics;
@@ -26,6 +28,7 @@ pub mod queue;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod supervision;
 pub mod telemetry;
 pub mod tls;
 pub mod worker;

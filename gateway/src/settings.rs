@@ -55,6 +55,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub backfill: BackfillSettings,
     pub journal: JournalSettings,
+    #[serde(default)]
+    pub identity: IdentitySettings,
     pub telemetry: TelemetrySettings,
     pub data: DataSettings,
 }
@@ -79,6 +81,10 @@ pub struct ServerSettings {
     /// listener for everything.
     #[serde(default)]
     pub admin_bind: String,
+    /// On SIGTERM (or SIGINT): stop accepting, then finish the tasks in flight, for at most this
+    /// many seconds; what is still in flight then goes back to the queue.
+    #[serde(default = "default_shutdown_grace_s")]
+    pub shutdown_grace_s: u64,
     /// PEM certificate chain of the listeners: with `server.tls_key_file`, both listeners speak
     /// HTTPS only (rustls); unset: plain HTTP (behind a TLS-terminating proxy).
     #[serde(default)]
@@ -97,6 +103,10 @@ pub struct ServerSettings {
     /// without a bearer token (OUIFORM still signs its bodies); with one, both must agree.
     #[serde(default)]
     pub tls_client_names: BTreeMap<String, Vec<String>>,
+}
+
+fn default_shutdown_grace_s() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +271,18 @@ pub struct BackfillSettings {
 pub struct JournalSettings {
     /// Days the masked payloads of inbound messages are kept.
     pub payload_retention_days: u64,
+}
+
+/// The installation's identity, shared by every replica.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// A file holding the salt of dossier ids (a trainee and a session give one id per
+    /// installation). Empty: the ledger's salt, created by the first start and shared by every
+    /// replica. Given, it must agree with the ledger's (the start is refused otherwise); on a
+    /// ledger that already holds dossiers but no salt, it must be the salt they were made with.
+    #[serde(default)]
+    pub salt_file: Option<PathBuf>,
 }
 
 /// Traces (logs are JSON on stderr, their level from `RUST_LOG`).
@@ -552,6 +574,28 @@ impl Settings {
                     return Err(invalid(&key, format!("{name:?} is not a DNS name")));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A production configuration (a PostgreSQL ledger or a RabbitMQ queue) must name AGORA's
+    /// relay: the built-in sandbox there would take every dossier and deliver nothing, silently.
+    /// Checked when a command that delivers starts (`serve`, `backfill`), not by the commands
+    /// that only read the ledger.
+    pub fn check_production_agora(&self) -> Result<(), SettingsError> {
+        let ledger = self.ledger.url.expose_secret();
+        let queue = self.queue.url.expose_secret();
+        let production = ledger.starts_with("postgres://")
+            || ledger.starts_with("postgresql://")
+            || queue.starts_with("amqp://")
+            || queue.starts_with("amqps://");
+        let base = self.agora.base_url.trim();
+        if production && (base.is_empty() || base == "sandbox") {
+            return Err(invalid(
+                "agora.base_url",
+                "must be AGORA's relay (https://…) with a PostgreSQL ledger or a RabbitMQ queue: \
+                 `sandbox` (the default) is the built-in simulator, which delivers nothing",
+            ));
         }
         Ok(())
     }

@@ -60,7 +60,11 @@ pub struct Application {
     /// The admin listener (`server.admin_bind`) and its port, when set.
     admin: Option<(actix_web::dev::Server, u16)>,
     shutdown: watch::Sender<bool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    /// The long-running tasks, by name: one ending unbidden stops `serve` with an error.
+    workers: Vec<Supervised>,
+    heartbeats: Arc<crate::supervision::Heartbeats>,
+    /// `server.shutdown_grace_s`: how long the tasks in flight may take to finish on SIGTERM.
+    grace: Duration,
     sandbox: Option<RunningSandbox>,
     pub ledger: Arc<dyn Ledger>,
     pub queue: Arc<dyn Queue>,
@@ -99,10 +103,14 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub async fn connect(settings: &Settings) -> Result<Services, StartError> {
+        settings.check_production_agora()?;
         passerelle_schemas::compile_all().map_err(|e| StartError::Schemas(e.to_string()))?;
         let (credentials, credentials_file) = load_credentials(settings)?;
 
         let ledger = ledger::connect(settings.ledger.url.expose_secret()).await?;
+        let mut credentials = credentials;
+        credentials.dossier_salt =
+            SecretString::from(ledger.identity_salt(&salt_offer(settings)?).await?);
         let queue = queue::connect(settings.queue.url.expose_secret(), &settings.data.dir).await?;
 
         // `agora.base_url = "sandbox"`: the simulators run in this process (embedded mode).
@@ -132,6 +140,7 @@ impl Services {
         .map(Arc::new);
         let metrics = Arc::new(Metrics::new());
         let worker = Worker {
+            heartbeats: Arc::default(),
             ledger: ledger.clone(),
             queue: queue.clone(),
             agora: agora.clone(),
@@ -184,7 +193,8 @@ impl Application {
             &metrics,
             worker.retry,
         )?;
-        let readiness = routes::health::Readiness::new();
+        let heartbeats = worker.heartbeats.clone();
+        let readiness = routes::health::Readiness::with_heartbeats(heartbeats.clone());
         let state = web::Data::new(AppState {
             ledger: ledger.clone(),
             queue: queue.clone(),
@@ -200,6 +210,7 @@ impl Application {
             keep_payloads: settings.journal.payload_retention_days > 0,
             pole_emploi: pole_emploi.as_ref().map(PoleEmploiPoller::health),
             readiness: readiness.clone(),
+            console: crate::console::Sessions::default(),
         });
 
         let tls = crate::tls::server_config(&settings.server)?;
@@ -225,12 +236,24 @@ impl Application {
                     })
             }
         };
-        let (server, port) = serve(settings.bind_addr()?, tls.clone(), &names, {
-            let app = app.clone();
-            move || app(false)
-        })?;
+        let (server, port) = serve(
+            settings.bind_addr()?,
+            settings.server.shutdown_grace_s,
+            tls.clone(),
+            &names,
+            {
+                let app = app.clone();
+                move || app(false)
+            },
+        )?;
         let admin = match admin_apart {
-            Some(addr) => Some(serve(addr, tls, &names, move || app(true))?),
+            Some(addr) => Some(serve(
+                addr,
+                settings.server.shutdown_grace_s,
+                tls,
+                &names,
+                move || app(true),
+            )?),
             None => None,
         };
 
@@ -245,28 +268,32 @@ impl Application {
             }
             let w = worker.clone();
             let rx = rx.clone();
-            workers.push(tokio::spawn(async move {
+            workers.push(supervise(lane.as_str(), &heartbeats, async move {
                 if let Err(e) = w.run(lane, n, rx).await {
                     warn!(lane = lane.as_str(), error = %e, "a worker stopped");
                 }
             }));
         }
         if let Some(poller) = pole_emploi {
-            workers.push(tokio::spawn(poller.run(rx.clone())));
+            workers.push(supervise(
+                "pole_emploi_poller",
+                &heartbeats,
+                poller.run(rx.clone()),
+            ));
         }
-        workers.push(tokio::spawn(routes::health::watch_agora(
-            agora.clone(),
-            readiness,
-            rx.clone(),
-        )));
+        workers.push(supervise(
+            "agora_check",
+            &heartbeats,
+            routes::health::watch_agora(agora.clone(), readiness, rx.clone()),
+        ));
         // Longer than any backoff: a pending dossier quiet for that long has lost its task.
         let quiet_for = Duration::from_millis(settings.retry.max_ms) + Duration::from_secs(30);
-        workers.push(tokio::spawn(sweeper(
-            ledger.clone(),
-            queue.clone(),
-            quiet_for,
-            rx,
-        )));
+        workers.push(supervise(
+            "sweeper",
+            &heartbeats,
+            sweeper(ledger.clone(), queue.clone(), quiet_for, rx),
+        ));
+        let grace = Duration::from_secs(settings.server.shutdown_grace_s);
 
         Ok(Application {
             port,
@@ -274,6 +301,8 @@ impl Application {
             admin,
             shutdown,
             workers,
+            heartbeats,
+            grace,
             sandbox,
             ledger,
             queue,
@@ -301,6 +330,7 @@ impl Application {
         let handles: Vec<_> = std::iter::once(self.server.handle())
             .chain(self.admin.as_ref().map(|(s, _)| s.handle()))
             .collect();
+        let stop_handles = handles.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -310,33 +340,93 @@ impl Application {
                 handle.stop(true).await;
             }
         });
-        let served = match self.admin {
-            Some((admin, _)) => {
-                // Either listener stopping stops the other: one gateway, one lifetime.
-                let main = self.server.handle();
-                let other = admin.handle();
-                let (a, b) = tokio::join!(
-                    async {
-                        let r = self.server.await;
-                        other.stop(true).await;
-                        r
-                    },
-                    async {
-                        let r = admin.await;
-                        main.stop(true).await;
-                        r
-                    }
-                );
-                a.and(b)
+        let Application {
+            server,
+            admin,
+            shutdown,
+            workers,
+            heartbeats,
+            grace,
+            sandbox,
+            ..
+        } = self;
+        let serving = async {
+            match admin {
+                Some((admin, _)) => {
+                    // Either listener stopping stops the other: one gateway, one lifetime.
+                    let main = server.handle();
+                    let other = admin.handle();
+                    let (a, b) = tokio::join!(
+                        async {
+                            let r = server.await;
+                            other.stop(true).await;
+                            r
+                        },
+                        async {
+                            let r = admin.await;
+                            main.stop(true).await;
+                            r
+                        }
+                    );
+                    a.and(b)
+                }
+                None => server.await,
             }
-            None => self.server.await,
         };
-        let _ = self.shutdown.send(true);
-        for w in self.workers {
-            let _ = w.await;
+        tokio::pin!(serving);
+        let mut tasks: futures_util::stream::FuturesUnordered<_> = workers
+            .into_iter()
+            .map(|Supervised { name, handle }| async move {
+                let _ = handle.await;
+                name
+            })
+            .collect();
+        let mut failed = None;
+        let served = loop {
+            tokio::select! {
+                served = &mut serving => break served,
+                Some(name) = futures_util::StreamExt::next(&mut tasks), if failed.is_none() => {
+                    if *shutdown.borrow() {
+                        continue;
+                    }
+                    // A lane, the sweeper or the poller ended by itself: this replica would go
+                    // on answering while delivering nothing. Stop, and exit non-zero so that the
+                    // supervisor starts it again.
+                    tracing::error!(task = name, "a long-running task ended when it was not told to; stopping");
+                    heartbeats.ended(name);
+                    failed = Some(name);
+                    let _ = shutdown.send(true);
+                    // Stopped from another task: a server's stop is carried out by its own
+                    // future, `serving`, which this loop polls next.
+                    let handles = stop_handles.clone();
+                    tokio::spawn(async move {
+                        for handle in handles {
+                            handle.stop(true).await;
+                        }
+                    });
+                }
+            }
+        };
+        let _ = shutdown.send(true);
+        // The tasks in flight finish within the grace period; past it, what they hold goes back
+        // to the queue when the process exits (unacknowledged deliveries are redelivered).
+        let drained = tokio::time::timeout(grace, async {
+            while futures_util::StreamExt::next(&mut tasks).await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                grace_s = grace.as_secs(),
+                "tasks still in flight after server.shutdown_grace_s; they go back to the queue"
+            );
         }
-        if let Some(sb) = self.sandbox {
+        if let Some(sb) = sandbox {
             sb.shutdown().await;
+        }
+        if let Some(name) = failed {
+            return Err(std::io::Error::other(format!(
+                "the long-running task `{name}` ended when it was not told to"
+            )));
         }
         served
     }
@@ -360,10 +450,40 @@ impl Application {
     }
 }
 
+/// A named long-running task of `serve`.
+struct Supervised {
+    name: &'static str,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Spawns `task` under `name`: it beats in `heartbeats` while it runs (`/readyz` reports it).
+fn supervise(
+    name: &'static str,
+    heartbeats: &Arc<crate::supervision::Heartbeats>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Supervised {
+    let beats = heartbeats.clone();
+    let handle = tokio::spawn(async move {
+        let beating = async {
+            let mut ticker = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                ticker.tick().await;
+                beats.beat(name);
+            }
+        };
+        tokio::select! {
+            () = task => {}
+            () = beating => {}
+        }
+    });
+    Supervised { name, handle }
+}
+
 /// Binds `addr` (HTTPS when `tls` is given, mapping client certificates with `names`) and
 /// serves `app` there; returns the server and the bound port (`addr` may ask for port 0).
 fn serve<F, A, B>(
     addr: std::net::SocketAddr,
+    grace_s: u64,
     tls: Option<rustls::ServerConfig>,
     names: &Arc<crate::tls::ClientNames>,
     app: F,
@@ -388,7 +508,7 @@ where
     let names = names.clone();
     let server = HttpServer::new(app)
         .on_connect(move |conn, data| crate::tls::on_connect(&names, conn, data))
-        .shutdown_timeout(30)
+        .shutdown_timeout(grace_s)
         .disable_signals();
     let server = match tls {
         Some(config) => server.listen_rustls_0_23(listener, config),
@@ -466,6 +586,7 @@ async fn sweeper(
                         attempt: 0,
                         lot: None,
                         rate_limited_since: None,
+                        returns: 0,
                     };
                     if let Err(e) = queue.publish(Lane::Sync, &task).await {
                         warn!(error = %e, "sweeper cannot publish; will try again");
@@ -586,7 +707,8 @@ fn load_credentials(
             &t.admin_personal_data_file,
         )?,
         ouiform_hmac: get(k4, v4),
-        dossier_salt: get("identity.salt", None),
+        // Settled with the ledger by `Services::connect` (see `salt_offer`).
+        dossier_salt: SecretString::from(String::new()),
     };
     // A token shared with another caller would make the personal-data scope ambiguous.
     if let Some(pd) = &creds.admin_personal_data {
@@ -612,6 +734,31 @@ fn load_credentials(
         return Ok((creds, Some(path)));
     }
     Ok((creds, None))
+}
+
+/// The salt of dossier ids this start offers the ledger: `identity.salt_file`; else the salt an
+/// installation from before the ledger kept it wrote into its credentials file (its dossiers
+/// were made with it); else a random one, which the ledger takes only if it has none and holds no
+/// dossier.
+fn salt_offer(settings: &Settings) -> Result<ledger::SaltOffer, StartError> {
+    if let Some(path) = settings
+        .identity
+        .salt_file
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        let salt = resolve_secret("identity.salt", &None, &Some(path.clone()))?
+            .map(|s| s.expose_secret().to_string())
+            .unwrap_or_default();
+        return Ok(ledger::SaltOffer::Configured(salt));
+    }
+    let path = settings.data.dir.join("credentials");
+    if let Some(salt) = read_credentials_file(&path)?.remove("identity.salt") {
+        return Ok(ledger::SaltOffer::Configured(salt));
+    }
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    Ok(ledger::SaltOffer::Generated(hex::encode(bytes)))
 }
 
 fn read_credentials_file(

@@ -27,7 +27,7 @@ use crate::clients::atexo_sem::AtexoReturnsClient;
 use crate::ledger::{
     DeadReason, DeliveryStatus, Lease, Ledger, LedgerError, OperationRecord, AGORA,
 };
-use crate::queue::{Delivery, Lane, Queue, QueueError, Task};
+use crate::queue::{Delivery, Lane, Queue, QueueError, Task, DELIVERY_LIMIT};
 
 /// Backoff of transient failures (`retry.*`).
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +66,8 @@ pub struct Worker {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// How backfill lots are sized, throttled and polled.
     pub lots: Arc<crate::backfill::lots::LotPolicy>,
+    /// Where each lane beats while it runs (reported by `/readyz`).
+    pub heartbeats: Arc<crate::supervision::Heartbeats>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -120,6 +122,9 @@ impl Worker {
         let concurrency = concurrency.max(1);
         let slots = Arc::new(Semaphore::new(usize::from(concurrency)));
         let mut pause = Duration::from_millis(200);
+        let beat = || self.heartbeats.beat(lane.as_str());
+        // Test hook: a lane that ends unbidden after its first task (see `crate::faults`).
+        let ends_early = crate::faults::hook("end_lane") == Some(lane.as_str());
         'consume: loop {
             // A broker restart or a lost connection ends the consumer: consume again (the queue
             // reconnects), with a growing pause so a broker that stays down is not hammered.
@@ -167,6 +172,7 @@ impl Worker {
                     }
                 };
                 pause = Duration::from_millis(200);
+                beat();
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     break 'consume;
                 };
@@ -175,6 +181,10 @@ impl Worker {
                     worker.handle(lane, delivery).await;
                     drop(permit);
                 });
+                if ends_early {
+                    warn!(lane = lane.as_str(), "test fault: the lane ends");
+                    return Ok(());
+                }
             }
         }
         // Graceful: let the tasks in flight finish (their acks are what makes them durable).
@@ -184,7 +194,12 @@ impl Worker {
 
     /// Handles one delivery and settles it with the queue.
     pub async fn handle(&self, lane: Lane, delivery: Delivery) {
-        let Delivery { task, acker, .. } = delivery;
+        let Delivery {
+            task,
+            acker,
+            deliveries,
+            ..
+        } = delivery;
         let span = tracing::info_span!(
             "reconcile",
             dossier_id = %task.dossier_id,
@@ -192,9 +207,20 @@ impl Worker {
             lane = lane.as_str(),
             attempt = task.attempt
         );
+        let returns = task.returns.saturating_add(deliveries.saturating_sub(1));
+        if returns >= DELIVERY_LIMIT {
+            self.poison(&task, returns, acker).instrument(span).await;
+            return;
+        }
         let result = match &task.lot {
             Some(lot) => self.deliver_lot(lot).instrument(span.clone()).await,
-            None => self.reconcile(lane, &task).instrument(span.clone()).await,
+            None => {
+                let task = Task {
+                    returns,
+                    ..task.clone()
+                };
+                self.reconcile(lane, &task).instrument(span.clone()).await
+            }
         };
         // Instrumented, not entered: a span entered across the acknowledgement's `.await` stays on
         // the thread's span stack while other tasks run there (their log lines nest under it),
@@ -208,8 +234,23 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    // The ledger or the queue failed: give the task back rather than lose it.
-                    warn!(error = %e, "reconciliation interrupted; the task goes back to the queue");
+                    // The ledger or the queue failed: give the task back rather than lose it,
+                    // after a delay (never a hot loop against a database that is down).
+                    let delay = requeue_delay(deliveries);
+                    let infrastructure_down = self.ledger.health().await.is_err()
+                        || self.queue.health().await.is_err();
+                    warn!(error = %e, delay_ms = delay.as_millis() as u64, infrastructure_down, "reconciliation interrupted; the task goes back to the queue");
+                    if infrastructure_down {
+                        // Not the task's fault: a fresh copy, so an outage never counts toward
+                        // its delivery limit.
+                        if self.queue.publish_delayed(lane, &task, delay).await.is_ok() {
+                            if let Err(e) = acker.ack().await {
+                                warn!(error = %e, "cannot acknowledge a task; it will be redelivered (harmless)");
+                            }
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
                     if let Err(e) = acker.requeue().await {
                         warn!(error = %e, "cannot requeue a task; the broker will redeliver it");
                     }
@@ -218,6 +259,40 @@ impl Worker {
         }
         .instrument(span)
         .await;
+    }
+
+    /// A task past the queue's delivery limit: its dossier goes to the dead letters (reason
+    /// `poison`, listed by the dead-letter API) and the task is dropped, so the lane goes on.
+    async fn poison(&self, task: &Task, returns: u32, acker: Box<dyn crate::queue::Acker>) {
+        if task.lot.is_some() || task.dossier_id.is_empty() {
+            // No dossier to dead-letter: the queue's own dead letters keep it.
+            warn!(
+                returns,
+                "a lot task keeps failing; set aside in the queue's dead letters"
+            );
+            if let Err(e) = acker.dead_letter().await {
+                warn!(error = %e, "cannot set a poison task aside; the queue's limit will");
+            }
+            return;
+        }
+        let reason = DeadReason::Poison { returns };
+        match self
+            .ledger
+            .dead_letter(&task.dossier_id, AGORA, &reason)
+            .await
+        {
+            Ok(dl) => {
+                warn!(dead_letter = %dl, returns, "a task that keeps failing was dead-lettered (poison)");
+                self.metrics.task_end(&TaskEnd::DeadLettered(reason.code()));
+                if let Err(e) = acker.ack().await {
+                    warn!(error = %e, "cannot acknowledge a poison task; the queue's limit sets it aside");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot dead-letter a poison task; the queue's limit sets it aside");
+                let _ = acker.dead_letter().await;
+            }
+        }
     }
 
     /// Reconciles one dossier: the heart of the relay.
@@ -270,6 +345,12 @@ impl Worker {
             warn!("a task names a dossier the ledger does not know");
             return Ok(TaskEnd::Unknown);
         };
+        if let Some(source) = crate::faults::hook("panic_on_source") {
+            // Test hook: a task that fails the same way at every delivery (a poison).
+            if row.desired.sources.iter().any(|s| s.id == source) {
+                panic!("test fault: panic_on_source");
+            }
+        }
         if !row.in_perimeter {
             self.ledger
                 .settle_delivery(
@@ -588,6 +669,13 @@ impl Worker {
             warn!(error = %e, "cannot post AGORA's return to ATEXO SEM");
         }
     }
+}
+
+/// How long a task waits before it goes back after a failure of the ledger or the queue:
+/// doubling with its deliveries, from 100 ms to 5 s.
+fn requeue_delay(deliveries: u32) -> Duration {
+    let n = deliveries.saturating_sub(1).min(6);
+    (Duration::from_millis(100) * (1u32 << n)).min(Duration::from_secs(5))
 }
 
 fn present(numero: &str, state: AgoraState) -> Delivered {

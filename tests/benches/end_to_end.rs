@@ -3,8 +3,9 @@
 //!
 //! `cargo bench -p passerelle-tests --bench end_to_end`
 //!
-//! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest, `rabbitmqctl` on the PATH) and PostgreSQL on
-//! 127.0.0.1:5432 (user `postgres`, trust auth, `psql` on the PATH): `bash tests/services.sh`.
+//! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest, `rabbitmqctl` on the PATH) and the suite's
+//! PostgreSQL, `PASSERELLE_TEST_POSTGRES_URL` (default: tests/services.sh's own cluster,
+//! `postgres://postgres@127.0.0.1:5433/postgres`, trust on loopback; `psql` on the PATH).
 //! Every measurement gets its own fresh vhost (and database), dropped at the end.
 //!
 //! It measures, in one run:
@@ -61,7 +62,8 @@ use raw_lapin::raw_lapin;
 /// Posts in flight in step 2, and confirms outstanding in the baseline.
 const HTTP_IN_FLIGHT: usize = 64;
 const AMQP_ADDR: &str = "127.0.0.1:5672";
-const PG_ADDR: &str = "127.0.0.1:5432";
+/// The suite's PostgreSQL when `PASSERELLE_TEST_POSTGRES_URL` does not say (tests/services.sh's).
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5433/postgres";
 const SEED_THROUGHPUT: u64 = 20_240_601;
 const SEED_LATENCY: u64 = 20_240_602;
 /// How often the ledger is asked whether anything is still pending: the end's resolution.
@@ -91,16 +93,31 @@ fn run_tool(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `PASSERELLE_TEST_POSTGRES_URL`, as the tests read it: a superuser's URL on `postgres`.
+fn postgres_admin_url() -> String {
+    std::env::var("PASSERELLE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES.to_string())
+}
+
+/// The same server, another database.
+fn postgres_url(database: &str) -> String {
+    let admin = postgres_admin_url();
+    let head = admin.split('?').next().unwrap_or_default();
+    let after_scheme = head.find("://").map_or(0, |i| i + 3);
+    let base = head[after_scheme..]
+        .find('/')
+        .map_or(head, |i| &head[..after_scheme + i]);
+    format!("{base}/{database}")
+}
+
 fn psql(sql: &str) -> anyhow::Result<String> {
     run_tool(
         "psql",
         &[
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
             "-d",
-            "postgres",
+            &postgres_admin_url(),
             "-v",
             "ON_ERROR_STOP=1",
             "-Atc",
@@ -172,6 +189,7 @@ struct Gateway {
     ledger: Arc<dyn Ledger>,
     http: reqwest::Client,
     sync_concurrency: u16,
+    _sandbox: passerelle_sandbox::RunningSandbox,
     _dir: tempfile::TempDir,
 }
 
@@ -181,10 +199,7 @@ fn gateway_vars(scratch: &str, dir: &str) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = [
         ("PASSERELLE__SERVER__BIND", "127.0.0.1:0".to_string()),
         ("PASSERELLE__DATA__DIR", dir.to_string()),
-        (
-            "PASSERELLE__LEDGER__URL",
-            format!("postgres://postgres@{PG_ADDR}/{scratch}"),
-        ),
+        ("PASSERELLE__LEDGER__URL", postgres_url(scratch)),
         (
             "PASSERELLE__QUEUE__URL",
             format!("amqp://guest:guest@{AMQP_ADDR}/{scratch}"),
@@ -202,20 +217,28 @@ fn gateway_vars(scratch: &str, dir: &str) -> Vec<(String, String)> {
 impl Gateway {
     async fn boot(scratch: &Scratch) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
-        let vars = gateway_vars(&scratch.name, &dir.path().display().to_string());
-        let settings = Settings::load(None, vars)?;
+        let mut vars = gateway_vars(&scratch.name, &dir.path().display().to_string());
+        // A production configuration refuses the built-in sandbox: AGORA is one run here, in
+        // this process as before.
+        let sandbox =
+            passerelle_sandbox::Sandbox::start(passerelle_sandbox::SandboxConfig::default())
+                .await
+                .context("the sandbox did not start")?;
         ensure!(
-            settings.agora.base_url == "sandbox",
-            "agora.base_url must stay `sandbox`: the benchmark reads AGORA's state from it"
+            !vars.iter().any(|(k, _)| k == "PASSERELLE__AGORA__BASE_URL"),
+            "PASSERELLE__AGORA__BASE_URL must stay unset: the benchmark reads AGORA's state from its own sandbox"
         );
+        vars.push(("PASSERELLE__AGORA__BASE_URL".into(), sandbox.agora_url()));
+        vars.push((
+            "PASSERELLE__AGORA__TOKEN".into(),
+            sandbox.agora_token().into(),
+        ));
+        let settings = Settings::load(None, vars)?;
         let sync_concurrency = settings.worker.sync_concurrency;
         let app = Application::build(settings).await?;
         let url = format!("http://127.0.0.1:{}", app.port());
         let token = app.credentials.atexo_sem.expose_secret().to_string();
-        let sandbox_url = app
-            .sandbox()
-            .map(|s| s.base_url())
-            .context("the built-in sandbox did not start")?;
+        let sandbox_url = sandbox.base_url();
         let ledger = app.ledger.clone();
         Ok(Gateway {
             running: app.spawn(),
@@ -227,6 +250,7 @@ impl Gateway {
                 .pool_max_idle_per_host(4 * HTTP_IN_FLIGHT)
                 .build()?,
             sync_concurrency,
+            _sandbox: sandbox,
             _dir: dir,
         })
     }
@@ -806,11 +830,11 @@ async fn run() -> anyhow::Result<()> {
     let rate = env_usize("E2E_BENCH_RATE", 500)?;
     let seconds = env_usize("E2E_BENCH_SECONDS", 10)?;
     ensure!(n > 0, "E2E_BENCH_N must be at least 1");
-    for (what, addr) in [("RabbitMQ", AMQP_ADDR), ("PostgreSQL", PG_ADDR)] {
-        std::net::TcpStream::connect(addr).with_context(|| {
-            format!("{what} is not reachable at {addr}: start it with `bash tests/services.sh`")
-        })?;
-    }
+    std::net::TcpStream::connect(AMQP_ADDR).with_context(|| {
+        format!("RabbitMQ is not reachable at {AMQP_ADDR}: start it with `bash tests/services.sh`")
+    })?;
+    psql("select 1")
+        .context("PostgreSQL does not answer: start it with `bash tests/services.sh`")?;
     let overrides: Vec<String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("PASSERELLE__"))
         .map(|(k, v)| format!("{k}={v}"))

@@ -38,6 +38,7 @@ fn status_kb(field: &str) -> u64 {
 
 #[test]
 fn a_200k_dossier_export_decodes_as_a_stream_in_flat_memory() {
+    let _heavy = crate::support::heavy_blocking();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("export-200k.xml");
     let file = BufWriter::with_capacity(1 << 20, File::create(&path).expect("create"));

@@ -255,8 +255,10 @@ async fn straight_and_killed(production: Option<Production>, faults: Faults) {
         .as_ref()
         .map(|p| (p.ledger_url.clone(), p.queue_url.clone()));
     let mut backfill = Backfill::new(dir.path(), &sandbox, urls);
-    // Three kills at random points: while reading, and twice while lots are in flight.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    // Three kills at random points: while reading, and twice while lots are in flight. The seed is
+    // printed (PASSERELLE_TEST_SEED replays it).
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(crate::support::test_seed("backfill killed three times"));
     let lots_at = [rng.gen_range(1..3), rng.gen_range(4..6)];
     let mut child = backfill.spawn(&export.path, false);
     tokio::time::sleep(Duration::from_millis(rng.gen_range(1_500..4_000))).await;
@@ -425,7 +427,9 @@ async fn sync_flow_goes_first_during_a_backfill_and_takes_over_after_it() {
         .with("BACKFILL__LOTS_IN_FLIGHT", "1");
 
     let mut child = backfill.spawn(&export.path, false);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while sandbox.calls(Call::AgoraLotSubmit).is_empty() {
+        assert!(Instant::now() < deadline, "no lot within 120 s");
         assert!(
             child.try_wait().expect("wait").is_none(),
             "{}",
@@ -552,6 +556,18 @@ async fn dry_run_then_rejected_lines_and_oversized_lots() {
     let http = reqwest::Client::new();
     let body = passerelle_adapters::agora::encode_dossier("psl-pppppppppppppppppppp", &dossier)
         .expect("an AGORA body");
+    // A search first: AGORA refuses a creation no search preceded.
+    let searched = http
+        .get(format!("{}/dossiers", sandbox.agora_url()))
+        .query(&[
+            ("financeur", body.financeur.code.as_str()),
+            ("reference", body.reference.as_str()),
+        ])
+        .bearer_auth(sandbox.agora_token())
+        .send()
+        .await
+        .expect("search");
+    assert_eq!(searched.status(), 404);
     let created: serde_json::Value = http
         .post(format!("{}/dossiers", sandbox.agora_url()))
         .bearer_auth(sandbox.agora_token())

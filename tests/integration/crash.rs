@@ -1,28 +1,38 @@
-//! Crash: `passerelle serve` runs as a child process while 2,000 dossiers are posted; in the middle
-//! of it the process is killed with SIGKILL (no shutdown, nothing flushed), then started again on
+//! Crash: `passerelle serve` runs as a child process while dossiers are posted and AGORA (a
+//! sandbox outside the gateway, so it survives) fails some of its calls; three times, at a moment
+//! drawn from the test's seed, the sandbox applies a write and holds its answer, and the process
+//! is killed with SIGKILL (no shutdown, nothing flushed) before hearing it, then started again on
 //! the same ledger and queue. The poster behaves like a real client: what was not answered `202`
-//! is posted again. In the end every dossier is in its final state in AGORA (a sandbox outside the
-//! gateway, so it survives the kill), created once, and no operation AGORA applied was sent again.
+//! is posted again. In the end every dossier is in its final state in AGORA with the body it was
+//! created with, created once; each write applied but unanswered was settled by a search and never
+//! sent again; no operation AGORA applied was sent again; no return to ATEXO SEM was sent twice.
+//!
+//! The seed is `PASSERELLE_TEST_SEED` (printed): set it to replay a failure.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use passerelle_sandbox::{Sandbox, SandboxConfig};
+use passerelle_adapters::agora::encode_dossier;
+use passerelle_adapters::atexo_sem::{decode_stream, DecodeSettings, Flow};
+use passerelle_sandbox::{Call, CallRecord, Faults, RunningSandbox, Sandbox, SandboxConfig};
 use passerelle_tests::generate::SingleExport;
+use rand::{Rng, SeedableRng};
 
 use crate::support::{
-    agora_journal, assert_created_once, expected_etat, generated, wait_for_agora, Production,
-    ServeProcess, ATEXO_TOKEN,
+    agora_journal, assert_created_once, assert_no_return_twice, atexo_returns, expected_etat,
+    generated, test_seed, wait_for_agora, Production, ServeProcess, ATEXO_TOKEN, POST_PATIENCE,
 };
 
-const DOSSIERS: usize = 2_000;
+const DOSSIERS: usize = 400;
+const KILLS: usize = 3;
 
-/// Posts every dossier until each is answered `202`, as a client that retries what failed.
+/// Posts every dossier until each is answered `202`, as a client that retries what failed, to
+/// wherever the gateway listens now; gives up on a dossier after [`POST_PATIENCE`].
 async fn post_until_accepted(
-    url: String,
+    endpoint: Arc<RwLock<String>>,
     dossiers: Arc<Vec<SingleExport>>,
     accepted: Arc<AtomicUsize>,
 ) -> HashMap<String, String> {
@@ -32,15 +42,17 @@ async fn post_until_accepted(
         .expect("client");
     futures_util::stream::iter(0..dossiers.len())
         .map(|i| {
-            let (http, url, dossiers, accepted) = (
+            let (http, endpoint, dossiers, accepted) = (
                 http.clone(),
-                url.clone(),
+                endpoint.clone(),
                 dossiers.clone(),
                 accepted.clone(),
             );
             async move {
                 let x = &dossiers[i];
+                let deadline = Instant::now() + POST_PATIENCE;
                 loop {
+                    let url = endpoint.read().expect("endpoint").clone();
                     let answer = http
                         .post(format!("{url}/v1/inbound/atexo-sem/dossiers"))
                         .bearer_auth(ATEXO_TOKEN)
@@ -61,6 +73,11 @@ async fn post_until_accepted(
                         Err(_) => {}
                         Ok(r) => panic!("{}: unexpected {}", x.id, r.status()),
                     }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: not accepted within {POST_PATIENCE:?}",
+                        x.id
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -70,48 +87,103 @@ async fn post_until_accepted(
         .await
 }
 
-async fn killed_in_the_middle_of_two_thousand_dossiers(production: Option<Production>, seed: u64) {
-    let _heavy = crate::support::heavy().await;
-    let sandbox = Sandbox::start(SandboxConfig::default())
+/// AGORA failing some of its calls (never the returns: a failed return is not retried, by design),
+/// half of the failures after applying.
+fn faults(seed: u64) -> Faults {
+    Faults {
+        seed,
+        error_503: 0.04,
+        drop: 0.03,
+        slow: 0.02,
+        rate_limited: 0.02,
+        applied_share: 0.5,
+        retry_after_s: 1,
+        slow_ms: 800,
+        only: vec![
+            Call::AgoraSearch,
+            Call::AgoraCreate,
+            Call::AgoraEnter,
+            Call::AgoraExit,
+            Call::AgoraSettle,
+            Call::AgoraCancel,
+        ],
+        ..Faults::none()
+    }
+}
+
+async fn get(sandbox: &RunningSandbox, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{}{path}", sandbox.base_url()))
         .await
-        .expect("sandbox");
+        .expect("sandbox")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn killed_three_times_under_faults(production: Option<Production>, test: &str) {
+    let _heavy = crate::support::heavy().await;
+    let seed = test_seed(test);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let sandbox = Sandbox::start(SandboxConfig {
+        faults: faults(seed),
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox");
+    let returns_url = sandbox.atexo_sem_returns_url();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut serve = ServeProcess::new(dir.path(), &sandbox, production.as_ref(), &[]);
+    let mut serve = ServeProcess::new(
+        dir.path(),
+        &sandbox,
+        production.as_ref(),
+        &[
+            ("ATEXO_SEM__RETURNS_URL", returns_url.as_str()),
+            ("AGORA__REQUEST_TIMEOUT_MS", "400"),
+            ("RETRY__BASE_MS", "20"),
+            ("RETRY__MAX_MS", "300"),
+            ("RETRY__MAX_ATTEMPTS", "60"),
+        ],
+    );
     serve.start().await;
 
     let dossiers = Arc::new(generated(seed, DOSSIERS));
     let accepted = Arc::new(AtomicUsize::new(0));
     let poster = tokio::spawn(post_until_accepted(
-        serve.url.clone(),
+        serve.endpoint.clone(),
         dossiers.clone(),
         accepted.clone(),
     ));
-    // Kill it while dossiers are both coming in and going out to AGORA.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while accepted.load(Ordering::Relaxed) < DOSSIERS / 2 || sandbox.creations().len() < 100 {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway made no progress ({} accepted, {} created): {}",
-            accepted.load(Ordering::Relaxed),
-            sandbox.creations().len(),
-            serve.log_tail()
+    let mut held: Vec<CallRecord> = Vec::new();
+    for kill in 1..=KILLS {
+        // The k-th write from now, applied by AGORA: its answer is held, the gateway killed.
+        let k = rng.gen_range(1..=40);
+        let mut hold = sandbox.hold_answer_of_write(k);
+        let record = tokio::time::timeout(Duration::from_secs(120), hold.applied())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {k}th write within 120 s ({} accepted): {}",
+                    accepted.load(Ordering::Relaxed),
+                    serve.log_tail()
+                )
+            })
+            .expect("the held write");
+        serve.kill();
+        hold.release();
+        eprintln!(
+            "kill {kill}: after write #{k} ({} {}), {} of {DOSSIERS} dossiers accepted",
+            record.call,
+            record.reference.as_deref().unwrap_or("?"),
+            accepted.load(Ordering::Relaxed)
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        held.push(record);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..500))).await;
+        serve.start().await;
     }
-    serve.kill();
-    let at_kill = (accepted.load(Ordering::Relaxed), sandbox.creations().len());
-    assert!(
-        at_kill.0 < DOSSIERS,
-        "killed too late to prove anything: {at_kill:?}"
-    );
-    eprintln!(
-        "killed with {} of {DOSSIERS} dossiers accepted and {} created in AGORA",
-        at_kill.0, at_kill.1
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    serve.start().await;
-
-    let ids = poster.await.expect("every dossier accepted");
+    let ids = tokio::time::timeout(Duration::from_secs(300), poster)
+        .await
+        .expect("every dossier posted within 300 s")
+        .expect("every dossier accepted");
     let expected: HashMap<String, Option<&'static str>> = dossiers
         .iter()
         .map(|x| (ids[&x.id].clone(), expected_etat(x)))
@@ -124,30 +196,77 @@ async fn killed_in_the_middle_of_two_thousand_dossiers(production: Option<Produc
     )
     .await;
 
-    let get = |path: &'static str| {
-        let url = format!("{}{path}", sandbox.base_url());
-        async move {
-            reqwest::get(url)
-                .await
-                .expect("sandbox")
-                .json::<serde_json::Value>()
-                .await
-                .expect("json")
-        }
-    };
-    let journal = agora_journal(&get("/_sandbox/journal").await);
+    let raw = get(&sandbox, "/_sandbox/journal").await;
+    let journal = agora_journal(&raw);
     journal.assert_nothing_sent_twice();
-    assert_created_once(&get("/_sandbox/agora/creations").await);
+    assert_created_once(&get(&sandbox, "/_sandbox/agora/creations").await);
+    // Each held write: applied once, settled by a later search, never sent again.
+    let all = sandbox.journal();
+    for h in &held {
+        let reference = h.reference.as_deref().expect("a write names its dossier");
+        let later: Vec<&CallRecord> = all
+            .iter()
+            .filter(|c| c.seq > h.seq && c.reference.as_deref() == Some(reference))
+            .collect();
+        assert!(
+            later
+                .iter()
+                .any(|c| c.call == Call::AgoraSearch && c.status == Some(200)),
+            "{} of {reference}, applied but unanswered, was not settled by a search: {:?}",
+            h.call,
+            journal.trace.get(reference)
+        );
+        assert!(
+            !later.iter().any(|c| c.call == h.call),
+            "{} of {reference}, applied but unanswered, was sent again: {:?}",
+            h.call,
+            journal.trace.get(reference)
+        );
+    }
+    // What AGORA stores is the dossier as posted.
+    let by_reference: HashMap<&str, &SingleExport> =
+        dossiers.iter().map(|x| (ids[&x.id].as_str(), x)).collect();
+    let mut compared = 0;
+    for d in sandbox.agora_dossiers() {
+        let x = by_reference[d.reference.as_str()];
+        let sem = decode_stream(x.xml.as_slice(), Flow::Sync, &DecodeSettings::default())
+            .next()
+            .expect("one dossier")
+            .expect("a valid dossier");
+        let want = encode_dossier(&d.reference, &sem.dossier).expect("encodable");
+        assert_eq!(
+            serde_json::to_value(&d.body).expect("json"),
+            serde_json::to_value(&want).expect("json"),
+            "AGORA's body of {}",
+            x.id
+        );
+        compared += 1;
+    }
+    assert!(compared > DOSSIERS / 2, "{compared} bodies compared");
+    // Returns: never twice, even for the writes whose answer died with the process. (Returns may
+    // be lost today when the process dies between AGORA's answer and the return: issue 17's outbox
+    // is to make them "exactly once"; then this should compare with the journal.)
+    let returns = atexo_returns(&reqwest::Client::new(), &sandbox.base_url()).await;
+    assert_no_return_twice(&returns);
+    assert!(
+        returns.len() > DOSSIERS,
+        "returns are on: {} received",
+        returns.len()
+    );
     serve.kill();
     sandbox.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_gateway_killed_in_the_middle_of_two_thousand_dossiers() {
-    killed_in_the_middle_of_two_thousand_dossiers(None, 21).await;
+async fn embedded_gateway_killed_three_times_under_faults() {
+    killed_three_times_under_faults(None, "embedded_gateway_killed_three_times_under_faults").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_gateway_killed_in_the_middle_of_two_thousand_dossiers() {
-    killed_in_the_middle_of_two_thousand_dossiers(Some(Production::new("crash")), 22).await;
+async fn rabbitmq_gateway_killed_three_times_under_faults() {
+    killed_three_times_under_faults(
+        Some(Production::new("crash")),
+        "rabbitmq_gateway_killed_three_times_under_faults",
+    )
+    .await;
 }

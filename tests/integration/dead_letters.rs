@@ -11,7 +11,18 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::support::{embedded_gateway, fixture, gateway, Gateway, Production};
+use passerelle_sandbox::{Faults, Sandbox, SandboxConfig};
+
+use crate::support::{
+    agora_journal, assert_created_once, assert_no_return_twice, atexo_returns, embedded_gateway,
+    fixture, gateway, gateway_on, return_key, Gateway, Production,
+};
+
+/// Nothing AGORA applied was sent again, and no dossier was created twice.
+async fn assert_nothing_sent_twice(gw: &Gateway) {
+    agora_journal(&gw.sandbox_get("/_sandbox/journal").await).assert_nothing_sent_twice();
+    assert_created_once(&gw.sandbox_get("/_sandbox/agora/creations").await);
+}
 
 /// The certification AGORA's rule refuses in these tests (valid for passerelle's own rules).
 const REFUSED_CERTIFICATION: &str = "RNCP11111";
@@ -363,6 +374,7 @@ async fn replayed_after_agora_corrects_itself(gw: Gateway) {
     let problem: Value = r.json().await.expect("problem");
     assert_eq!(problem["errors"][0]["pointer"], "/since");
     assert_eq!(problem["errors"][0]["rule"], "schema.format");
+    assert_nothing_sent_twice(&gw).await;
     gw.stop().await;
 }
 
@@ -414,6 +426,7 @@ async fn a_dossier_corrected_at_the_source_then_replayed_reaches_agora_once() {
     let creations = gw.sandbox_get("/_sandbox/agora/creations").await;
     assert_eq!(creations[0]["created"], 1, "{creations}");
     assert_eq!(gw.agora().await.as_array().map(Vec::len), Some(1));
+    assert_nothing_sent_twice(&gw).await;
     gw.stop().await;
 }
 
@@ -540,5 +553,144 @@ async fn bulk_replay_by_anomaly_code_and_the_command_line() {
         .iter()
         .all(|d| d["replayed_at"].is_string() && d["replay_id"].is_string()));
     assert!(cli(&gw, &["list", "--format", "json"]).stdout.is_empty());
+    assert_nothing_sent_twice(&gw).await;
     gw.stop().await;
+}
+
+/// The returns ATEXO SEM received, once there are `n`.
+async fn returns_once(gw: &Gateway, n: usize) -> Vec<String> {
+    let got = eventually(&format!("{n} return(s) to ATEXO SEM"), || async {
+        let r = atexo_returns(&gw.http, &gw.sandbox_url).await;
+        (r.len() >= n).then_some(r)
+    })
+    .await;
+    assert_no_return_twice(&got);
+    let mut keys: Vec<String> = got.iter().map(return_key).collect();
+    keys.sort();
+    keys
+}
+
+/// AGORA's `422` goes back to ATEXO SEM as a rejection return (its anomaly, no number, no state),
+/// once; the dossier replayed once AGORA corrects itself gets its number and its entry returned,
+/// once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_is_returned_to_atexo_sem_once() {
+    let sb = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let gw = gateway_on(&sb, None, &[]).await;
+    refuse(
+        &gw,
+        "/formation/certification",
+        REFUSED_CERTIFICATION,
+        "AG-CERTIF",
+    )
+    .await;
+    let id = "PDL-2019-000730";
+    let dossier = gw
+        .post_atexo_accepted(id, &atexo(id, 4, "1330305", REFUSED_CERTIFICATION))
+        .await;
+    let letter = dead_letters(&gw, &format!("dossier_id={dossier}"), 1)
+        .await
+        .remove(0);
+    assert_eq!(
+        returns_once(&gw, 1).await,
+        [format!("{id} - - [AG-CERTIF]")]
+    );
+    let rejection = &atexo_returns(&gw.http, &gw.sandbox_url).await[0];
+    assert_eq!(
+        rejection["anomalies"][0]["champ"],
+        "/formation/certification"
+    );
+
+    lift_refusals(&gw).await;
+    let (status, _, _) = admin_post(
+        &gw,
+        &format!("/v1/dead-letters/{}/replay", str_of(&letter, "id")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    agora_reaches(&gw, &dossier, "ENTRE").await;
+    let numero = sb
+        .agora_dossier("2", &dossier)
+        .expect("in AGORA")
+        .numero_agora;
+    let mut want = vec![
+        format!("{id} - - [AG-CERTIF]"),
+        format!("{id} {numero} CREE []"),
+        format!("{id} {numero} ENTRE []"),
+    ];
+    want.sort();
+    assert_eq!(returns_once(&gw, 3).await, want);
+    // Nothing more comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(returns_once(&gw, 3).await, want);
+    assert_nothing_sent_twice(&gw).await;
+    gw.stop().await;
+    sb.shutdown().await;
+}
+
+/// A dossier whose transient failures exhaust `retry.max_attempts` (AGORA answers every call
+/// `500`) becomes a dead letter after exactly that many attempts, with nothing applied; replayed
+/// once AGORA recovers, it reaches AGORA, created once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_exhausted_make_a_dead_letter_that_a_replay_delivers() {
+    let sb = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    sb.set_faults(Faults {
+        error_500: 1.0,
+        ..Faults::none()
+    })
+    .expect("faults");
+    let gw = gateway_on(
+        &sb,
+        None,
+        &[
+            ("PASSERELLE__RETRY__MAX_ATTEMPTS", "3"),
+            ("PASSERELLE__RETRY__BASE_MS", "20"),
+            ("PASSERELLE__RETRY__MAX_MS", "50"),
+        ],
+    )
+    .await;
+    let id = "PDL-2019-000740";
+    let dossier = gw
+        .post_atexo_accepted(id, &atexo(id, 4, "1330305", "RNCP34567"))
+        .await;
+    let letter = dead_letters(&gw, &format!("dossier_id={dossier}"), 1)
+        .await
+        .remove(0);
+    assert_eq!(letter["destination"], "agora");
+    let reason = str_of(&letter, "reason");
+    assert!(
+        reason == "http.500" || reason == "transport",
+        "an exhausted dead letter's code: {letter}"
+    );
+    let calls: Vec<_> = sb
+        .journal()
+        .into_iter()
+        .filter(|c| c.reference.as_deref() == Some(dossier.as_str()))
+        .collect();
+    assert_eq!(
+        calls.len(),
+        3,
+        "one call per attempt, then nothing: {calls:?}"
+    );
+    assert!(calls.iter().all(|c| c.status == Some(500) && !c.applied));
+    assert!(!in_agora(&gw, &dossier).await);
+
+    sb.set_faults(Faults::none()).expect("faults");
+    let (status, _, _) = admin_post(
+        &gw,
+        &format!("/v1/dead-letters/{}/replay", str_of(&letter, "id")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    agora_reaches(&gw, &dossier, "ENTRE").await;
+    settled_trace(&gw, &dossier, "delivered").await;
+    assert_nothing_sent_twice(&gw).await;
+    gw.stop().await;
+    sb.shutdown().await;
 }

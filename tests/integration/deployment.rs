@@ -19,10 +19,34 @@ fn read(path: &str) -> String {
 }
 
 fn compose() -> Yaml {
-    let mut docs = YamlLoader::load_from_str(&read("docker/compose.yml"))
-        .unwrap_or_else(|e| panic!("docker/compose.yml is not YAML: {e}"));
-    assert_eq!(docs.len(), 1, "docker/compose.yml holds one document");
+    compose_file("docker/compose.yml")
+}
+
+fn compose_file(path: &str) -> Yaml {
+    let mut docs = YamlLoader::load_from_str(&read(path))
+        .unwrap_or_else(|e| panic!("{path} is not YAML: {e}"));
+    assert_eq!(docs.len(), 1, "{path} holds one document");
     docs.remove(0)
+}
+
+/// A mapping with compose's `<<` merge keys applied (yaml_rust2 resolves aliases, not merges):
+/// the mapping's own keys win over the merged ones.
+fn merged(y: &Yaml) -> Yaml {
+    let Yaml::Hash(h) = y else {
+        return y.clone();
+    };
+    let mut out = yaml_rust2::yaml::Hash::new();
+    if let Some(Yaml::Hash(base)) = h.get(&Yaml::String("<<".into())) {
+        for (k, v) in base {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in h {
+        if scalar(k).as_deref() != Some("<<") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Yaml::Hash(out)
 }
 
 fn toml_file(path: &str) -> toml::Table {
@@ -569,5 +593,146 @@ fn the_dockerfile_passes_a_light_lint() {
             ignore.lines().any(|l| l.trim() == excluded),
             "Dockerfile.dockerignore lacks {excluded}"
         );
+    }
+}
+
+/// The high-availability file: two replicas sharing nothing but PostgreSQL and RabbitMQ, three
+/// clustered RabbitMQ nodes, a load balancer in front of both (issue 17, point 10).
+#[test]
+fn compose_ha_runs_two_replicas_sharing_no_disk_behind_a_balancer_over_three_broker_nodes() {
+    let compose = compose_file("docker/compose.ha.yml");
+    let services = names(&compose["services"]);
+    let get = |name: &str| {
+        let s = merged(&compose["services"][name]);
+        assert!(
+            matches!(s, Yaml::Hash(_)),
+            "docker/compose.ha.yml has no service {name}"
+        );
+        s
+    };
+    let replicas: Vec<&String> = services
+        .iter()
+        .filter(|s| s.starts_with("passerelle-"))
+        .collect();
+    let nodes: Vec<&String> = services
+        .iter()
+        .filter(|s| s.starts_with("rabbitmq-"))
+        .collect();
+    assert!(replicas.len() >= 2, "replicas: {replicas:?}");
+    assert_eq!(nodes.len(), 3, "RabbitMQ nodes: {nodes:?}");
+    for name in ["lb", "postgres", "sandbox"] {
+        get(name);
+    }
+
+    // Every replica: the image this repository builds, the same configuration, no volume (no
+    // shared disk, nothing of its own to lose), a configuration the real loader accepts.
+    let example = root().join("config/production.example.toml");
+    let mut environments = Vec::new();
+    for name in &replicas {
+        let s = get(name);
+        assert_eq!(
+            scalar(&s["build"]["dockerfile"]).as_deref(),
+            Some("docker/Dockerfile"),
+            "{name}"
+        );
+        assert!(
+            matches!(s["volumes"], Yaml::BadValue),
+            "{name} mounts a volume: replicas share no disk"
+        );
+        let vars: Vec<(String, String)> = environment(&s)
+            .into_iter()
+            .map(|(k, v)| (k, interpolate(&v)))
+            .collect();
+        let settings = Settings::load(Some(&example), vars.clone())
+            .unwrap_or_else(|e| panic!("{name}'s configuration is refused: {e}"));
+        assert!(
+            settings
+                .ledger
+                .url
+                .expose_secret()
+                .contains("@postgres:5432/"),
+            "{name}'s ledger is the postgres service"
+        );
+        assert!(
+            settings.queue.url.expose_secret().contains("@lb:5672/"),
+            "{name} reaches the broker through the load balancer"
+        );
+        environments.push(vars);
+    }
+    assert!(
+        environments.windows(2).all(|w| w[0] == w[1]),
+        "the replicas are configured alike"
+    );
+
+    // The balancer: HTTP to every replica, checked on /readyz; AMQP to every node.
+    let haproxy = scalar(&compose["configs"]["haproxy_cfg"]["content"]).expect("haproxy_cfg");
+    assert!(haproxy.contains("option httpchk GET /readyz"), "{haproxy}");
+    for name in &replicas {
+        assert!(
+            haproxy.contains(&format!("server {name} {name}:8080 check")),
+            "the balancer does not send requests to {name}"
+        );
+    }
+    for name in &nodes {
+        assert!(
+            haproxy.contains(&format!("server {name} {name}:5672 check")),
+            "the balancer does not reach the broker node {name}"
+        );
+    }
+    let mounts = |s: &Yaml| -> Vec<(String, String)> {
+        match &s["configs"] {
+            Yaml::Array(a) => a
+                .iter()
+                .filter_map(|c| Some((scalar(&c["source"])?, scalar(&c["target"])?)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    assert!(mounts(&get("lb"))
+        .iter()
+        .any(|(source, target)| source == "haproxy_cfg"
+            && target == "/usr/local/etc/haproxy/haproxy.cfg"));
+
+    // The cluster: each node names all three, its own stable hostname and data volume, and the
+    // shared cookie.
+    let cluster = read("docker/rabbitmq/cluster.conf");
+    let mut volumes = BTreeSet::new();
+    for name in &nodes {
+        let s = get(name);
+        let hostname = scalar(&s["hostname"]).unwrap_or_default();
+        assert_eq!(&hostname, *name, "{name}'s node name must not change");
+        assert!(
+            cluster
+                .lines()
+                .any(|l| l.starts_with("cluster_formation.classic_config.nodes.")
+                    && l.trim_end().ends_with(&format!("= rabbit@{hostname}"))),
+            "cluster.conf does not name rabbit@{hostname}"
+        );
+        assert!(
+            mounts(&s)
+                .iter()
+                .any(|(source, target)| source == "rabbitmq_cluster"
+                    && target.starts_with("/etc/rabbitmq/conf.d/")),
+            "{name} does not read cluster.conf"
+        );
+        assert!(
+            environment(&s)
+                .iter()
+                .any(|(k, _)| k == "RABBITMQ_ERLANG_COOKIE"),
+            "{name} has no Erlang cookie"
+        );
+        let volume = names(&s["volumes"]).join(",");
+        assert!(volumes.insert(volume.clone()), "{name} shares {volume}");
+    }
+    let Yaml::Hash(configs) = &compose["configs"] else {
+        panic!("docker/compose.ha.yml has no configs");
+    };
+    for (name, config) in configs {
+        if let Some(file) = scalar(&config["file"]) {
+            assert!(
+                root().join("docker").join(&file).is_file(),
+                "config {name:?}: docker/{file} does not exist"
+            );
+        }
     }
 }

@@ -105,3 +105,86 @@ async fn rabbitmq_two_thousand_dossiers_through_a_faulty_agora() {
     two_thousand_dossiers_through_a_faulty_agora(gateway(Some(production), &SETTINGS).await, 12)
         .await;
 }
+
+/// `Retry-After` is honoured: after AGORA's `429` with `Retry-After: 2`, the dossier's next call
+/// comes at least two seconds later (the sandbox's monotonic clock), though the backoff alone
+/// (tens of milliseconds here) would have sent it far sooner. Nothing caps the wait below the
+/// header: `retry.max_ms`, which caps a `Retry-After`, is above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    const RETRY_AFTER_S: u64 = 2;
+    let sb = passerelle_sandbox::Sandbox::start(passerelle_sandbox::SandboxConfig {
+        faults: Faults {
+            retry_after_s: RETRY_AFTER_S,
+            ..Faults::none()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox");
+    for call in [
+        passerelle_sandbox::Call::AgoraSearch,
+        passerelle_sandbox::Call::AgoraCreate,
+    ] {
+        sb.fail_next(passerelle_sandbox::ForcedFault {
+            call: Some(call),
+            fault: passerelle_sandbox::FaultKind::RateLimited,
+            applied: false,
+        });
+    }
+    // The backoff alone: 10 to 40 ms for the first attempts. Its ceiling, which also caps a
+    // Retry-After (issue 18), is set above the header's value.
+    let gw = crate::support::gateway_on(
+        &sb,
+        None,
+        &[
+            ("PASSERELLE__RETRY__BASE_MS", "20"),
+            ("PASSERELLE__RETRY__MAX_MS", "5000"),
+        ],
+    )
+    .await;
+    let x = generated(31, 10)
+        .into_iter()
+        .find(|x| expected_etat(x).is_some())
+        .expect("a dossier AGORA must hold");
+    let x = &x;
+    let id = gw.post_atexo_accepted(&x.id, &x.xml).await;
+    let expected = HashMap::from([(id.clone(), expected_etat(x))]);
+    wait_for_agora(
+        &gw.http,
+        &gw.sandbox_url,
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let calls: Vec<_> = sb
+        .journal()
+        .into_iter()
+        .filter(|c| c.reference.as_deref() == Some(id.as_str()))
+        .collect();
+    let mut limited = 0;
+    for pair in calls.windows(2) {
+        if pair[0].status != Some(429) {
+            continue;
+        }
+        limited += 1;
+        let gap = Duration::from_micros(pair[1].since_start_us - pair[0].since_start_us);
+        assert!(
+            gap >= Duration::from_secs(RETRY_AFTER_S),
+            "{} answered 429 with Retry-After: {RETRY_AFTER_S}, yet the next call came {gap:?} later",
+            pair[0].call
+        );
+    }
+    assert_eq!(
+        limited, 2,
+        "a 429 on the search and on the creation: {calls:?}"
+    );
+    journal_of(&gw).await.assert_nothing_sent_twice();
+    gw.stop().await;
+    sb.shutdown().await;
+}
+
+async fn journal_of(gw: &Gateway) -> crate::support::AgoraJournal {
+    agora_journal(&gw.sandbox_get("/_sandbox/journal").await)
+}

@@ -9,27 +9,8 @@ use secrecy::ExposeSecret;
 
 use crate::support::{fixture, gateway, signature, Gateway, Production};
 
-/// `psql` as the superuser, its output as text (unaligned, tuples only).
 fn psql_out(sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-Atc",
-            sql,
-        ])
-        .output()
-        .expect("psql runs (bash tests/services.sh starts PostgreSQL)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::support::psql(sql)
 }
 
 fn database_of(url: &str) -> String {
@@ -63,16 +44,19 @@ async fn the_postgresql_ledger_speaks_tls_when_asked() {
     drop(ledger);
 
     let cert = psql_out("SHOW ssl_cert_file");
-    let by_name =
-        format!("postgres://postgres@localhost:5432/{db}?sslmode=verify-full&sslrootcert={cert}");
+    let on_loopback = crate::support::postgres_url(&db);
+    assert!(on_loopback.contains("@127.0.0.1:"), "{on_loopback}");
+    let by_name = format!(
+        "{}?sslmode=verify-full&sslrootcert={cert}",
+        on_loopback.replacen("@127.0.0.1:", "@localhost:", 1)
+    );
     let ledger = passerelle::ledger::connect(&by_name)
         .await
         .expect("verify-full against the server's own certificate");
     ledger.health().await.expect("the ledger answers");
     drop(ledger);
     // The certificate names localhost, not 127.0.0.1: verify-full refuses the address.
-    let by_address =
-        format!("postgres://postgres@127.0.0.1:5432/{db}?sslmode=verify-full&sslrootcert={cert}");
+    let by_address = format!("{on_loopback}?sslmode=verify-full&sslrootcert={cert}");
     assert!(passerelle::ledger::connect(&by_address).await.is_err());
 }
 

@@ -164,7 +164,13 @@ async fn hostile_posts_are_answered_while_healthz_keeps_answering() {
         }
         // The bodies are in: the gateway is decoding them. Probe until every post is answered.
         let mut answered_during = 0usize;
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
         while posts.iter().any(|p| !p.is_finished()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: posts unanswered after 300 s",
+                shape.name
+            );
             let probe = gw
                 .http
                 .get(format!("{}/healthz", gw.url))

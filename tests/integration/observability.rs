@@ -6,7 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use passerelle_sandbox::{Faults, Sandbox, SandboxConfig};
+use passerelle_adapters::pole_emploi::SessionRef;
+use passerelle_sandbox::{Call, Faults, Refusal, Sandbox, SandboxConfig};
 use passerelle_tests::generate::{single_dossier_exports, GenOptions, SingleExport};
 
 use crate::support::{
@@ -32,42 +33,139 @@ fn tag_values(xml: &str, tag: &str) -> Vec<String> {
     values
 }
 
-/// The personal values of these exports, as they might leak: the NIR's 13 digits (which the
-/// 15-digit form contains), the names, and the birth date both as written and as ISO 8601.
+/// A name as XML escapes it, unescaped.
+fn unescape(v: &str) -> String {
+    v.replace("&apos;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Each word's first letter upper case, the rest lower case: "Jean Pierre", "Dupont".
+fn title_case(v: &str) -> String {
+    v.split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map_or_else(String::new, |f| {
+                f.to_uppercase()
+                    .chain(c.flat_map(char::to_lowercase))
+                    .collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A NIR's digits grouped as people write them: `1 85 07 75 123 456 08` (and with dashes, and
+/// the 13 characters alone grouped the same way).
+fn grouped_nir(nir: &str, sep: &str) -> Vec<String> {
+    let chars: Vec<char> = nir.chars().collect();
+    if chars.len() < 13 {
+        return Vec::new();
+    }
+    let group = |bounds: &[usize]| {
+        bounds
+            .windows(2)
+            .map(|w| {
+                chars[w[0]..w[1].min(chars.len())]
+                    .iter()
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    let mut out = vec![group(&[0, 1, 3, 5, 7, 10, 13])];
+    if chars.len() >= 15 {
+        out.push(group(&[0, 1, 3, 5, 7, 10, 13, 15]));
+    }
+    out
+}
+
+/// Every form a personal value might leak in: a NIR as 13 and 15 characters, spaced and dashed;
+/// a name as written, unescaped, in upper, lower and title case; a birth date in each source's
+/// format (ATEXO SEM's JJ/MM/AAAA, OUIFORM's and AGORA's ISO 8601) and the other common ones.
+fn add_forms(values: &mut HashSet<String>, kind: &str, value: &str) {
+    match kind {
+        "nir" => {
+            values.insert(value.to_string());
+            values.insert(value.chars().take(13).collect());
+            for sep in [" ", "-", "."] {
+                values.extend(grouped_nir(value, sep));
+            }
+        }
+        "name" => {
+            for v in [value.to_string(), unescape(value)] {
+                values.insert(v.to_uppercase());
+                values.insert(v.to_lowercase());
+                values.insert(title_case(&v));
+                values.insert(v);
+            }
+        }
+        "date" => {
+            let parts: Vec<&str> = value.split(['/', '-']).collect();
+            let (d, m, y) = match parts[..] {
+                [y, m, d] if y.len() == 4 => (d, m, y),
+                [d, m, y] => (d, m, y),
+                _ => return,
+            };
+            for f in [
+                format!("{d}/{m}/{y}"),
+                format!("{y}-{m}-{d}"),
+                format!("{d}-{m}-{y}"),
+                format!("{d}.{m}.{y}"),
+                format!("{y}/{m}/{d}"),
+            ] {
+                values.insert(f);
+            }
+        }
+        _ => {
+            values.insert(value.to_string());
+        }
+    }
+}
+
+/// The personal values of an ATEXO SEM document in every form they might leak in (see
+/// [`add_forms`]), with the job seekers' Pôle emploi ids.
+fn personal_values_of_xml(xml: &str, values: &mut HashSet<String>) {
+    for nir in tag_values(xml, "nir") {
+        add_forms(values, "nir", &nir);
+    }
+    for tag in ["nomNaissance", "nomUsage", "prenoms"] {
+        for name in tag_values(xml, tag) {
+            add_forms(values, "name", &name);
+        }
+    }
+    // The Pôle emploi ids of `<identifiantPE national="…" regional="…"/>`.
+    for attr in ["national", "regional"] {
+        let open = format!(" {attr}=\"");
+        let mut rest: &str = xml;
+        while let Some(start) = rest.find(&open) {
+            rest = &rest[start + open.len()..];
+            let Some(end) = rest.find('"') else { break };
+            values.insert(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    for date in tag_values(xml, "dateNaissance") {
+        add_forms(values, "date", &date);
+    }
+}
+
+/// The personal values of these exports, in every form (see [`personal_values_of_xml`]). Values
+/// too short to be told from other text (a three-letter first name in lower case) are left out.
 fn personal_values(exports: &[SingleExport]) -> HashSet<String> {
     let mut values = HashSet::new();
     for x in exports {
-        let xml = String::from_utf8_lossy(&x.xml);
-        for nir in tag_values(&xml, "nir") {
-            values.insert(nir.chars().take(13).collect());
-        }
-        for tag in ["nomNaissance", "nomUsage", "prenoms"] {
-            values.extend(tag_values(&xml, tag));
-        }
-        // The Pôle emploi ids of `<identifiantPE national="…" regional="…"/>`.
-        for attr in ["national", "regional"] {
-            let open = format!(" {attr}=\"");
-            let mut rest: &str = &xml;
-            while let Some(start) = rest.find(&open) {
-                rest = &rest[start + open.len()..];
-                let Some(end) = rest.find('"') else { break };
-                values.insert(rest[..end].to_string());
-                rest = &rest[end..];
-            }
-        }
-        for date in tag_values(&xml, "dateNaissance") {
-            if let [d, m, y] = date.split('/').collect::<Vec<_>>()[..] {
-                values.insert(format!("{y}-{m}-{d}"));
-            }
-            values.insert(date);
-        }
+        personal_values_of_xml(&String::from_utf8_lossy(&x.xml), &mut values);
     }
-    values.retain(|v| !v.trim().is_empty());
+    values.retain(|v| v.trim().chars().count() >= 3);
     values
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() {
+    let _heavy = crate::support::heavy().await;
     let production = Production::new("logs");
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
@@ -85,6 +183,9 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         })
         .expect("faults");
     let dir = tempfile::tempdir().expect("tempdir");
+    let pe_url = sandbox.pole_emploi_url();
+    let (pe_id, pe_secret) = sandbox.pole_emploi_credentials();
+    let (pe_id, pe_secret) = (pe_id.to_string(), pe_secret.to_string());
     let mut serve = ServeProcess::new(
         dir.path(),
         &sandbox,
@@ -96,6 +197,13 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
             ("OUIFORM__HMAC_SECRET", OUIFORM_SECRET),
             ("RETRY__BASE_MS", "50"),
             ("RETRY__MAX_MS", "500"),
+            // The poller too: its tokens, polls and merges log what they log.
+            ("POLE_EMPLOI__AUTH_URL", pe_url.as_str()),
+            ("POLE_EMPLOI__API_URL", pe_url.as_str()),
+            ("POLE_EMPLOI__CLIENT_ID", pe_id.as_str()),
+            ("POLE_EMPLOI__CLIENT_SECRET", pe_secret.as_str()),
+            ("POLE_EMPLOI__SCOPE", "api_inscriptionsv1"),
+            ("POLE_EMPLOI__POLL_INTERVAL_S", "1"),
         ],
     );
     serve.start().await;
@@ -116,7 +224,13 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         let http = http.clone();
         let url = format!("{}/v1/inbound/atexo-sem/dossiers", serve.url);
         async move {
+            let deadline = std::time::Instant::now() + crate::support::POST_PATIENCE;
             loop {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{request_id}: still 429 after {:?}",
+                    crate::support::POST_PATIENCE
+                );
                 let r = http
                     .post(&url)
                     .bearer_auth(ATEXO_TOKEN)
@@ -140,6 +254,57 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
             }
         }
     };
+    // One dossier AGORA refuses with a 422 whose libelle quotes its NIR (as a real AGORA may):
+    // dead-lettered, then replayed once AGORA lifts its rule.
+    let victim = generated(44, 20)
+        .into_iter()
+        .find(|x| expected_etat(x).is_some())
+        .expect("an owed dossier");
+    let victim_nir = tag_values(&String::from_utf8_lossy(&victim.xml), "nir")
+        .pop()
+        .expect("a NIR");
+    sandbox.refuse(Refusal {
+        champ: "/stagiaire/nir13".to_string(),
+        valeur: serde_json::json!(victim_nir.chars().take(13).collect::<String>()),
+        code: "AG-RNIPP".to_string(),
+        libelle: format!("le NIR {victim_nir} est inconnu du RNIPP"),
+    });
+    // Pôle emploi's registrations for a few of the dossiers' sessions, with ids of their own.
+    let mut pe_ids = Vec::new();
+    for x in valid.iter().filter(|x| expected_etat(x).is_some()).take(4) {
+        let xml = String::from_utf8_lossy(&x.xml).to_string();
+        let attr = |name: &str| {
+            let open = format!(" {name}=\"");
+            let start = xml.find(&open).expect(name) + open.len();
+            xml[start..start + xml[start..].find('"').expect("closed")].to_string()
+        };
+        let nir = tag_values(&xml, "nir").pop().expect("a NIR");
+        let national = uuid::Uuid::new_v4().to_string();
+        let session = SessionRef {
+            numero_formation: attr("numeroFormation"),
+            numero_action: attr("numeroAction"),
+            numero_session: attr("numeroSession"),
+        };
+        sandbox.set_registrations_json(
+            &session,
+            serde_json::json!([{
+                "idInscription": 4_100_000_000u64 + pe_ids.len() as u64,
+                "codeStatutInscription": "ICR",
+                "idNationalDE": national,
+                "idRegionalDE": "0676932W",
+                "codeGeoDE": "044",
+                "nirCertifie": nir.chars().take(13).collect::<String>(),
+                "idProjetAction": "PA0000123456",
+                "aesRecue": false,
+                "dateEntree": null,
+                "listeModuleFormation": [
+                    {"dateDebut": "2019-09-02 00:00:00", "dateFin": "2019-12-20 00:00:00"}
+                ],
+            }]),
+        );
+        pe_ids.push(national);
+    }
+
     let mut ids = HashMap::new();
     for (i, x) in valid.iter().enumerate() {
         let (status, body) = post(x.xml.clone(), format!("obs-req-{i}")).await;
@@ -148,7 +313,22 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         let id = body["dossiers"][0]["dossier_id"].as_str().expect("id");
         ids.insert(x.id.clone(), id.to_string());
     }
-    let mut personal = personal_values(&valid.iter().chain(&invalid).cloned().collect::<Vec<_>>());
+    let (status, body) = post(victim.xml.clone(), "obs-victim".to_string()).await;
+    assert_eq!(status, 202, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let victim_id = body["dossiers"][0]["dossier_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut personal = personal_values(
+        &valid
+            .iter()
+            .chain(&invalid)
+            .chain(std::iter::once(&victim))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    personal.extend(pe_ids.iter().cloned());
     // The OUIFORM fixture's trainee, with the job seeker's Pôle emploi ids.
     personal.extend(
         [
@@ -174,9 +354,43 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
             assert!(!body.contains(v.as_str()), "a 422 quotes a personal value");
         }
     }
+    // The refused dossier's dead letter, replayed once AGORA lifts its rule.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let letter = loop {
+        let list: serde_json::Value = http
+            .get(format!(
+                "{}/v1/dead-letters?dossier_id={victim_id}",
+                serve.url
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answer")
+            .json()
+            .await
+            .expect("json");
+        if let Some(id) = list[0]["id"].as_str() {
+            assert_eq!(list[0]["reason"], "AG-RNIPP");
+            break id.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter for the refused dossier: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    sandbox.clear_refusals();
+    let r = http
+        .post(format!("{}/v1/dead-letters/{letter}/replay", serve.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 202);
     let expected: HashMap<String, Option<&'static str>> = valid
         .iter()
         .map(|x| (ids[&x.id].clone(), expected_etat(x)))
+        .chain(std::iter::once((victim_id.clone(), expected_etat(&victim))))
         .collect();
     wait_for_agora(
         &http,
@@ -185,6 +399,16 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         Duration::from_secs(120),
     )
     .await;
+    // The poller polled the sessions it was given (and merged what it read).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sandbox.calls(Call::PeRegistrations).len() < pe_ids.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the poller polled {} sessions",
+            sandbox.calls(Call::PeRegistrations).len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // OUIFORM: one signed orientation (a dossier of its own, registered), one with a wrong
     // signature.
     let orientation = fixture("ouiform/valid/acceptee.json");
@@ -259,6 +483,77 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         );
     }
     serve.kill();
+
+    // A backfill at debug level, beside it on the same ledger, queue and AGORA: its output too.
+    let export = dir.path().join("backfill-export.xml");
+    let backfilled = std::fs::File::create(&export).expect("export");
+    passerelle_tests::generate::write_atexo_export(
+        std::io::BufWriter::new(backfilled),
+        &GenOptions {
+            seed: 45,
+            count: 30,
+            flow: passerelle_adapters::atexo_sem::Flow::Backfill,
+            invalid_share: 0.2,
+            out_of_perimeter_share: 0.1,
+            before_2017_share: 0.1,
+        },
+    )
+    .expect("generates");
+    let backfill_xml = std::fs::read_to_string(&export).expect("export");
+    let mut backfill_personal = HashSet::new();
+    personal_values_of_xml(&backfill_xml, &mut backfill_personal);
+    backfill_personal.retain(|v| v.trim().chars().count() >= 3);
+    let output = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway_process"))
+        .arg("backfill")
+        .arg("--input")
+        .arg(&export)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "debug")
+        .env("PASSERELLE__DATA__DIR", dir.path())
+        .env("PASSERELLE__LEDGER__URL", &production.ledger_url)
+        .env("PASSERELLE__QUEUE__URL", &production.queue_url)
+        .env("PASSERELLE__AGORA__BASE_URL", sandbox.agora_url())
+        .env("PASSERELLE__AGORA__TOKEN", sandbox.agora_token())
+        .env("PASSERELLE__BACKFILL__POLL_INTERVAL_MS", "100")
+        .stdout(output("backfill.out"))
+        .stderr(output("backfill.err"))
+        .spawn()
+        .expect("passerelle backfill runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the backfill did not end within 180 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let backfill_log = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.path().join("backfill.out")).unwrap_or_default(),
+        std::fs::read_to_string(dir.path().join("backfill.err")).unwrap_or_default()
+    );
+    assert!(
+        matches!(status.code(), Some(0 | 1)),
+        "the backfill ran to its end: {status:?}\n{}",
+        &backfill_log[backfill_log.len().saturating_sub(3000)..]
+    );
+    assert!(
+        backfill_log.lines().count() > 50 && backfill_personal.len() > 50,
+        "a debug backfill logs plenty ({} lines) of dossiers with personal values ({})",
+        backfill_log.lines().count(),
+        backfill_personal.len()
+    );
+    let leaks = backfill_personal
+        .iter()
+        .filter(|v| backfill_log.contains(v.as_str()))
+        .count();
+    assert_eq!(leaks, 0, "personal values in the backfill's output");
 
     let log = std::fs::read_to_string(&serve.log).expect("the log");
     let lines: Vec<&str> = log.lines().collect();

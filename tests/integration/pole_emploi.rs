@@ -28,9 +28,12 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct Rig {
     sb: RunningSandbox,
     gw: Gateway,
+    /// The poller's rounds are timed: these tests take turns with the heavy ones.
+    _heavy: tokio::sync::MutexGuard<'static, ()>,
 }
 
 async fn rig() -> Rig {
+    let _heavy = crate::support::heavy().await;
     let sb = Sandbox::start(SandboxConfig::default())
         .await
         .expect("the sandbox starts");
@@ -56,7 +59,7 @@ async fn rig() -> Rig {
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let gw = gateway(None, &env).await;
-    Rig { sb, gw }
+    Rig { sb, gw, _heavy }
 }
 
 /// One trainee on one session: the NIR-13 varies by `i`, the session by `session`.
@@ -82,11 +85,20 @@ impl Trainee {
 
     /// An ATEXO SEM export of the trainee's dossier, validated by the funder (AGORA: `CREE`).
     fn atexo_validated(&self, i: u32) -> Vec<u8> {
+        self.atexo("valide", "PDL-2019-000101", i)
+    }
+
+    /// The trainee's ATEXO SEM dossier, registered (`INSCRIT`).
+    fn atexo_registered(&self, i: u32) -> Vec<u8> {
+        self.atexo("inscrit", "PDL-2019-000100", i)
+    }
+
+    fn atexo(&self, fixture_name: &str, fixture_id: &str, i: u32) -> Vec<u8> {
         let n: u64 = self.nir13.parse().expect("digits");
         let nir15 = format!("{}{:02}", self.nir13, 97 - n % 97);
-        String::from_utf8(fixture("atexo_sem/valid/valide.xml"))
+        String::from_utf8(fixture(&format!("atexo_sem/valid/{fixture_name}.xml")))
             .expect("UTF-8")
-            .replace("PDL-2019-000101", &format!("PDL-2019-9{i:05}"))
+            .replace(fixture_id, &format!("PDL-2019-9{i:05}"))
             .replace("185077512345608", &nir15)
             .replace(
                 "numeroSession=\"1330305\"",
@@ -262,8 +274,9 @@ where
     }
 }
 
+/// The time between two calls, on the sandbox's monotonic clock.
 fn gap(a: &CallRecord, b: &CallRecord) -> Duration {
-    (b.at - a.at).to_std().unwrap_or_default()
+    Duration::from_micros(b.since_start_us.saturating_sub(a.since_start_us))
 }
 
 fn at(c: &CallRecord) -> DateTime<Utc> {
@@ -360,6 +373,50 @@ async fn a_registration_that_becomes_an_entry_reaches_agora_once() {
     rig.assert_no_failed_poll().await;
     // The stranger, whose dossier the Region does not have, is nowhere.
     assert_eq!(rig.sb.agora_dossiers().len(), 1);
+    rig.stop().await;
+}
+
+/// A Pôle emploi refusal (`ICA`: absent; `ICN`: not retained) for a dossier AGORA already holds
+/// (`CREE`) cancels it there (`annulation`), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_from_pole_emploi_cancels_a_dossier_agora_holds() {
+    let rig = rig().await;
+    let trainees = [
+        (Trainee::new(1, 70), "ICA", "absent"),
+        (Trainee::new(2, 71), "ICN", "not_retained"),
+    ];
+    let mut ids = Vec::new();
+    for (i, (t, _, _)) in trainees.iter().enumerate() {
+        let i = u32::try_from(i).expect("small") + 70;
+        let id = rig
+            .gw
+            .post_atexo_accepted("atexo", &t.atexo_registered(i))
+            .await;
+        rig.wait_for_agora(&id, "CREE").await;
+        ids.push(id);
+    }
+    for (t, status, _) in &trainees {
+        rig.sb
+            .set_registrations_json(&t.session, json!([t.registration(status, None)]));
+    }
+    for ((_, _, status), id) in trainees.iter().zip(&ids) {
+        rig.wait_for_agora(id, "ANNULE").await;
+        rig.wait_for_registration(id, status).await;
+    }
+    // A refused dossier's session is no longer polled; whatever was under way has two rounds to
+    // send anything more (it must not).
+    tokio::time::sleep(ROUND * 2).await;
+    let journal = agora_journal(&serde_json::to_value(rig.sb.journal()).expect("journal"));
+    journal.assert_nothing_sent_twice();
+    for id in &ids {
+        assert_eq!(
+            journal.applied.get(id).map(Vec::as_slice),
+            Some(&["agora_create".to_string(), "agora_cancel".to_string()][..]),
+            "{:?}",
+            journal.trace.get(id)
+        );
+    }
+    rig.assert_no_failed_poll().await;
     rig.stop().await;
 }
 

@@ -35,20 +35,49 @@ fn run(cmd: &str, args: &[&str]) {
     );
 }
 
-fn psql(sql: &str) {
-    run(
-        "psql",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
+/// The suite's PostgreSQL when `PASSERELLE_TEST_POSTGRES_URL` does not say: tests/services.sh's
+/// own cluster, which trusts loopback.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5433/postgres";
+
+/// The one place every test finds PostgreSQL: `PASSERELLE_TEST_POSTGRES_URL` (tests/run.sh sets
+/// it), a URL whose user may create databases, on its `postgres` database.
+pub fn postgres_admin_url() -> String {
+    std::env::var("PASSERELLE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES.to_string())
+}
+
+/// The suite's PostgreSQL URL with another database (and no query).
+pub fn postgres_url(database: &str) -> String {
+    let admin = postgres_admin_url();
+    let head = admin.split('?').next().unwrap_or_default();
+    let after_scheme = head.find("://").map_or(0, |i| i + 3);
+    let base = head[after_scheme..]
+        .find('/')
+        .map_or(head, |i| &head[..after_scheme + i]);
+    format!("{base}/{database}")
+}
+
+/// `psql` on the suite's PostgreSQL as its superuser: unaligned tuples, the output as text.
+pub fn psql(sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
             "-d",
-            "postgres",
-            "-c",
+            &postgres_admin_url(),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
             sql,
-        ],
-    )
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("psql is not runnable ({e}); run `bash tests/services.sh`"));
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}; run `bash tests/services.sh`",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A fresh PostgreSQL database and RabbitMQ vhost, dropped with the value. Fails, never skips, when
@@ -74,7 +103,7 @@ impl Production {
             &["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"],
         );
         Production {
-            ledger_url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            ledger_url: postgres_url(&name),
             queue_url: format!("amqp://guest:guest@127.0.0.1:5672/{name}"),
             name,
         }
@@ -87,12 +116,65 @@ impl Drop for Production {
             .args(["delete_vhost", &self.name])
             .output();
         let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+            .args(["-d", &postgres_admin_url(), "-c"])
             .arg(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
             ))
             .output();
+    }
+}
+
+/// The longest a test client keeps posting one message that is not yet accepted (`429`, or a
+/// gateway restarting): past it the test fails instead of hanging.
+pub const POST_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The seed of a test that draws faults or kill points at random: `PASSERELLE_TEST_SEED` when
+/// set (tests/run.sh sets and prints one; set it to replay a failure), else one drawn now. Printed
+/// with the test's name either way.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("PASSERELLE_TEST_SEED")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{test}: PASSERELLE_TEST_SEED={seed}");
+    seed
+}
+
+/// The returns ATEXO SEM received (the sandbox's `/_sandbox/atexo-sem/retours`).
+pub async fn atexo_returns(http: &reqwest::Client, sandbox_url: &str) -> Vec<serde_json::Value> {
+    let r = http
+        .get(format!("{sandbox_url}/_sandbox/atexo-sem/retours"))
+        .send()
+        .await
+        .expect("sandbox");
+    assert!(r.status().is_success(), "returns: {}", r.status());
+    r.json().await.expect("json")
+}
+
+/// What identifies a return: ATEXO's dossier, AGORA's number, the state, the anomaly codes.
+pub fn return_key(r: &serde_json::Value) -> String {
+    let codes: Vec<&str> = r["anomalies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["code"].as_str())
+        .collect();
+    format!(
+        "{} {} {} [{}]",
+        r["dossier"].as_str().unwrap_or("?"),
+        r["numero_agora"].as_str().unwrap_or("-"),
+        r["etat"].as_str().unwrap_or("-"),
+        codes.join(",")
+    )
+}
+
+/// No return was sent twice: each (dossier, number, state, anomalies) at most once.
+pub fn assert_no_return_twice(returns: &[serde_json::Value]) {
+    let mut seen = std::collections::HashSet::new();
+    for r in returns {
+        let key = return_key(r);
+        assert!(seen.insert(key.clone()), "a return sent twice: {key}");
     }
 }
 
@@ -109,6 +191,8 @@ pub struct Gateway {
     pub sandbox_url: String,
     _dir: tempfile::TempDir,
     _production: Option<Production>,
+    /// AGORA for a production gateway, which refuses the built-in sandbox.
+    _sandbox: Option<RunningSandbox>,
     pub http: reqwest::Client,
 }
 
@@ -140,6 +224,24 @@ pub async fn gateway(production: Option<Production>, extra: &[(&str, &str)]) -> 
         ("PASSERELLE__RETRY__BASE_MS".to_string(), "50".to_string()),
         ("PASSERELLE__RETRY__MAX_MS".to_string(), "500".to_string()),
     ];
+    // A production gateway refuses `agora.base_url = "sandbox"`: it gets a sandbox of its own
+    // unless the test gives one.
+    let mut own_sandbox = None;
+    if production.is_some()
+        && !extra
+            .iter()
+            .any(|(k, _)| *k == "PASSERELLE__AGORA__BASE_URL")
+    {
+        let sb = passerelle_sandbox::Sandbox::start(passerelle_sandbox::SandboxConfig::default())
+            .await
+            .expect("sandbox");
+        env.push(("PASSERELLE__AGORA__BASE_URL".to_string(), sb.agora_url()));
+        env.push((
+            "PASSERELLE__AGORA__TOKEN".to_string(),
+            sb.agora_token().to_string(),
+        ));
+        own_sandbox = Some(sb);
+    }
     for (k, v) in extra {
         env.retain(|(key, _)| key != k);
         env.push((k.to_string(), v.to_string()));
@@ -154,7 +256,11 @@ pub async fn gateway(production: Option<Production>, extra: &[(&str, &str)]) -> 
         .map(|port| format!("http://127.0.0.1:{port}"));
     let creds = app.credentials.clone();
     // Empty when AGORA is a sandbox the test runs itself (`PASSERELLE__AGORA__BASE_URL`).
-    let sandbox_url = app.sandbox().map(|s| s.base_url()).unwrap_or_default();
+    let sandbox_url = app
+        .sandbox()
+        .or(own_sandbox.as_ref())
+        .map(|s| s.base_url())
+        .unwrap_or_default();
     Gateway {
         url,
         admin_url,
@@ -166,8 +272,29 @@ pub async fn gateway(production: Option<Production>, extra: &[(&str, &str)]) -> 
         app: Some(app.spawn()),
         _dir: dir,
         _production: production,
+        _sandbox: own_sandbox,
         http: reqwest::Client::new(),
     }
+}
+
+/// A gateway delivering to a sandbox the test runs itself (so that it can hold answers and read
+/// what AGORA stores in-process), with ATEXO SEM's returns on: `atexo_sem.returns_url` is the
+/// sandbox's returns endpoint.
+pub async fn gateway_on(
+    sandbox: &RunningSandbox,
+    production: Option<Production>,
+    extra: &[(&str, &str)],
+) -> Gateway {
+    let (agora, returns) = (sandbox.agora_url(), sandbox.atexo_sem_returns_url());
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PASSERELLE__AGORA__BASE_URL", agora.as_str()),
+        ("PASSERELLE__AGORA__TOKEN", sandbox.agora_token()),
+        ("PASSERELLE__ATEXO_SEM__RETURNS_URL", returns.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let mut gw = gateway(production, &env).await;
+    gw.sandbox_url = sandbox.base_url();
+    gw
 }
 
 impl Gateway {
@@ -182,9 +309,10 @@ impl Gateway {
             .expect("answer")
     }
 
-    /// Posts until accepted, honouring `429 Retry-After` as a well-behaved client does; returns
-    /// the `dossier_id` of the document's only dossier.
+    /// Posts until accepted, honouring `429 Retry-After` as a well-behaved client does, for at
+    /// most [`POST_PATIENCE`]; returns the `dossier_id` of the document's only dossier.
     pub async fn post_atexo_accepted(&self, id: &str, body: &[u8]) -> String {
+        let deadline = Instant::now() + POST_PATIENCE;
         loop {
             let r = self.post_atexo(body.to_vec()).await;
             if r.status() == 429 {
@@ -194,6 +322,11 @@ impl Gateway {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
+                assert!(
+                    Instant::now() + Duration::from_secs(wait) < deadline,
+                    "{id}: still 429 after {} s",
+                    POST_PATIENCE.as_secs()
+                );
                 tokio::time::sleep(Duration::from_secs(wait)).await;
                 continue;
             }
@@ -429,22 +562,35 @@ pub fn assert_created_once(creations: &serde_json::Value) {
 /// side they compete for the two cores and for the disk's fsyncs (every `202` and every delivery
 /// record is a durable commit), and their time limits then measure the neighbour instead of the
 /// gateway: that made the embedded crash test time out in CI.
+///
+/// Also taken by the tests whose timings or memory readings a neighbour would disturb: the
+/// poller's rounds, the log capture, the 300 MB stream.
 pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
-    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     HEAVY.lock().await
 }
+
+/// [`heavy`] for a test outside any runtime.
+pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.blocking_lock()
+}
+
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The ATEXO SEM token of [`ServeProcess`].
 pub const ATEXO_TOKEN: &str = "serve-process-atexo-token";
 
-/// `passerelle serve` as a child process (the binary built in this crate), on a fixed port and a
+/// `passerelle serve` as a child process (the binary built in this crate), on a port of the
+/// system's choosing (port 0: a restarted process can never find its port taken by another) and a
 /// data directory of its own, its whole output (stdout and stderr) appended to `serve.log` there.
 /// Killed (SIGKILL) on drop; its last log lines are printed when a test fails.
 pub struct ServeProcess {
     env: Vec<(String, String)>,
     pub log: PathBuf,
     child: Option<Child>,
+    /// Where it listens since its last start (empty before the first).
     pub url: String,
+    /// The same, shared with clients that must follow it across restarts.
+    pub endpoint: std::sync::Arc<std::sync::RwLock<String>>,
 }
 
 impl ServeProcess {
@@ -455,11 +601,6 @@ impl ServeProcess {
         production: Option<&Production>,
         extra: &[(&str, &str)],
     ) -> ServeProcess {
-        // A fixed port, so the client finds the restarted process where it left the first.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let d = dir.display().to_string();
         let (ledger, queue) = production.map_or_else(
             || {
@@ -471,7 +612,7 @@ impl ServeProcess {
             |p| (p.ledger_url.clone(), p.queue_url.clone()),
         );
         let env = [
-            ("SERVER__BIND", format!("127.0.0.1:{port}")),
+            ("SERVER__BIND", "127.0.0.1:0".to_string()),
             ("DATA__DIR", d.clone()),
             ("LEDGER__URL", ledger),
             ("QUEUE__URL", queue),
@@ -498,12 +639,15 @@ impl ServeProcess {
             env,
             log: dir.join("serve.log"),
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
+            endpoint: Default::default(),
         }
     }
 
-    /// Starts it and waits until `/readyz` answers 200.
+    /// Starts it, reads the port it reports (`passerelle listens on http://127.0.0.1:…`), and
+    /// waits until `/readyz` answers 200.
     pub async fn start(&mut self) {
+        let from = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -519,12 +663,25 @@ impl ServeProcess {
             .spawn()
             .expect("passerelle serve starts");
         self.child = Some(child);
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut url = None;
         loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await {
-                if r.status() == 200 {
-                    return;
+            if url.is_none() {
+                url = self.reported_url(from);
+                if let Some(u) = &url {
+                    self.url.clone_from(u);
+                    *self.endpoint.write().expect("endpoint") = u.clone();
+                }
+            }
+            if let Some(u) = &url {
+                if let Ok(r) = http.get(format!("{u}/readyz")).send().await {
+                    if r.status() == 200 {
+                        return;
+                    }
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -537,6 +694,22 @@ impl ServeProcess {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Its exit status once it has exited by itself (`None` while it runs, or when not started).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The URL the process started at `from` (an offset in the log) says it listens on.
+    fn reported_url(&self, from: u64) -> Option<String> {
+        let log = std::fs::read(&self.log).ok()?;
+        let text = String::from_utf8_lossy(log.get(usize::try_from(from).ok()?..)?);
+        let rest = text.split("passerelle listens on ").nth(1)?;
+        let url: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+        url.starts_with("http://127.0.0.1:").then_some(url)
     }
 
     /// SIGKILL: no graceful shutdown, nothing flushed.

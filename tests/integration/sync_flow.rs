@@ -4,32 +4,51 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use passerelle_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use secrecy::ExposeSecret;
 
 use crate::support::{
-    agora_journal, assert_created_once, embedded_gateway, fixture, gateway, states, wait_for_agora,
-    Gateway, Production,
+    agora_journal, assert_created_once, atexo_returns, embedded_gateway, fixture, gateway_on,
+    return_key, states, wait_for_agora, Gateway, Production,
 };
+
+async fn sandbox() -> RunningSandbox {
+    Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orientation_then_the_atexo_dossier_reach_agora_as_one_dossier() {
-    one_dossier_from_two_sources(embedded_gateway().await).await;
+    let sb = sandbox().await;
+    one_dossier_from_two_sources(&sb, gateway_on(&sb, None, &[]).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_over_rabbitmq_and_postgresql() {
-    one_dossier_from_two_sources(gateway(Some(Production::new("two_sources")), &[]).await).await;
+    let sb = sandbox().await;
+    let gw = gateway_on(&sb, Some(Production::new("two_sources")), &[]).await;
+    one_dossier_from_two_sources(&sb, gw).await;
 }
 
-async fn one_dossier_from_two_sources(gw: Gateway) {
+/// The ATEXO SEM dossier of the OUIFORM fixture's trainee, without the job seeker's Pôle emploi
+/// ids (optional in ATEXO SEM): AGORA's `id_national_de` can then come from OUIFORM alone.
+fn solde_without_pole_emploi_ids() -> Vec<u8> {
+    let xml = String::from_utf8(fixture("atexo_sem/valid/solde.xml")).expect("UTF-8");
+    let start = xml.find("<identifiantPE ").expect("identifiantPE");
+    let end = start + xml[start..].find("/>").expect("its end") + 2;
+    format!("{}{}", &xml[..start], &xml[end..]).into_bytes()
+}
+
+async fn one_dossier_from_two_sources(sb: &RunningSandbox, gw: Gateway) {
     let r = gw
         .post_ouiform(fixture("ouiform/valid/acceptee.json"), true)
         .await;
     assert_eq!(r.status(), 202);
     let first: serde_json::Value = r.json().await.expect("json");
-    let r = gw.post_atexo(fixture("atexo_sem/valid/solde.xml")).await;
+    let r = gw.post_atexo(solde_without_pole_emploi_ids()).await;
     assert_eq!(r.status(), 202);
     let second: serde_json::Value = r.json().await.expect("json");
     assert_eq!(
@@ -38,7 +57,7 @@ async fn one_dossier_from_two_sources(gw: Gateway) {
     );
 
     // A repeated POST: same dossier, no second delivery.
-    let again = gw.post_atexo(fixture("atexo_sem/valid/solde.xml")).await;
+    let again = gw.post_atexo(solde_without_pole_emploi_ids()).await;
     assert_eq!(again.status(), 202);
     let again: serde_json::Value = again.json().await.expect("json");
     assert_eq!(again["message_id"], second["message_id"]);
@@ -71,6 +90,54 @@ async fn one_dossier_from_two_sources(gw: Gateway) {
         .map(|c| c["created"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(created, 1, "created exactly once: {creations}");
+
+    // What AGORA stores: ATEXO SEM's fields, and OUIFORM's where ATEXO SEM has none.
+    let dossier_id = first["dossier_id"].as_str().expect("dossier_id");
+    let held = sb.agora_dossier("2", dossier_id).expect("AGORA holds it");
+    let body = serde_json::to_value(&held.body).expect("json");
+    let expected = [
+        ("/reference", serde_json::json!(dossier_id)),
+        ("/financeur/code", "2".into()),
+        ("/dispositif", "PRF-QUALIF".into()),
+        ("/stagiaire/nir13", "1850775123456".into()),
+        ("/stagiaire/nom_naissance", "DUPONT".into()),
+        ("/stagiaire/prenoms", "Jean Pierre".into()),
+        ("/stagiaire/date_naissance", "1985-07-12".into()),
+        ("/stagiaire/code_postal", "44000".into()),
+        // OUIFORM's idNationalDE: ATEXO SEM's dossier has no identifiantPE.
+        (
+            "/stagiaire/id_national_de",
+            "a3f9c2e1-0b7d-4c6e-9f10-2d5e8b7a6c41".into(),
+        ),
+        ("/formation/numero_session", "1330305".into()),
+        // ATEXO SEM's title wins over OUIFORM's ("Soudeur TIG").
+        ("/formation/intitule", "Soudeur & tuyauteur".into()),
+        ("/formation/certification", "RNCP34567".into()),
+        ("/formation/date_debut", "2019-09-02".into()),
+        ("/financements/0/montant_engage_cents", 452_000.into()),
+    ];
+    for (pointer, value) in expected {
+        assert_eq!(body.pointer(pointer), Some(&value), "{pointer} in AGORA");
+    }
+
+    // ATEXO SEM heard of each step once: the number, then each accepted transition.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let returns = loop {
+        let returns = atexo_returns(&gw.http, &gw.sandbox_url).await;
+        if returns.len() >= 4 || Instant::now() > deadline {
+            break returns;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut keys: Vec<String> = returns.iter().map(return_key).collect();
+    keys.sort();
+    let numero = &held.numero_agora;
+    let mut want: Vec<String> = ["CREE", "ENTRE", "SOLDE", "SORTI"]
+        .iter()
+        .map(|e| format!("PDL-2019-000105 {numero} {e} []"))
+        .collect();
+    want.sort();
+    assert_eq!(keys, want, "one return per AGORA number and transition");
     gw.stop().await;
 }
 
@@ -249,10 +316,12 @@ async fn applied_by_atexo_id(
 }
 
 async fn journal_of(
-    gw: Gateway,
+    production: Option<Production>,
     posts: &[Post],
     concurrently: usize,
 ) -> BTreeMap<String, Vec<String>> {
+    let sb = sandbox().await;
+    let gw = gateway_on(&sb, production, &[]).await;
     let mut ids = HashMap::new();
     for chunk in posts.chunks(concurrently) {
         let answers = futures_util::future::join_all(chunk.iter().map(|p| post(&gw, p))).await;
@@ -273,14 +342,45 @@ async fn journal_of(
         "a call was sent twice: {conflicts:#?}\n{trace:#?}"
     );
     assert_created_once(&gw.sandbox_get("/_sandbox/agora/creations").await);
+    // Returns: exactly one per AGORA number and accepted transition of each dossier, none twice
+    // however the notifications were duplicated or shuffled.
+    let mut want: Vec<String> = Vec::new();
+    for (atexo, dossier) in &ids {
+        let numero = sb
+            .agora_dossier("2", dossier)
+            .expect("in AGORA")
+            .numero_agora;
+        for etat in ["CREE", "ENTRE", "SORTI", "SOLDE"] {
+            want.push(format!("{atexo} {numero} {etat} []"));
+        }
+    }
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut got: Vec<String> = atexo_returns(&gw.http, &gw.sandbox_url)
+            .await
+            .iter()
+            .map(return_key)
+            .collect();
+        got.sort();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && got.len() < want.len(),
+            "returns to ATEXO SEM: {got:#?}, expected {want:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     gw.stop().await;
+    sb.shutdown().await;
     applied
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_and_shuffled_notifications_give_the_same_agora_journal() {
     let posts = lifecycles();
-    let in_order = journal_of(embedded_gateway().await, &posts, 1).await;
+    let in_order = journal_of(None, &posts, 1).await;
     for ops in in_order.values() {
         assert_eq!(
             ops,
@@ -290,17 +390,84 @@ async fn duplicated_and_shuffled_notifications_give_the_same_agora_journal() {
     }
     let mut shuffled: Vec<Post> = posts.iter().chain(posts.iter()).cloned().collect();
     shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
-    let embedded = journal_of(embedded_gateway().await, &shuffled, 6).await;
+    let embedded = journal_of(None, &shuffled, 6).await;
     assert_eq!(embedded, in_order, "embedded, shuffled and duplicated");
     shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(8));
-    let production = journal_of(
-        gateway(Some(Production::new("shuffled")), &[]).await,
-        &shuffled,
-        6,
-    )
-    .await;
+    let production = journal_of(Some(Production::new("shuffled")), &shuffled, 6).await;
     assert_eq!(
         production, in_order,
         "RabbitMQ and PostgreSQL, shuffled and duplicated"
     );
+}
+
+/// An ATEXO SEM fixture (one dossier at version 4) as dossier `id` at `version`.
+fn atexo_version(file: &str, id: &str, version: u32) -> Vec<u8> {
+    let xml = String::from_utf8(fixture(&format!("atexo_sem/valid/{file}.xml"))).expect("utf-8");
+    let open = xml.find("<dossier id=\"").expect("a dossier");
+    let close = open + xml[open..].find("dateMaj").expect("dateMaj");
+    format!(
+        "{}<dossier id=\"{id}\" version=\"{version}\" {}",
+        &xml[..open],
+        &xml[close..]
+    )
+    .into_bytes()
+}
+
+/// `annulation` end to end: a dossier AGORA created (`CREE`), then cancelled in ATEXO SEM, is
+/// cancelled in AGORA once, and ATEXO SEM hears of both steps once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dossier_cancelled_after_its_creation_is_cancelled_in_agora() {
+    let sb = sandbox().await;
+    let gw = gateway_on(&sb, None, &[]).await;
+    let atexo = "PDL-2019-000777";
+    let id = gw
+        .post_atexo_accepted(atexo, &atexo_version("inscrit", atexo, 1))
+        .await;
+    let created = HashMap::from([(id.clone(), Some("CREE"))]);
+    wait_for_agora(&gw.http, &gw.sandbox_url, &created, Duration::from_secs(30)).await;
+    let again = gw
+        .post_atexo_accepted(atexo, &atexo_version("annule", atexo, 2))
+        .await;
+    assert_eq!(again, id);
+    let cancelled = HashMap::from([(id.clone(), Some("ANNULE"))]);
+    wait_for_agora(
+        &gw.http,
+        &gw.sandbox_url,
+        &cancelled,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let journal = agora_journal(&gw.sandbox_get("/_sandbox/journal").await);
+    journal.assert_nothing_sent_twice();
+    assert_eq!(
+        journal.applied.get(&id).map(Vec::as_slice),
+        Some(&["agora_create".to_string(), "agora_cancel".to_string()][..]),
+        "{:?}",
+        journal.trace
+    );
+    let numero = sb.agora_dossier("2", &id).expect("in AGORA").numero_agora;
+    let want = [
+        format!("{atexo} {numero} ANNULE []"),
+        format!("{atexo} {numero} CREE []"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut got: Vec<String> = atexo_returns(&gw.http, &gw.sandbox_url)
+            .await
+            .iter()
+            .map(return_key)
+            .collect();
+        got.sort();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && got.len() < want.len(),
+            "returns: {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop().await;
+    sb.shutdown().await;
 }

@@ -22,6 +22,7 @@
 //! watching.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,10 @@ impl LotPolicy {
                 lot_size.clamp(1, passerelle_adapters::agora::MAX_LOT_LINES),
             ),
             poll_every,
-            throttle: Throttle::new(lines_per_second),
+            throttle: Throttle::new(
+                lines_per_second,
+                lot_size.clamp(1, passerelle_adapters::agora::MAX_LOT_LINES),
+            ),
         }
     }
 
@@ -77,32 +81,60 @@ impl LotPolicy {
     }
 }
 
-/// Lines per second toward AGORA, all lots of the process together: each lot reserves its slot
-/// of time before it is sent.
+/// Lines per second toward AGORA, all lots of the process together: a GCRA limiter (`governor`)
+/// whose burst is one lot, so a lot goes when the lines of the lots before it have been paid for,
+/// and no window of `T` seconds carries more than one lot plus `T × lines_per_second` lines.
 #[derive(Debug)]
 struct Throttle {
-    per_second: u32,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
+    limiter: Option<LineLimiter>,
+    burst: NonZeroU32,
+}
+
+type LineLimiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    TokioClock,
+    governor::middleware::NoOpMiddleware<Duration>,
+>;
+
+/// governor's time source read from tokio's clock, so a paused test runtime drives the limiter.
+#[derive(Debug, Clone)]
+struct TokioClock(tokio::time::Instant);
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
 }
 
 impl Throttle {
-    fn new(per_second: u32) -> Self {
-        Throttle {
-            per_second,
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
-        }
+    /// `per_second` lines a second (0: no limit), in bursts of at most `burst` lines (a lot).
+    fn new(per_second: u32, burst: usize) -> Self {
+        let burst = NonZeroU32::new(u32::try_from(burst.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let quota = governor::Quota::per_second(rate).allow_burst(burst);
+            governor::RateLimiter::direct_with_clock(quota, TokioClock(tokio::time::Instant::now()))
+        });
+        Throttle { limiter, burst }
     }
 
-    /// Reserves `lines`' slot of time: when they may be sent (now, without a limit).
-    async fn reserve(&self, lines: usize) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        if self.per_second == 0 {
-            return now;
+    /// How long `lines` must wait for their turn, taking the turn when it is now (`None`).
+    fn try_take(&self, lines: usize) -> Option<Duration> {
+        use governor::clock::Clock as _;
+        let limiter = self.limiter.as_ref()?;
+        // A lot never exceeds the burst (it is the largest lot); clamping keeps `check_n` from
+        // refusing one for good if it did.
+        let n = u32::try_from(lines.max(1))
+            .ok()
+            .and_then(NonZeroU32::new)
+            .map_or(self.burst, |n| n.min(self.burst));
+        match limiter.check_n(n) {
+            Ok(Ok(())) | Err(_) => None,
+            Ok(Err(not_until)) => Some(not_until.wait_time_from(limiter.clock().now())),
         }
-        let mut next = self.next.lock().await;
-        let start = (*next).max(now);
-        *next = start + Duration::from_secs_f64(lines as f64 / f64::from(self.per_second));
-        start
     }
 }
 
@@ -364,13 +396,14 @@ impl LotRunner<'_> {
             }
             let lines = reprise.len();
             let bytes = Bytes::from(reprise.into_bytes());
-            let turn = self.w.lots.throttle.reserve(lines).await;
-            // The lease outlasts the wait for the lot's turn and the submission, however long
-            // AGORA takes to answer: no other runner finds the lot in doubt meanwhile.
-            let wait = turn.saturating_duration_since(tokio::time::Instant::now());
-            self.renew_for(wait + self.w.agora.request_timeout())
-                .await?;
-            tokio::time::sleep_until(turn).await;
+            // The lease outlasts each wait for the lot's turn and then the submission, however
+            // long AGORA takes to answer: no other runner finds the lot in doubt meanwhile.
+            while let Some(wait) = self.w.lots.throttle.try_take(lines) {
+                self.renew_for(wait + self.w.agora.request_timeout())
+                    .await?;
+                tokio::time::sleep(wait).await;
+            }
+            self.renew_for(self.w.agora.request_timeout()).await?;
             let started = Instant::now();
             match self.w.agora.submit_lot(bytes).await {
                 Ok(agora_lot) => {
@@ -738,28 +771,59 @@ mod tests {
     use super::*;
 
     async fn acquire(t: &Throttle, lines: usize) {
-        tokio::time::sleep_until(t.reserve(lines).await).await;
+        while let Some(wait) = t.try_take(lines) {
+            tokio::time::sleep(wait).await;
+        }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_throttle_spreads_lines_over_time() {
-        let t = Throttle::new(1_000);
+    async fn the_throttle_holds_the_rate_over_many_lots() {
+        let t = Throttle::new(1_000, 1_000);
         let start = tokio::time::Instant::now();
-        acquire(&t, 500).await;
+        acquire(&t, 1_000).await;
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
             "the first lot goes at once"
         );
+        for _ in 0..9 {
+            acquire(&t, 1_000).await;
+        }
+        // 10,000 lines at 1,000 a second: the tenth lot waits for the nine before it.
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_lot_waits_only_for_its_own_lines() {
+        let t = Throttle::new(1_000, 2_000);
+        let start = tokio::time::Instant::now();
         acquire(&t, 2_000).await;
+        acquire(&t, 500).await;
         assert_eq!(start.elapsed(), Duration::from_millis(500));
-        acquire(&t, 1).await;
-        assert_eq!(start.elapsed(), Duration::from_millis(2_500));
+        // Idle time earns at most one lot of credit, never more.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let idle = tokio::time::Instant::now();
+        acquire(&t, 2_000).await;
+        acquire(&t, 2_000).await;
+        assert_eq!(idle.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lot_larger_than_the_burst_is_not_refused_for_good() {
+        let t = Throttle::new(10, 100);
+        let start = tokio::time::Instant::now();
+        acquire(&t, 1_000_000).await;
+        acquire(&t, 1_000_000).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10),
+            "taken as one burst each"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_limit_means_no_wait() {
-        let t = Throttle::new(0);
+        let t = Throttle::new(0, 10_000);
         let start = tokio::time::Instant::now();
         acquire(&t, 1_000_000).await;
         acquire(&t, 1_000_000).await;

@@ -2,7 +2,7 @@
 //!
 //! Each scenario is an async function taking a fresh, empty ledger. The macro at the bottom
 //! instantiates every scenario twice, in `conformance::sqlite` (a temporary file) and in
-//! `conformance::postgres` (a fresh database `passerelle_t_<uuid>` on 127.0.0.1:5432, dropped after
+//! `conformance::postgres` (a fresh database `passerelle_t_<uuid>` on 127.0.0.1:5433, dropped after
 //! the test, whether it passed or not). PostgreSQL being unreachable fails the test, never skips it:
 //! `bash tests/services.sh` starts it; `PASSERELLE_TEST_POSTGRES_URL` points elsewhere (a URL whose
 //! user may create databases; its database part is replaced).
@@ -2516,6 +2516,74 @@ pub async fn sessions_of_open_in_perimeter_dossiers(l: Arc<dyn Ledger>) {
 // ---------------------------------------------------------------------------------------------
 // Harness.
 
+// ---------------------------------------------------------------------------------------------
+// Identity: the salt of dossier ids, one per ledger.
+
+fn salt_refused(r: Result<String, LedgerError>) -> String {
+    match r {
+        Err(LedgerError::Identity(problem)) => problem,
+        other => panic!("expected an identity refusal, got {other:?}"),
+    }
+}
+
+pub async fn identity_salt_is_created_once_and_guarded(l: Arc<dyn Ledger>) {
+    use super::SaltOffer::{Configured, Generated};
+    // The first start wins; later ones, generated or configured alike, get its salt.
+    assert_eq!(
+        l.identity_salt(&Generated("first".into())).await.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        l.identity_salt(&Generated("second".into())).await.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        l.identity_salt(&Configured("first".into())).await.unwrap(),
+        "first"
+    );
+    // A replica configured with another salt refuses to start.
+    let problem = salt_refused(l.identity_salt(&Configured("other".into())).await);
+    assert!(problem.contains("differs"), "{problem}");
+    assert_eq!(
+        l.identity_salt(&Generated("third".into())).await.unwrap(),
+        "first"
+    );
+}
+
+pub async fn concurrent_first_starts_agree_on_one_salt(l: Arc<dyn Ledger>) {
+    let starts: Vec<_> = (0..8)
+        .map(|i| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                l.identity_salt(&super::SaltOffer::Generated(format!("salt-{i}")))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut salts = BTreeSet::new();
+    for s in starts {
+        salts.insert(s.await.unwrap());
+    }
+    assert_eq!(salts.len(), 1, "{salts:?}");
+}
+
+pub async fn a_ledger_holding_dossiers_never_gets_a_new_salt(l: Arc<dyn Ledger>) {
+    use super::SaltOffer::{Configured, Generated};
+    accept(&*l, "h1", record("d1", atexo(State::Entered, Some(1)))).await;
+    let problem = salt_refused(l.identity_salt(&Generated("fresh".into())).await);
+    assert!(problem.contains("holds dossiers"), "{problem}");
+    // The salt the dossiers were made with, given by the operator, is taken and kept.
+    assert_eq!(
+        l.identity_salt(&Configured("theirs".into())).await.unwrap(),
+        "theirs"
+    );
+    assert_eq!(
+        l.identity_salt(&Generated("fresh".into())).await.unwrap(),
+        "theirs"
+    );
+}
+
 mod harness {
     use std::future::Future;
     use std::sync::Arc;
@@ -2526,7 +2594,8 @@ mod harness {
     use super::super::sqlite::SqliteLedger;
     use super::super::{mask_url, Ledger};
 
-    const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+    /// tests/services.sh's own cluster (`tests/run.sh` sets `PASSERELLE_TEST_POSTGRES_URL` to it).
+    const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5433/postgres";
 
     pub async fn with_sqlite<F, Fut>(scenario: F)
     where
@@ -2617,6 +2686,160 @@ mod harness {
     }
 }
 
+/// The operators' search: by each identifier a system gave, by filters, in keyset pages.
+pub async fn search_finds_by_identifier_and_filters(l: Arc<dyn Ledger>) {
+    use super::search::{Cursor, SearchFilter};
+    accept(&*l, "1", record("d1", atexo(State::Entered, Some(1)))).await;
+    accept(&*l, "2", record("d2", ouiform(State::Registered))).await;
+    accept(&*l, "3", record("d3", pole_emploi_entered())).await;
+    let created = OperationRecord {
+        operation: Operation::Create,
+        status: Some(201),
+        outcome: "created".into(),
+        numero_agora: Some("AG-000001".into()),
+        at: super::logic::now(),
+        replay_id: None,
+    };
+    let present = Delivered::Present {
+        numero_agora: "AG-000001".into(),
+        state: AgoraState::Cree,
+    };
+    l.record_operation("d1", AGORA, &created, &present)
+        .await
+        .unwrap();
+    let reason = DeadReason::Exhausted {
+        last_error: "503".into(),
+        status: Some(503),
+    };
+    l.dead_letter("d2", AGORA, &reason).await.unwrap();
+
+    let ids = |f: SearchFilter| {
+        let l = l.clone();
+        async move {
+            let page = l.search(&f).await.unwrap();
+            page.dossiers
+                .into_iter()
+                .map(|r| r.dossier_id)
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    let all = || SearchFilter {
+        limit: 50,
+        ..SearchFilter::default()
+    };
+    let q = |q: &str| SearchFilter {
+        q: Some(q.into()),
+        ..all()
+    };
+    let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        ids(q("PDL-2019-000123")).await,
+        set(&["d1"]),
+        "ATEXO reference"
+    );
+    assert_eq!(ids(q("OF-2019-000042")).await, set(&["d2"]), "OUIFORM id");
+    assert_eq!(ids(q("INS-1")).await, set(&["d3"]), "idInscription");
+    assert_eq!(ids(q("AG-000001")).await, set(&["d1"]), "AGORA number");
+    assert_eq!(ids(q("d2")).await, set(&["d2"]), "dossier id");
+    assert_eq!(ids(q("nothing")).await, set(&[]));
+    let by_nir = SearchFilter {
+        q_ids: vec!["d3".into(), "unknown".into()],
+        ..q("185077512345608")
+    };
+    assert_eq!(ids(by_nir).await, set(&["d3"]), "the ids a NIR stands for");
+    assert_eq!(
+        ids(SearchFilter {
+            state: Some(State::Registered),
+            ..all()
+        })
+        .await,
+        set(&["d2"])
+    );
+    assert_eq!(
+        ids(SearchFilter {
+            delivery: Some(DeliveryStatus::Dead),
+            ..all()
+        })
+        .await,
+        set(&["d2"])
+    );
+    assert_eq!(
+        ids(SearchFilter {
+            funder: Some(2),
+            ..all()
+        })
+        .await,
+        set(&["d1"])
+    );
+    assert_eq!(
+        ids(SearchFilter {
+            code: Some("http.503".into()),
+            ..all()
+        })
+        .await,
+        set(&["d2"])
+    );
+    assert_eq!(
+        ids(SearchFilter {
+            session: Some("1330305".into()),
+            funder: Some(4),
+            ..all()
+        })
+        .await,
+        set(&["d2"])
+    );
+    let future = Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(
+        ids(SearchFilter {
+            since: Some(future),
+            ..all()
+        })
+        .await,
+        set(&[])
+    );
+    assert_eq!(
+        ids(SearchFilter {
+            until: Some(future),
+            ..all()
+        })
+        .await,
+        set(&["d1", "d2", "d3"])
+    );
+
+    // Keyset pages of one: each dossier once, then no cursor.
+    let mut seen = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    for _ in 0..4 {
+        let page = l
+            .search(&SearchFilter {
+                limit: 1,
+                cursor: cursor.clone(),
+                ..all()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.dossiers.iter().map(|r| r.dossier_id.clone()));
+        match page.next {
+            Some(next) => cursor = Some(Cursor::decode(&next.encode()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 3, "{seen:?}");
+
+    let mut sessions = l.session_numbers().await.unwrap();
+    sessions.sort();
+    assert_eq!(sessions, ["1330305"]);
+    let activity = l
+        .activity(Utc::now() - chrono::Duration::hours(3))
+        .await
+        .unwrap();
+    assert!(activity.len() >= 3, "{activity:?}");
+    assert_eq!(activity.iter().map(|h| h.intake).sum::<u64>(), 3);
+    assert_eq!(activity.iter().map(|h| h.deliveries).sum::<u64>(), 1);
+    assert_eq!(activity.iter().map(|h| h.dead_letters).sum::<u64>(), 1);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),+ $(,)?) => {
         mod sqlite {
@@ -2673,4 +2896,8 @@ conformance!(
     checkpoints_round_trip,
     unreadable_messages_are_kept_once_per_item,
     sessions_of_open_in_perimeter_dossiers,
+    identity_salt_is_created_once_and_guarded,
+    concurrent_first_starts_agree_on_one_salt,
+    a_ledger_holding_dossiers_never_gets_a_new_salt,
+    search_finds_by_identifier_and_filters,
 );

@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 mod conformance;
 mod logic;
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 
 /// The destination a dossier is delivered to. Only AGORA for now; the type leaves room for more.
@@ -268,6 +269,9 @@ pub enum DeadReason {
     },
     /// A state pair no AGORA operation can reconcile (planner error), or AGORA's state conflicts.
     Irreconcilable { detail: String },
+    /// Its task came back unsettled `returns` times (the worker failed on it, panicked, or died
+    /// holding it): the queue's delivery limit.
+    Poison { returns: u32 },
 }
 
 impl DeadReason {
@@ -282,6 +286,7 @@ impl DeadReason {
             } => format!("http.{s}"),
             DeadReason::Exhausted { status: None, .. } => "transport".to_string(),
             DeadReason::Irreconcilable { .. } => "lifecycle.irreconcilable".to_string(),
+            DeadReason::Poison { .. } => "poison".to_string(),
         }
     }
 }
@@ -509,6 +514,10 @@ pub enum LedgerError {
     Corrupt { what: String, detail: String },
     #[error("no such {what}")]
     NotFound { what: &'static str },
+    /// The installation's identity salt cannot be settled (see [`Ledger::identity_salt`]):
+    /// starting would derive dossier ids that disagree with the ledger's.
+    #[error("identity salt: {0}")]
+    Identity(String),
     /// A dead letter is replayed once; this one already was.
     #[error("dead letter {id} was already replayed at {replayed_at}")]
     AlreadyReplayed {
@@ -518,11 +527,67 @@ pub enum LedgerError {
     },
 }
 
+/// The salt of dossier ids a starting process brings to [`Ledger::identity_salt`].
+#[derive(Clone)]
+pub enum SaltOffer {
+    /// Given by the operator (`identity.salt_file`, or an older installation's credentials
+    /// file): it must agree with the ledger's, and may be the first on a ledger holding dossiers
+    /// (they were made with it).
+    Configured(String),
+    /// Drawn at random by this start: used only when the ledger has none and holds no dossier.
+    Generated(String),
+}
+
+impl std::fmt::Debug for SaltOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SaltOffer::Configured(_) => "Configured(***)",
+            SaltOffer::Generated(_) => "Generated(***)",
+        })
+    }
+}
+
+impl SaltOffer {
+    fn parts(&self) -> (&str, bool) {
+        match self {
+            SaltOffer::Configured(v) => (v, true),
+            SaltOffer::Generated(v) => (v, false),
+        }
+    }
+
+    /// What the ledger held after the offer (`None`: nothing, since it holds dossiers and the
+    /// offer was generated) decides: the salt to use, or why this process must not start.
+    pub(crate) fn settle(&self, stored: Option<String>) -> Result<String, LedgerError> {
+        let (offered, configured) = self.parts();
+        match stored {
+            None => Err(LedgerError::Identity(
+                "the ledger holds dossiers but no salt: give the one they were made with \
+                 (identity.salt_file, or the identity.salt line of the first installation's \
+                 credentials file)"
+                    .into(),
+            )),
+            Some(stored) if configured && stored != offered => Err(LedgerError::Identity(
+                "the configured salt (identity.salt_file, or the identity.salt line of the \
+                 credentials file) differs from the one the ledger holds: dossier ids would not \
+                 match the other replicas'"
+                    .into(),
+            )),
+            Some(stored) => Ok(stored),
+        }
+    }
+}
+
 /// The ledger's operations. Each is one transaction.
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
     /// Answers when the database answers (for `/readyz`).
     async fn health(&self) -> Result<(), LedgerError>;
+
+    /// The salt of dossier ids every replica shares: the ledger's, created from `offer` by the
+    /// first start (atomically: concurrent first starts agree on one). A configured offer that
+    /// differs from the ledger's is refused, and a ledger that holds dossiers never takes a
+    /// generated one (`LedgerError::Identity`).
+    async fn identity_salt(&self, offer: &SaltOffer) -> Result<String, LedgerError>;
 
     /// Records an inbound message: one journal entry (deduplicated on system + payload hash) and
     /// each record merged into its dossier with `precedence`. A record whose source version is
@@ -690,6 +755,23 @@ pub trait Ledger: Send + Sync + 'static {
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError>;
 
     async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError>;
+
+    // --- The operators' reads (see [`search`]) -------------------------------------------------
+
+    /// One page of the dossiers `filter` selects, most recently changed first.
+    async fn search(
+        &self,
+        filter: &search::SearchFilter,
+    ) -> Result<search::SearchPage, LedgerError>;
+
+    /// The distinct session numbers of the ledger's dossiers.
+    async fn session_numbers(&self) -> Result<Vec<String>, LedgerError>;
+
+    /// Intake, successful AGORA calls and dead letters per hour since `since`, oldest first.
+    async fn activity(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<search::HourActivity>, LedgerError>;
 
     /// Keeps an unreadable message (a new row, or one more sighting of the same one).
     async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError>;

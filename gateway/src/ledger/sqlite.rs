@@ -822,6 +822,32 @@ async fn commit(tx: Tx, what: &str) -> Result<(), LedgerError> {
 
 #[async_trait]
 impl Ledger for SqliteLedger {
+    async fn identity_salt(&self, offer: &super::SaltOffer) -> Result<String, LedgerError> {
+        let what = "identity salt";
+        let (value, configured) = match offer {
+            super::SaltOffer::Configured(v) => (v.as_str(), true),
+            super::SaltOffer::Generated(v) => (v.as_str(), false),
+        };
+        let mut tx = self.begin_write().await?;
+        // Concurrent first starts: the second waits on the key, then inserts nothing.
+        sqlx::query(
+            "INSERT INTO identity (name, value) SELECT 'dossier_salt', $1 \
+             WHERE $2 OR NOT EXISTS (SELECT 1 FROM dossiers) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(value)
+        .bind(configured)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(what, e))?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM identity WHERE name = 'dossier_salt'")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| db_error(what, e))?;
+        commit(tx, what).await?;
+        offer.settle(stored)
+    }
+
     async fn health(&self) -> Result<(), LedgerError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -1665,6 +1691,25 @@ impl Ledger for SqliteLedger {
         .await
         .map_err(|e| db_error("checkpoint", e))?;
         commit(tx, "checkpoint").await
+    }
+
+    async fn search(
+        &self,
+        filter: &super::search::SearchFilter,
+    ) -> Result<super::search::SearchPage, LedgerError> {
+        let ids = super::search::sqlite_ids(&self.pool, filter).await?;
+        super::search::page(self, filter, ids).await
+    }
+
+    async fn session_numbers(&self) -> Result<Vec<String>, LedgerError> {
+        super::search::sqlite_sessions(&self.pool).await
+    }
+
+    async fn activity(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<super::search::HourActivity>, LedgerError> {
+        super::search::sqlite_activity(&self.pool, since).await
     }
 
     async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError> {

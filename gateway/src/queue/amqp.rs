@@ -192,9 +192,15 @@ pub fn queue_specs() -> Vec<QueueSpec> {
         binding: Some((DEAD_EXCHANGE, DEAD_ROUTING_KEY.to_owned())),
     }];
     for lane in Lane::ALL {
+        let mut arguments = quorum_args(DEAD_EXCHANGE, DEAD_ROUTING_KEY);
+        // Past it the broker dead-letters the task (see `DELIVERY_LIMIT`).
+        arguments.push((
+            "x-delivery-limit",
+            ArgValue::Int(i64::from(super::DELIVERY_LIMIT)),
+        ));
         specs.push(QueueSpec {
             name: queue_name(lane),
-            arguments: quorum_args(DEAD_EXCHANGE, DEAD_ROUTING_KEY),
+            arguments,
             binding: Some((EXCHANGE, lane.as_str().to_owned())),
         });
         for bucket in DELAY_BUCKETS_MS {
@@ -564,6 +570,7 @@ impl Consumer for AmqpConsumer {
             Ok(task) => Some(Ok(Delivery {
                 task,
                 redelivered: delivery.redelivered,
+                deliveries: delivery_count(&delivery.properties).saturating_add(1),
                 acker: Box::new(AmqpAcker {
                     acker: delivery.acker,
                     settled: false,
@@ -596,6 +603,23 @@ impl Consumer for AmqpConsumer {
                 Some(Err(QueueError::Malformed(reason)))
             }
         }
+    }
+}
+
+/// How many times the quorum queue took the message back (`x-delivery-count`; absent: none).
+fn delivery_count(properties: &BasicProperties) -> u32 {
+    let Some(headers) = properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::ShortShortUInt(n)) => u32::from(*n),
+        _ => 0,
     }
 }
 

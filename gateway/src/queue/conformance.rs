@@ -199,6 +199,7 @@ fn task(id: &str) -> Task {
         attempt: 0,
         lot: None,
         rate_limited_since: None,
+        returns: 0,
     }
 }
 

@@ -109,7 +109,8 @@ pub struct DeadTask {
     pub lane: String,
     pub payload: Vec<u8>,
     pub deliveries: i64,
-    /// `rejected` (the worker dead-lettered it) or `malformed`.
+    /// `rejected` (the worker dead-lettered it), `malformed`, or `poison` (delivered more than
+    /// `DELIVERY_LIMIT + 1` times).
     pub reason: String,
     pub dead_at_ms: i64,
 }
@@ -365,10 +366,20 @@ impl EmbeddedConsumer {
             slot: Some(claimed.slot),
             settled: false,
         };
+        if claimed.deliveries > i64::from(super::DELIVERY_LIMIT) + 1 {
+            // RabbitMQ's `x-delivery-limit`: past it, the task is set aside, never delivered.
+            acker.move_to_dead("poison").await?;
+            return Err(QueueError::Poison(format!(
+                "task {} came back {} times",
+                claimed.id,
+                claimed.deliveries - 1
+            )));
+        }
         match serde_json::from_slice::<Task>(&claimed.payload) {
             Ok(task) => Ok(Delivery {
                 task,
                 redelivered: claimed.deliveries > 1,
+                deliveries: u32::try_from(claimed.deliveries).unwrap_or(u32::MAX),
                 acker: Box::new(acker),
             }),
             Err(err) => {

@@ -62,6 +62,14 @@ pub struct Task {
     /// as attempts, but stop being waited out `retry.rate_limited_deadline_s` after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Unsettled returns of the deliveries this task replaces: a task republished (its dossier
+    /// leased elsewhere, e.g. by a run that panicked) keeps its count toward [`DELIVERY_LIMIT`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub returns: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Task {
@@ -73,6 +81,7 @@ impl Task {
             attempt: 0,
             lot: None,
             rate_limited_since: None,
+            returns: 0,
         }
     }
 
@@ -84,6 +93,7 @@ impl Task {
             attempt: 0,
             lot: Some(lot_key.into()),
             rate_limited_since: None,
+            returns: 0,
         }
     }
 }
@@ -99,6 +109,9 @@ pub enum QueueError {
     /// A message on the queue could not be read as a task.
     #[error("malformed task: {0}")]
     Malformed(String),
+    /// A task came back more than [`DELIVERY_LIMIT`] times: set aside, never delivered again.
+    #[error("poison task: {0}")]
+    Poison(String),
 }
 
 /// Publishing and consuming tasks.
@@ -132,12 +145,22 @@ pub trait Consumer: Send {
     async fn next(&mut self) -> Option<Result<Delivery, QueueError>>;
 }
 
+/// How many times a task may come back unsettled (a worker that failed on it, panicked, or died
+/// holding it) before it is a poison: RabbitMQ's `x-delivery-limit` on the lanes' quorum queues,
+/// and the same count in the embedded queue. A task is delivered at most `DELIVERY_LIMIT + 1`
+/// times; the worker dead-letters it in the ledger (reason `poison`) at that last delivery, and
+/// the queue itself sets it aside (RabbitMQ's dead-letter queue, the embedded `dead_tasks`) if
+/// even that fails.
+pub const DELIVERY_LIMIT: u32 = 5;
+
 /// One task delivered, to be acknowledged once the destination acknowledged, or rejected.
 #[derive(Debug)]
 pub struct Delivery {
     pub task: Task,
     /// Whether the broker delivered it before (a worker died holding it).
     pub redelivered: bool,
+    /// Which delivery of the task this is, from 1 (RabbitMQ's `x-delivery-count` + 1).
+    pub deliveries: u32,
     pub acker: Box<dyn Acker>,
 }
 

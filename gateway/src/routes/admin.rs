@@ -20,14 +20,14 @@ use crate::queue::{Lane, Task};
 use passerelle_adapters::agora::model::Anomaly;
 
 /// The caller must be an operator; `Ok(true)` when its token may see personal data.
-fn require_admin(req: &HttpRequest, state: &AppState) -> Result<bool, ApiError> {
+pub(crate) fn require_admin(req: &HttpRequest, state: &AppState) -> Result<bool, ApiError> {
     match authenticate(req, &state.credentials)? {
         Caller::Admin { personal_data } => Ok(personal_data),
         Caller::System(_) => Err(ApiError::Forbidden),
     }
 }
 
-fn unavailable(e: LedgerError) -> ApiError {
+pub(crate) fn unavailable(e: LedgerError) -> ApiError {
     match e {
         LedgerError::NotFound { what } => ApiError::NotFound(what),
         LedgerError::AlreadyReplayed {
@@ -136,14 +136,14 @@ pub fn dead_letter_json(d: &DeadLetter, personal_data: bool) -> Value {
 }
 
 /// Stores a checked value, or keeps its violation: every field is checked, all violations listed.
-fn keep<T>(slot: &mut T, checked: Result<T, Violation>, errors: &mut Vec<Violation>) {
+pub(super) fn keep<T>(slot: &mut T, checked: Result<T, Violation>, errors: &mut Vec<Violation>) {
     match checked {
         Ok(v) => *slot = v,
         Err(v) => errors.push(v),
     }
 }
 
-fn not_empty(pointer: &str, value: String) -> Result<String, Violation> {
+pub(super) fn not_empty(pointer: &str, value: String) -> Result<String, Violation> {
     if value.trim().is_empty() {
         Err(Violation::new(
             pointer,
@@ -155,7 +155,7 @@ fn not_empty(pointer: &str, value: String) -> Result<String, Violation> {
     }
 }
 
-fn date_time(pointer: &str, value: &str) -> Result<DateTime<Utc>, Violation> {
+pub(super) fn date_time(pointer: &str, value: &str) -> Result<DateTime<Utc>, Violation> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
@@ -168,7 +168,7 @@ fn date_time(pointer: &str, value: &str) -> Result<DateTime<Utc>, Violation> {
 }
 
 /// The query string as (key, value) pairs, in order, for routes that refuse unknown keys.
-fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
     web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|_| {
@@ -237,7 +237,7 @@ pub async fn dead_letters(
 
 /// Publishes one task per dossier replayed (with the broker's confirm); returns the dossiers whose
 /// task the queue did not confirm.
-async fn publish(
+pub(crate) async fn publish(
     state: &AppState,
     replayed: &[Replayed],
     request_id: &str,

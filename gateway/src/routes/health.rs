@@ -31,11 +31,25 @@ pub const AGORA_CHECK_EVERY: Duration = Duration::from_secs(15);
 pub struct Readiness {
     last: tokio::sync::Mutex<Option<(Instant, bool, Value)>>,
     agora: std::sync::Mutex<Option<Health>>,
+    /// The long-running tasks' beats: a stopped one gates readiness.
+    pub heartbeats: Arc<crate::supervision::Heartbeats>,
 }
 
 impl Readiness {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    pub fn with_heartbeats(heartbeats: Arc<crate::supervision::Heartbeats>) -> Arc<Self> {
+        Arc::new(Self {
+            heartbeats,
+            ..Self::default()
+        })
+    }
+
+    /// AGORA's last check, as `/readyz` reports it (`status`, and `detail` when failing).
+    pub fn agora_status(&self) -> Value {
+        self.agora()
     }
 
     fn agora(&self) -> Value {
@@ -74,7 +88,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// 200 when the ledger and the queue answer; 503 naming the failing part. AGORA is reported, with
+/// 200 when the ledger and the queue answer and every long-running task runs; 503 naming the
+/// failing part. AGORA is reported, with
 /// the authenticator in use and when its current token expires (never the token), and so is Pôle
 /// emploi: neither gates.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -94,7 +109,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                     json!({"status": "failing", "detail": format!("the {name} does not answer")})
                 }
             };
-            let ok = ledger.is_ok() && queue.is_ok();
+            let (tasks_alive, tasks) = state.readiness.heartbeats.report();
+            let ok = ledger.is_ok() && queue.is_ok() && tasks_alive;
             let mut agora = state.readiness.agora();
             agora["authenticator"] = json!(state.agora.auth_status());
             let body = json!({
@@ -103,6 +119,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "checked_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                 "ledger": part("ledger", ledger.map_err(|e| e.to_string())),
                 "queue": part("queue", queue.map_err(|e| e.to_string())),
+                // Each worker lane's, the sweeper's and the poller's last beat; a stopped one
+                // gates (the process exits to be restarted).
+                "tasks": tasks,
                 "agora": agora,
                 // Reported, never gating: an unreadable answer is Pôle emploi's news, not this
                 // replica's inability to accept.

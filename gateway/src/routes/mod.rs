@@ -4,6 +4,7 @@ pub mod admin;
 pub mod health;
 pub mod inbound;
 pub mod problem;
+pub mod search;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -128,6 +129,7 @@ pub fn main_listener(cfg: &mut web::ServiceConfig) {
 /// not fall through from one scope to another of the same prefix.
 pub fn admin_scope(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(health::metrics))
+        .route("/v1/dossiers", web::get().to(search::dossiers))
         .route("/v1/dossiers/{dossier_id}", web::get().to(admin::dossier))
         .route("/v1/dead-letters", web::get().to(admin::dead_letters))
         .route("/v1/unreadable", web::get().to(admin::unreadable))
@@ -138,7 +140,8 @@ pub fn admin_scope(cfg: &mut web::ServiceConfig) {
         .route(
             "/v1/dead-letters/{id}/replay",
             web::post().to(admin::replay),
-        );
+        )
+        .configure(crate::console::routes);
 }
 
 /// What the admin listener serves: the operators' surface and the liveness probe.
@@ -166,6 +169,8 @@ pub struct AppState {
     pub pole_emploi: Option<Arc<crate::pollers::pole_emploi::PollHealth>>,
     /// The last `/readyz` answer and AGORA's last check.
     pub readiness: Arc<health::Readiness>,
+    /// The operator console's sessions.
+    pub console: crate::console::Sessions,
 }
 
 impl std::fmt::Debug for AppState {

@@ -204,3 +204,129 @@ impl ResponseError for ApiError {
         r.json(body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    /// One of each kind: a new variant fails to compile here until it is listed, and so until the
+    /// OpenAPI document is checked to describe it.
+    fn every_kind() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::Unparseable(vec![]),
+            ApiError::Unauthorized("no token"),
+            ApiError::Forbidden,
+            ApiError::TooLarge(1),
+            ApiError::TooCostly {
+                budget_ms: 1,
+                dossiers_read: 0,
+            },
+            ApiError::UnsupportedMediaType("application/xml"),
+            ApiError::Invalid(vec![]),
+            ApiError::RateLimited,
+            ApiError::Unavailable("the ledger"),
+            ApiError::DuplicateHeader("Authorization"),
+            ApiError::NotFound("dossier"),
+            ApiError::AlreadyReplayed {
+                id: "dl".into(),
+                dossier_id: "d".into(),
+                replayed_at: chrono::Utc::now(),
+            },
+        ];
+        for e in &all {
+            match e {
+                ApiError::Unparseable(_)
+                | ApiError::Unauthorized(_)
+                | ApiError::Forbidden
+                | ApiError::TooLarge(_)
+                | ApiError::TooCostly { .. }
+                | ApiError::UnsupportedMediaType(_)
+                | ApiError::Invalid(_)
+                | ApiError::RateLimited
+                | ApiError::Unavailable(_)
+                | ApiError::DuplicateHeader(_)
+                | ApiError::NotFound(_)
+                | ApiError::AlreadyReplayed { .. } => {}
+            }
+        }
+        all
+    }
+
+    fn openapi() -> serde_json::Value {
+        serde_json::from_str(super::super::health::OPENAPI).expect("the OpenAPI document is JSON")
+    }
+
+    #[test]
+    fn the_openapi_document_names_every_problem_type() {
+        let doc = super::super::health::OPENAPI;
+        for e in every_kind() {
+            let (_, kind, _) = e.table();
+            let name = kind.rsplit(':').next().unwrap_or(kind);
+            let (status, _, _) = e.table();
+            assert!(
+                doc.contains(&format!("`{name}` ({})", status.as_u16()))
+                    || doc.contains(&format!("`{name}` and"))
+                    || doc.contains(&format!("`{name}` (413")),
+                "the OpenAPI document's Problem.type does not describe {kind} with its status"
+            );
+        }
+    }
+
+    #[test]
+    fn too_costly_is_a_413_documented_on_both_inbound_routes() {
+        let doc = openapi();
+        assert_eq!(
+            ApiError::TooCostly {
+                budget_ms: 1,
+                dossiers_read: 0
+            }
+            .status_code(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        for route in [
+            "/v1/inbound/ouiform/orientations",
+            "/v1/inbound/atexo-sem/dossiers",
+        ] {
+            let description = doc["paths"][route]["post"]["responses"]["413"]["description"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                description.contains("too-costly") && description.contains("too-large"),
+                "{route}'s 413 does not say both causes: {description:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_short_list_says_truncated_as_the_schema_documents_it() {
+        let doc = openapi();
+        let property = &doc["components"]["schemas"]["Problem"]["properties"]["truncated"];
+        assert_eq!(
+            property["type"], "boolean",
+            "Problem.truncated is documented"
+        );
+
+        let cut = ApiError::Invalid(vec![
+            Violation::new("/exportSEM/dossier[1]/nir", Rule::NirChecksum, "bad key"),
+            Violation::new("/exportSEM", Rule::XmlTruncated, "1,000 more"),
+        ]);
+        let body = cut.error_response().into_body().try_into_bytes().ok();
+        let body: serde_json::Value =
+            serde_json::from_slice(&body.unwrap_or_default()).expect("a JSON problem");
+        assert_eq!(body["truncated"], true);
+
+        let whole = ApiError::Invalid(vec![Violation::new(
+            "/exportSEM/dossier[1]/nir",
+            Rule::NirChecksum,
+            "bad key",
+        )]);
+        let body = whole.error_response().into_body().try_into_bytes().ok();
+        let body: serde_json::Value =
+            serde_json::from_slice(&body.unwrap_or_default()).expect("a JSON problem");
+        assert!(
+            body.get("truncated").is_none(),
+            "absent when nothing is cut"
+        );
+    }
+}

@@ -366,3 +366,29 @@ fn the_listeners_keys_are_checked_naming_the_key() {
         }
     }
 }
+
+#[test]
+fn production_services_refuse_the_built_in_sandbox_naming_agora_base_url() {
+    let pg = ("PASSERELLE__LEDGER__URL", "postgres://p@127.0.0.1/db");
+    let amqp = ("PASSERELLE__QUEUE__URL", "amqp://g:g@127.0.0.1:5672/v");
+    let relay = (
+        "PASSERELLE__AGORA__BASE_URL",
+        "https://relay.example/agora/v2",
+    );
+    for vars in [vec![pg], vec![amqp], vec![pg, amqp]] {
+        let s = Settings::load(None, env(&vars)).expect("loads");
+        let e = s
+            .check_production_agora()
+            .expect_err("the sandbox is refused in production");
+        assert!(e.to_string().contains("agora.base_url"), "{e}");
+        let mut with_relay = vars.clone();
+        with_relay.push(relay);
+        with_relay.push(("PASSERELLE__AGORA__TOKEN", "t"));
+        let s = Settings::load(None, env(&with_relay)).expect("loads");
+        s.check_production_agora().expect("a relay is fine");
+    }
+    // Embedded: the sandbox is the default and stays allowed.
+    let s = Settings::load(None, env(&[])).expect("defaults load");
+    s.check_production_agora()
+        .expect("embedded may use the sandbox");
+}

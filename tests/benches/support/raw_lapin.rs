@@ -23,6 +23,7 @@ pub fn task(i: usize) -> Task {
         attempt: 0,
         lot: None,
         rate_limited_since: None,
+        returns: 0,
     }
 }
 

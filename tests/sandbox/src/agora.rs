@@ -15,7 +15,7 @@ use passerelle_adapters::canonical::Personal;
 use passerelle_adapters::planner::{AgoraState, Operation};
 use passerelle_adapters::Violation;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 /// One change of state of an AGORA dossier.
@@ -129,6 +129,9 @@ pub(crate) struct AgoraStore {
     lots: HashMap<String, Lot>,
     lots_made: u64,
     refusals: Vec<Refusal>,
+    /// The (financeur, reference) pairs a search asked for: a creation no search preceded is
+    /// refused (contract §3: "always before a creation").
+    searched: HashSet<(String, String)>,
 }
 
 fn identity(b: &DossierBody) -> Identity {
@@ -397,7 +400,10 @@ pub(crate) async fn search(
         if financeur.is_empty() || reference.is_empty() {
             return Reply::empty(400);
         }
-        let store = s.agora.lock();
+        let mut store = s.agora.lock();
+        store
+            .searched
+            .insert((financeur.clone(), reference.clone()));
         match store.find(&financeur, &reference) {
             Some(d) => answer(&Outcome::Found {
                 numero_agora: d.numero_agora.clone(),
@@ -430,6 +436,9 @@ fn is_reference(r: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
+/// The anomaly of a creation that no search for the same (financeur, reference) preceded.
+pub const NO_SEARCH: &str = "AG-SANS-RECHERCHE";
+
 /// `POST /dossiers`.
 pub(crate) async fn create(
     req: HttpRequest,
@@ -458,6 +467,23 @@ pub(crate) async fn create(
         let reference = dossier.reference.clone();
         let id = identity(&dossier);
         let mut store = s.agora.lock();
+        let searched = (dossier.financeur.code.clone(), reference.clone());
+        if !store.searched.contains(&searched) {
+            return answer(&Outcome::Rejected {
+                anomalies: vec![Anomaly {
+                    code: NO_SEARCH.to_string(),
+                    champ: Some("/reference".to_string()),
+                    libelle: Some(
+                        "aucune recherche de ce dossier (financeur, reference) n'a précédé sa création"
+                            .to_string(),
+                    ),
+                }],
+            })
+            .tagged(Tags {
+                reference: Some(reference),
+                ..Tags::default()
+            });
+        }
         // A business refusal creates nothing, and is not counted as a creation call.
         if let Some(a) = store.refused(&dossier) {
             return answer(&Outcome::Rejected { anomalies: vec![a] }).tagged(Tags {

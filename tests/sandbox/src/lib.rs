@@ -25,7 +25,9 @@
 //! 15-character NIR, an amount in euros with decimals, an unknown field…) is `422
 //! {"anomalies": [{"code": "AG-SCHEMA", "champ": <JSON pointer>, "libelle"}]}`. JSON calls need
 //! `Content-Type: application/json`, a lot `application/x-ndjson` (else `415`). A creation is
-//! `201 {"numero_agora"}`, or `409 {"numero_agora"}` of the existing dossier when the same
+//! `201 {"numero_agora"}` — but only after a search for the same (financeur, reference), as the
+//! contract wants it ("always before a creation"), else `422` with the anomaly
+//! `AG-SANS-RECHERCHE` ([`agora::NO_SEARCH`]) —, or `409 {"numero_agora"}` of the existing dossier when the same
 //! (financeur, reference) or the same (financeur, NIR-13, numero_session) exists: AGORA's
 //! uniqueness invariant. A transition is accepted only from its state (`CREE→ENTRE`,
 //! `ENTRE→SORTI`, `SORTI→SOLDE`, `CREE→ANNULE`), else `409 {"code": "AG-ETAT"}`; an unknown number
@@ -474,6 +476,30 @@ impl RunningSandbox {
         self.shared.revoked.lock().insert(token.to_string());
     }
 
+    /// Holds the answer of the `k`-th AGORA write (a creation or a transition, `k` = 1 for the
+    /// next one) applied and answered 2xx without a fault from now on: AGORA has applied it, and
+    /// its caller does not hear so until [`HeldWrite::release`] (or two minutes). Meanwhile
+    /// [`HeldWrite::applied`] gives its journal record: the moment for a test to kill the caller,
+    /// leaving a call applied but unanswered. One hold at a time: a new one replaces the last.
+    pub fn hold_answer_of_write(&self, k: u64) -> HeldWrite {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let release = Arc::new(tokio::sync::Notify::new());
+        *self.shared.hold.lock() = Some(server::Hold {
+            after: self.shared.writes() + k.max(1),
+            applied: tx,
+            release: release.clone(),
+        });
+        HeldWrite {
+            applied: rx,
+            release,
+        }
+    }
+
+    /// AGORA writes applied and answered 2xx without a fault since the start.
+    pub fn writes_applied(&self) -> u64 {
+        self.shared.writes()
+    }
+
     /// Forces a fault on the next matching call.
     pub fn fail_next(&self, fault: ForcedFault) {
         self.shared.faults.lock().force(fault);
@@ -503,6 +529,32 @@ impl RunningSandbox {
     /// A handle that stops the server from elsewhere (e.g. on Ctrl-C).
     pub fn stop_handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+}
+
+/// An answer held by [`RunningSandbox::hold_answer_of_write`]. Dropping it releases the answer.
+#[derive(Debug)]
+pub struct HeldWrite {
+    applied: tokio::sync::oneshot::Receiver<CallRecord>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl HeldWrite {
+    /// The held write's journal record, once AGORA has applied it (`None` when the sandbox
+    /// stopped, or a newer hold replaced this one, first).
+    pub async fn applied(&mut self) -> Option<CallRecord> {
+        (&mut self.applied).await.ok()
+    }
+
+    /// Lets the held answer go (to a caller that, in the tests, is dead by then).
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+impl Drop for HeldWrite {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

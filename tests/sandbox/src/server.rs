@@ -14,15 +14,20 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Notify};
 
 /// One call received, as the journal keeps it. No body is kept: bodies carry NIRs and names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CallRecord {
     /// 1, 2, 3… in the order the calls were decided.
     pub seq: u64,
+    /// The wall clock, for people; intervals are measured on `since_start_us`.
     pub at: DateTime<Utc>,
+    /// Microseconds since the sandbox started, on a monotonic clock (a wall clock may step).
+    pub since_start_us: u64,
     pub call: Call,
     pub method: String,
     /// The path, without the query (the query of a search is in `reference`).
@@ -132,6 +137,36 @@ pub(crate) struct Shared {
     /// Salt of the identity hashes the HTTP inspection API shows instead of NIRs.
     pub salt: [u8; 16],
     seq: AtomicU64,
+    /// The origin of [`CallRecord::since_start_us`].
+    started: Instant,
+    /// AGORA writes (creations and transitions) applied and answered 2xx without a fault.
+    writes: AtomicU64,
+    /// The write whose answer is to be held, if any ([`crate::RunningSandbox::hold_answer_of_write`]).
+    pub hold: Mutex<Option<Hold>>,
+}
+
+/// An armed hold: the `after`-th write's record goes to `applied`, and its answer waits for
+/// `release`.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    pub after: u64,
+    pub applied: oneshot::Sender<CallRecord>,
+    pub release: Arc<Notify>,
+}
+
+/// The longest an answer is held: past it, it goes out (a test that forgot to release it, or
+/// that failed, does not leave a handler waiting forever).
+const HOLD_AT_MOST: Duration = Duration::from_secs(120);
+
+fn is_write(call: Call) -> bool {
+    matches!(
+        call,
+        Call::AgoraCreate
+            | Call::AgoraEnter
+            | Call::AgoraExit
+            | Call::AgoraSettle
+            | Call::AgoraCancel
+    )
 }
 
 impl Shared {
@@ -146,6 +181,36 @@ impl Shared {
             revoked: Mutex::new(std::collections::HashSet::new()),
             salt,
             seq: AtomicU64::new(0),
+            started: Instant::now(),
+            writes: AtomicU64::new(0),
+            hold: Mutex::new(None),
+        }
+    }
+
+    /// How many writes were applied and answered so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// After a write applied and answered 2xx: when it is the held one, its record goes to the
+    /// test, and this waits until the test releases it (having killed the caller meanwhile).
+    async fn after_write(&self, rec: CallRecord) {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let release = {
+            let mut hold = self.hold.lock();
+            match hold.take() {
+                Some(h) if h.after == n => {
+                    let _ = h.applied.send(rec);
+                    Some(h.release)
+                }
+                other => {
+                    *hold = other;
+                    None
+                }
+            }
+        };
+        if let Some(release) = release {
+            let _ = tokio::time::timeout(HOLD_AT_MOST, release.notified()).await;
         }
     }
 
@@ -158,7 +223,7 @@ impl Shared {
         fault: Option<FaultKind>,
         effect: Option<&Reply>,
         hint: &Tags,
-    ) {
+    ) -> CallRecord {
         let tags = effect.map(|r| &r.tags);
         let pick = |f: fn(&Tags) -> &Option<String>| {
             tags.and_then(|t| f(t).clone()).or_else(|| f(hint).clone())
@@ -166,6 +231,7 @@ impl Shared {
         let rec = CallRecord {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             at: Utc::now(),
+            since_start_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             call,
             method: req.method().to_string(),
             path: req.path().to_string(),
@@ -187,7 +253,8 @@ impl Shared {
             numero_agora = ?rec.numero_agora,
             "the sandbox answered a call"
         );
-        self.journal.lock().push(rec);
+        self.journal.lock().push(rec.clone());
+        rec
     }
 
     pub fn reset(&self) {
@@ -217,7 +284,10 @@ pub(crate) async fn serve(
     }) = decision
     else {
         let reply = op(shared);
-        shared.record(req, call, Some(reply.status), None, Some(&reply), &hint);
+        let rec = shared.record(req, call, Some(reply.status), None, Some(&reply), &hint);
+        if is_write(call) && (200..300).contains(&reply.status) {
+            shared.after_write(rec).await;
+        }
         return reply.into_response();
     };
     let effect = applied.then(|| op(shared));

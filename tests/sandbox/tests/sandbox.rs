@@ -76,7 +76,16 @@ fn outcome(op: Operation, a: &Answer) -> Outcome {
     decode_answer(op, a.status, a.retry_after.as_deref(), &a.body)
 }
 
+/// A creation as a correct client makes it: a search for the dossier first (contract §3).
 async fn create(sb: &RunningSandbox, body: &Value) -> Answer {
+    let financeur = body["financeur"]["code"].as_str().unwrap_or_default();
+    let reference = body["reference"].as_str().unwrap_or_default();
+    search(sb, financeur, reference).await;
+    create_unsearched(sb, body).await
+}
+
+/// A creation with no search before it.
+async fn create_unsearched(sb: &RunningSandbox, body: &Value) -> Answer {
     send(
         client()
             .post(format!("{}/dossiers", sb.agora_url()))
@@ -191,6 +200,72 @@ async fn concurrent_creations_of_one_dossier_create_it_once() {
     assert_eq!(statuses.iter().filter(|&&s| s == 409).count(), 19);
     assert_eq!(sb.agora_dossiers().len(), 1);
     let sb = std::sync::Arc::into_inner(sb).expect("sole owner");
+    sb.shutdown().await;
+}
+
+/// Contract §3: a search "always before a creation". A creation no search for its (financeur,
+/// reference) preceded is refused, as is one whose only search failed before AGORA read it.
+#[tokio::test]
+async fn a_creation_no_search_preceded_is_refused() {
+    let sb = start().await;
+    let refused = |a: &Answer| match outcome(Operation::Create, a) {
+        Outcome::Rejected { anomalies } => {
+            anomalies.len() == 1
+                && anomalies[0].code == passerelle_sandbox::agora::NO_SEARCH
+                && anomalies[0].champ.as_deref() == Some("/reference")
+        }
+        _ => false,
+    };
+    assert!(refused(&create_unsearched(&sb, &dossier_json(REF)).await));
+    // A search for another reference, or one refused at the door, is no search of this one.
+    search(&sb, "2", "psl-another-reference").await;
+    sb.fail_next(ForcedFault {
+        call: Some(Call::AgoraSearch),
+        fault: FaultKind::Error503,
+        applied: false,
+    });
+    assert_eq!(search(&sb, "2", REF).await.status, 503);
+    assert!(refused(&create_unsearched(&sb, &dossier_json(REF)).await));
+    assert!(sb.agora_dossiers().is_empty());
+    assert_eq!(search(&sb, "2", REF).await.status, 404);
+    assert_eq!(create_unsearched(&sb, &dossier_json(REF)).await.status, 201);
+    sb.shutdown().await;
+}
+
+/// The kill hook of the crash tests: the k-th write is applied at once, its answer held until
+/// released; the writes before it are answered as usual.
+#[tokio::test]
+async fn a_held_write_is_applied_and_answered_only_when_released() {
+    let sb = start().await;
+    search(&sb, "2", REF).await;
+    let mut hold = sb.hold_answer_of_write(2);
+    let numero = created_number(outcome(
+        Operation::Create,
+        &create(&sb, &dossier_json(REF)).await,
+    ));
+    let body = encode_transition(Operation::Enter, &canonical("settled")).expect("body");
+    let request = client()
+        .post(format!("{}/dossiers/{numero}/entree", sb.agora_url()))
+        .bearer_auth(sb.agora_token())
+        .json(&body);
+    let pending = tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    let record = tokio::time::timeout(Duration::from_secs(10), hold.applied())
+        .await
+        .expect("the second write arrives")
+        .expect("held");
+    assert_eq!((record.call, record.applied), (Call::AgoraEnter, true));
+    assert_eq!(record.reference.as_deref(), Some(REF));
+    assert_eq!(
+        sb.agora_dossier("2", REF).map(|d| d.etat),
+        Some(AgoraState::Entre),
+        "applied before its answer"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "the answer is held");
+    hold.release();
+    let status = pending.await.expect("task").expect("an answer");
+    assert_eq!(status, 200);
+    assert_eq!(sb.writes_applied(), 2);
     sb.shutdown().await;
 }
 
@@ -579,6 +654,7 @@ async fn a_dropped_connection_is_a_transport_error_and_may_have_applied() {
         fault: FaultKind::Drop,
         applied: true,
     });
+    search(&sb, "2", REF).await;
     let err = client()
         .post(format!("{}/dossiers", sb.agora_url()))
         .bearer_auth(sb.agora_token())
@@ -647,6 +723,7 @@ async fn a_slow_answer_times_the_client_out_after_applying() {
         .timeout(Duration::from_millis(300))
         .build()
         .expect("client");
+    search(&sb, "2", REF).await;
     let err = quick
         .post(format!("{}/dossiers", sb.agora_url()))
         .bearer_auth(sb.agora_token())

@@ -1,0 +1,917 @@
+//! The operator console in a real browser: Debian's headless Chromium driven over WebDriver
+//! against a gateway booted on a random port with its AGORA sandbox; and the search API it shares
+//! (`GET /v1/dossiers`).
+//!
+//! The WebDriver client is the few W3C commands these tests use, over the reqwest the tests
+//! already have (a browser-automation crate would bring a second TLS stack and a dozen crates to
+//! CI's build for the same handful of calls). Chromium runs headless, with no network beyond
+//! loopback: every host name but 127.0.0.1 resolves to nothing, background services are off.
+//! A missing `chromium` or `chromedriver` fails the test under `CI=true` (`tests/services.sh`
+//! installs them) and skips it elsewhere, saying so.
+//!
+//! Each page's screenshot is written under `$PASSERELLE_CONSOLE_SCREENSHOTS`, by default
+//! `target/tmp/console-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use crate::support::{fixture, gateway, Gateway};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const PERSONAL_DATA_TOKEN: &str = "pd-console-7d3e91b0c2a4";
+const REFUSED_CERTIFICATION: &str = "RNCP11111";
+/// What the admin token must never see: the fixture's NIR (and its 13 first characters), names
+/// and birth date, in every spelling the gateway could give them.
+const PERSONAL: [&str; 6] = [
+    "1850775123456",
+    "DUPONT",
+    "Jean Pierre",
+    "12/07/1985",
+    "1985-07-12",
+    "0676932W",
+];
+
+// ---------------------------------------------------------------------------------------------
+// A minimal W3C WebDriver client.
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Driver {
+    process: Child,
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    shots: PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Chromium and its driver, or `None` (skip) outside CI when they are not installed.
+fn browser_available() -> bool {
+    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !present {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{CHROMIUM} and {CHROMEDRIVER} are required under CI=true (tests/services.sh \
+             installs Debian's chromium and chromium-driver)"
+        );
+        eprintln!("SKIPPED: {CHROMIUM} or {CHROMEDRIVER} is not installed");
+    }
+    present
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Driver {
+    async fn start(profile: &Path) -> Driver {
+        let port = free_port();
+        let process = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = http.get(format!("{base}/status")).send().await.ok();
+            if let Some(r) = ready {
+                let v: Value = r.json().await.unwrap_or_default();
+                if v["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not answer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1280,1000", "--no-first-run", "--no-default-browser-check",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-default-apps", "--disable-extensions",
+                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                    "--lang=fr-FR",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("json");
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
+            .to_string();
+        let shots = std::env::var_os("PASSERELLE_CONSOLE_SCREENSHOTS").map_or_else(
+            || Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"),
+            PathBuf::from,
+        );
+        std::fs::create_dir_all(&shots).expect("screenshot directory");
+        Driver {
+            process,
+            http,
+            base,
+            session,
+            shots,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("webdriver answers");
+        let status = r.status();
+        let v: Value = r.json().await.expect("json");
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    async fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.call(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .await
+        .as_array()
+        .map_or(0, Vec::len)
+    }
+
+    async fn type_in(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn cookies(&self) -> Vec<Value> {
+        self.call(reqwest::Method::GET, "/cookie", None)
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Saves the page as `name.png` and returns its source.
+    async fn shot(&self, name: &str) -> String {
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap_or_default())
+            .expect("a PNG");
+        std::fs::write(self.shots.join(format!("{name}.png")), bytes).expect("screenshot");
+        self.source().await
+    }
+
+    async fn quit(self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send()
+            .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway's side.
+
+fn atexo(id: &str, session: &str, certification: &str) -> Vec<u8> {
+    let xml = String::from_utf8(fixture("atexo_sem/valid/entre.xml")).expect("UTF-8");
+    let xml = xml
+        .replace("id=\"PDL-2019-000102\"", &format!("id=\"{id}\""))
+        .replace(
+            "numeroSession=\"1330305\"",
+            &format!("numeroSession=\"{session}\""),
+        )
+        .replace(
+            "certification=\"RNCP34567\"",
+            &format!("certification=\"{certification}\""),
+        );
+    assert!(xml.contains(id) && xml.contains(certification));
+    xml.into_bytes()
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn api(gw: &Gateway, path: &str) -> Value {
+    let base = gw.admin_url.as_deref().unwrap_or(&gw.url);
+    let r = gw
+        .http
+        .get(format!("{base}{path}"))
+        .bearer_auth(gw.creds.admin.expose_secret())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.expect("json")
+}
+
+/// The dossier's AGORA number once AGORA holds it in `etat`.
+async fn agora_number(gw: &Gateway, dossier: &str, etat: &str) -> String {
+    eventually(&format!("{dossier} in AGORA as {etat}"), || async {
+        let agora = gw.agora().await;
+        agora.as_array()?.iter().find_map(|d| {
+            (d["reference"] == dossier && d["etat"] == etat)
+                .then(|| d["numero_agora"].as_str().map(str::to_string))
+                .flatten()
+        })
+    })
+    .await
+}
+
+async fn open_dead_letters(gw: &Gateway, n: usize) -> Vec<Value> {
+    eventually(&format!("{n} open dead letter(s)"), || async {
+        let list = api(gw, "/v1/dead-letters").await;
+        let list = list.as_array().cloned().unwrap_or_default();
+        (list.len() == n).then_some(list)
+    })
+    .await
+}
+
+async fn refuse_certification(gw: &Gateway) {
+    let r = gw
+        .http
+        .post(format!("{}/_sandbox/agora/refusals", gw.sandbox_url))
+        .json(
+            &json!({"champ": "/formation/certification", "valeur": REFUSED_CERTIFICATION,
+                      "code": "AG-CERTIF"}),
+        )
+        .send()
+        .await
+        .expect("sandbox");
+    assert_eq!(r.status(), 204);
+}
+
+async fn lift_refusals(gw: &Gateway) {
+    let r = gw
+        .http
+        .delete(format!("{}/_sandbox/agora/refusals", gw.sandbox_url))
+        .send()
+        .await
+        .expect("sandbox");
+    assert_eq!(r.status(), 204);
+}
+
+fn assert_no_personal_data(page: &str, source: &str) {
+    for p in PERSONAL {
+        assert!(!source.contains(p), "{page} shows {p:?} to the admin token");
+    }
+}
+
+/// Waits until the browser is at a URL containing `part` (a click does not wait for the page it
+/// leads to).
+async fn wait_url(d: &Driver, part: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.url().await.contains(part) {
+        assert!(
+            Instant::now() < deadline,
+            "never reached {part}: {}",
+            d.url().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn login(d: &Driver, base: &str, token: &str) {
+    d.goto(&format!("{base}/console/login")).await;
+    d.type_in("#token", token).await;
+    d.click("form.login button[type=submit]").await;
+    // The form's answer, before anything else is asked of the browser.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.url().await.ends_with("/console/") && !d.source().await.contains("n'ouvre pas") {
+        assert!(Instant::now() < deadline, "the login form did not answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
+    if !browser_available() {
+        return;
+    }
+    // The console on its own listener (server.admin_bind), as production runs it.
+    let gw = gateway(
+        None,
+        &[
+            (
+                "PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA",
+                PERSONAL_DATA_TOKEN,
+            ),
+            ("PASSERELLE__SERVER__ADMIN_BIND", "127.0.0.1:0"),
+        ],
+    )
+    .await;
+    let console = gw.admin_url.clone().expect("an admin listener");
+    let main_console = gw
+        .http
+        .get(format!("{}/console/login", gw.url))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        main_console.status(),
+        404,
+        "the console answers only on server.admin_bind"
+    );
+
+    // One dossier delivered, two refused by AGORA into the dead letters.
+    refuse_certification(&gw).await;
+    let delivered = gw
+        .post_atexo_accepted("PDL-2019-000102", &fixture("atexo_sem/valid/entre.xml"))
+        .await;
+    let refused = gw
+        .post_atexo_accepted(
+            "PDL-2019-000801",
+            &atexo("PDL-2019-000801", "1330801", REFUSED_CERTIFICATION),
+        )
+        .await;
+    let other = gw
+        .post_atexo_accepted(
+            "PDL-2019-000802",
+            &atexo("PDL-2019-000802", "1330802", REFUSED_CERTIFICATION),
+        )
+        .await;
+    let numero = agora_number(&gw, &delivered, "ENTRE").await;
+    let dead = open_dead_letters(&gw, 2).await;
+    let dead_of = |dossier: &str| {
+        dead.iter()
+            .find(|d| d["dossier_id"] == dossier)
+            .and_then(|d| d["id"].as_str())
+            .expect("a dead letter")
+            .to_string()
+    };
+    let (refused_letter, other_letter) = (dead_of(&refused), dead_of(&other));
+
+    let profile = tempfile::tempdir().expect("profile");
+    let d = Driver::start(profile.path()).await;
+
+    // Without a session, every page is the login form and shows nothing.
+    for path in [
+        "/console/".to_string(),
+        format!("/console/dossiers?q={delivered}"),
+        format!("/console/dossiers/{delivered}"),
+        "/console/lettres-mortes".to_string(),
+        "/console/reprises".to_string(),
+        "/console/correspondances".to_string(),
+        "/console/dossiers.csv".to_string(),
+    ] {
+        d.goto(&format!("{console}{path}")).await;
+        assert!(d.url().await.ends_with("/console/login"), "{path}");
+        let source = d.source().await;
+        for secret in [&delivered, &refused, &numero] {
+            assert!(
+                !source.contains(secret.as_str()),
+                "{path} without a session"
+            );
+        }
+    }
+    d.shot("01-connexion").await;
+
+    // A wrong token is refused; the admin token opens a session with a guarded cookie.
+    login(&d, &console, "not-a-token").await;
+    let source = d.source().await;
+    assert!(source.contains("n'ouvre pas"), "{source}");
+    login(&d, &console, gw.creds.admin.expose_secret()).await;
+    assert!(d.url().await.ends_with("/console/"), "{}", d.url().await);
+    let cookies = d.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "passerelle_console")
+        .unwrap_or_else(|| panic!("a session cookie: {cookies:?}"));
+    assert_eq!(session["httpOnly"], true, "{session}");
+    assert_eq!(session["sameSite"], "Strict", "{session}");
+    assert!(
+        session["expiry"].as_u64().is_some(),
+        "it expires: {session}"
+    );
+    let session_cookie = format!(
+        "passerelle_console={}",
+        session["value"].as_str().expect("value")
+    );
+    let source = d.shot("02-tableau-de-bord").await;
+    assert!(source.contains("Tableau de bord") && source.contains("<svg"));
+    assert_no_personal_data("the dashboard", &source);
+
+    // The search box finds the dossier by its ATEXO reference; its page shows AGORA's number and
+    // state, with the state's French label.
+    d.type_in("#q", "PDL-2019-000102").await;
+    d.click("form.search button").await;
+    wait_url(&d, "/console/dossiers?").await;
+    let source = d.shot("03-recherche").await;
+    assert_no_personal_data("the search", &source);
+    assert_eq!(
+        d.count(&format!("a[href='/console/dossiers/{delivered}']"))
+            .await,
+        1,
+        "the search by ATEXO reference finds the dossier"
+    );
+    assert_eq!(d.count("tbody tr").await, 1);
+    d.click(&format!("a[href='/console/dossiers/{delivered}']"))
+        .await;
+    wait_url(&d, &format!("/console/dossiers/{delivered}")).await;
+    let source = d.shot("04-dossier").await;
+    assert_no_personal_data("the dossier page", &source);
+    assert_eq!(d.text(".agora-number").await, numero);
+    assert_eq!(d.text(".agora-state").await, "ENTRE");
+    assert!(source.contains("Entré en formation"));
+    assert!(source.contains("Appel AGORA") && source.contains("Message reçu"));
+
+    // A POST without the session's CSRF token is refused, and changes nothing.
+    for body in ["all=true", "all=true&csrf=forged"] {
+        let r = gw
+            .http
+            .post(format!("{console}/console/lettres-mortes/rejouer"))
+            .header("cookie", &session_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 403, "{body}");
+    }
+    assert_eq!(open_dead_letters(&gw, 2).await.len(), 2);
+
+    // The dead letters; AGORA corrects itself, and one is replayed from the console.
+    d.goto(&format!("{console}/console/lettres-mortes")).await;
+    let source = d.shot("05-lettres-mortes").await;
+    assert_no_personal_data("the dead letters", &source);
+    assert!(source.contains("AG-CERTIF"));
+    lift_refusals(&gw).await;
+    d.click(&format!(
+        "form[action='/console/lettres-mortes/{refused_letter}/rejouer'] button"
+    ))
+    .await;
+    wait_url(&d, &format!("/console/dossiers/{refused}?rejoue=1")).await;
+    let source = d.shot("06-dossier-rejoue").await;
+    assert_no_personal_data("a replayed dossier", &source);
+    assert!(source.contains("Lettre morte rejouée"));
+    agora_number(&gw, &refused, "ENTRE").await;
+
+    // The rest by filter, after a confirmation that says how many.
+    d.goto(&format!(
+        "{console}/console/lettres-mortes/rejouer?code=AG-CERTIF"
+    ))
+    .await;
+    let source = d.shot("07-confirmation").await;
+    assert!(
+        d.text(".confirm strong").await.starts_with("1 lettre"),
+        "{source}"
+    );
+    assert_eq!(
+        open_dead_letters(&gw, 1).await[0]["id"],
+        other_letter.as_str()
+    );
+    d.click("form[action='/console/lettres-mortes/rejouer'] button")
+        .await;
+    wait_url(&d, "rejouees=1").await;
+    agora_number(&gw, &other, "ENTRE").await;
+    open_dead_letters(&gw, 0).await;
+
+    // The other pages, none with a personal value.
+    for (path, name, expect) in [
+        ("/console/reprises", "08-reprises", "Avancement"),
+        (
+            "/console/correspondances",
+            "09-correspondances",
+            "nir.checksum",
+        ),
+    ] {
+        d.goto(&format!("{console}{path}")).await;
+        let source = d.shot(name).await;
+        assert_no_personal_data(path, &source);
+        assert!(source.contains(expect), "{path}");
+    }
+    d.goto(&format!("{console}/console/dossiers?state=entered"))
+        .await;
+    assert_no_personal_data("a filtered search", &d.source().await);
+    assert_eq!(d.count("tbody tr").await, 3);
+
+    // Logout ends the session: the cookie no longer opens anything.
+    d.click("form.logout button").await;
+    wait_url(&d, "/console/login").await;
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{console}/console/dossiers/{delivered}"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 303, "a closed session shows nothing");
+
+    // The personal-data token finds a dossier by NIR and sees its personal fields.
+    login(&d, &console, PERSONAL_DATA_TOKEN).await;
+    d.goto(&format!("{console}/console/dossiers?q=185077512345608"))
+        .await;
+    assert_eq!(d.count("tbody tr").await, 3, "the NIR's three dossiers");
+    d.goto(&format!("{console}/console/dossiers/{delivered}"))
+        .await;
+    let source = d.shot("10-dossier-donnees-personnelles").await;
+    assert!(source.contains("DUPONT"));
+    d.quit().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_api_finds_by_reference_pages_and_exports_csv() {
+    let gw = gateway(
+        None,
+        &[(
+            "PASSERELLE__AUTH__TOKENS__ADMIN_PERSONAL_DATA",
+            PERSONAL_DATA_TOKEN,
+        )],
+    )
+    .await;
+    let a = gw
+        .post_atexo_accepted("PDL-2019-000102", &fixture("atexo_sem/valid/entre.xml"))
+        .await;
+    let b = gw
+        .post_atexo_accepted(
+            "PDL-2019-000901",
+            &atexo("PDL-2019-000901", "1330901", "RNCP34567"),
+        )
+        .await;
+    let numero = agora_number(&gw, &a, "ENTRE").await;
+    agora_number(&gw, &b, "ENTRE").await;
+
+    let found = api(&gw, "/v1/dossiers?q=PDL-2019-000102").await;
+    let list = found["dossiers"].as_array().expect("dossiers");
+    assert_eq!(list.len(), 1, "{found}");
+    assert_eq!(list[0]["dossier_id"], a.as_str());
+    assert_eq!(list[0]["sources"][0]["id"], "PDL-2019-000102");
+    assert!(found["next_cursor"].is_null());
+    let by_number = api(&gw, &format!("/v1/dossiers?q={numero}")).await;
+    assert_eq!(by_number["dossiers"][0]["dossier_id"], a.as_str());
+    assert_eq!(by_number["dossiers"][0]["agora_state"], "ENTRE");
+    for q in ["185077512345608", "DUPONT"] {
+        let none = api(&gw, &format!("/v1/dossiers?q={q}")).await;
+        assert_eq!(
+            none["dossiers"],
+            json!([]),
+            "the admin token cannot search by {q}"
+        );
+    }
+    let everything = api(&gw, "/v1/dossiers").await.to_string();
+    for p in PERSONAL {
+        assert!(!everything.contains(p), "results are masked: {p}");
+    }
+
+    // Keyset pages.
+    let first = api(&gw, "/v1/dossiers?limit=1").await;
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = api(&gw, &format!("/v1/dossiers?limit=1&cursor={cursor}")).await;
+    assert!(second["next_cursor"].is_null());
+    assert_ne!(
+        first["dossiers"][0]["dossier_id"],
+        second["dossiers"][0]["dossier_id"]
+    );
+
+    // CSV, by Accept or by format=csv.
+    let r = gw
+        .http
+        .get(format!("{}/v1/dossiers?state=entered", gw.url))
+        .bearer_auth(gw.creds.admin.expose_secret())
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/csv"));
+    let csv = r.text().await.expect("text");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("dossier_id,state,delivery,numero_agora"));
+    assert!(csv.contains(&numero) && csv.contains("atexo-sem:PDL-2019-000102"));
+    let r = gw
+        .http
+        .get(format!("{}/v1/dossiers?format=csv&q={b}", gw.url))
+        .bearer_auth(gw.creds.admin.expose_secret())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.text().await.expect("text").lines().count(), 2);
+
+    // The personal-data token finds both dossiers of the NIR.
+    let r: Value = gw
+        .http
+        .get(format!("{}/v1/dossiers?q=185077512345608", gw.url))
+        .bearer_auth(PERSONAL_DATA_TOKEN)
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["dossiers"].as_array().map(Vec::len), Some(2), "{r}");
+
+    // Bad parameters are named; a system's token is refused.
+    let r = gw
+        .http
+        .get(format!("{}/v1/dossiers?state=gone&sort=x", gw.url))
+        .bearer_auth(gw.creds.admin.expose_secret())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.expect("json");
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert_eq!(pointers, ["/state", "/sort"]);
+    let r = gw
+        .http
+        .get(format!("{}/v1/dossiers", gw.url))
+        .bearer_auth(gw.creds.atexo_sem.expose_secret())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 403);
+    gw.stop().await;
+}
+
+/// The console's guards over plain HTTP (no browser): redirections without a session, the login
+/// form's own CSRF token, the cookies' flags, the security headers, POSTs without their token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_guards_its_pages_and_posts() {
+    let gw = gateway(None, &[]).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let base = &gw.url;
+    let r = http
+        .get(format!("{base}/console/lettres-mortes"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+
+    let r = http
+        .get(format!("{base}/console/login"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe") && !csp.contains("script"),
+        "{csp}"
+    );
+    let login_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
+    let login_cookie = login_cookie.split(';').next().expect("pair").to_string();
+    let html = r.text().await.expect("html");
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's CSRF token")
+        .to_string();
+    let admin = gw.creds.admin.expose_secret().to_string();
+    let form = |pairs: &[(&str, &str)]| form_body(pairs);
+
+    // The login form refuses a post without its token, or with another one.
+    for body in [
+        form(&[("token", &admin)]),
+        form(&[("token", &admin), ("csrf", "forged")]),
+    ] {
+        let r = http
+            .post(format!("{base}/console/login"))
+            .header("cookie", &login_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 403);
+    }
+    let r = http
+        .post(format!("{base}/console/login"))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", &admin), ("csrf", &token)]))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("passerelle_console="))
+        .expect("a session cookie")
+        .to_string();
+    for flag in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=28800",
+        "Path=/console",
+    ] {
+        assert!(session.contains(flag), "{session} lacks {flag}");
+    }
+    assert!(!session.contains("Secure"), "plain HTTP: no Secure flag");
+    let session = session.split(';').next().expect("pair").to_string();
+
+    let r = http
+        .get(format!("{base}/console/lettres-mortes"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("content-security-policy"));
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let css = http
+        .get(format!("{base}/console/assets/console.css"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        css.status(),
+        200,
+        "the stylesheet is served from the binary"
+    );
+
+    // A POST with the session but without its CSRF token is refused; with it, it is done.
+    let r = http
+        .post(format!("{base}/console/logout"))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 403);
+    let page = http
+        .get(format!("{base}/console/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(page.status(), 200, "the session is still open");
+    let html = page.text().await.expect("html");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the session's CSRF token")
+        .to_string();
+    let r = http
+        .post(format!("{base}/console/logout"))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", &csrf)]))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 303);
+    let r = http
+        .get(format!("{base}/console/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 303, "logged out");
+    gw.stop().await;
+}
+
+fn form_body(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect::<String>()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}

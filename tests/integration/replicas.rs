@@ -1,0 +1,251 @@
+//! Production at scale (issue 17): poison tasks, lanes that die, several replicas.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use passerelle_sandbox::{Sandbox, SandboxConfig};
+
+use crate::support::{
+    expected_etat, generated, wait_for_agora, Production, ServeProcess, ATEXO_TOKEN,
+};
+
+const ADMIN_TOKEN: &str = "replicas-admin-token";
+
+async fn post(http: &reqwest::Client, url: &str, xml: &[u8]) -> String {
+    let r = http
+        .post(format!("{url}/v1/inbound/atexo-sem/dossiers"))
+        .bearer_auth(ATEXO_TOKEN)
+        .header("Content-Type", "application/xml")
+        .body(xml.to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.expect("json");
+    body["dossiers"][0]["dossier_id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// A task that fails at every delivery (the worker panics on it: a test hook of debug builds)
+/// becomes a dead letter with reason `poison` after the queue's delivery limit, and the lane goes
+/// on delivering the next dossier.
+async fn a_poison_task_is_dead_lettered_and_its_lane_goes_on(production: Option<Production>) {
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let dossiers = generated(171, 2);
+    let (poison, healthy) = (&dossiers[0], &dossiers[1]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fault = format!("panic_on_source={}", poison.id);
+    let mut serve = ServeProcess::new(
+        dir.path(),
+        &sandbox,
+        production.as_ref(),
+        &[
+            ("PASSERELLE_TEST_FAULTS", fault.as_str()),
+            ("AUTH__TOKENS__ADMIN", ADMIN_TOKEN),
+            ("WORKER__SYNC_CONCURRENCY", "2"),
+        ],
+    );
+    serve.start().await;
+    let http = reqwest::Client::new();
+    let poisoned = post(&http, &serve.url, &poison.xml).await;
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let dead = loop {
+        let r = http
+            .get(format!(
+                "{}/v1/dead-letters?dossier_id={poisoned}",
+                serve.url
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("dead letters");
+        assert_eq!(r.status(), 200);
+        let list: serde_json::Value = r.json().await.expect("json");
+        if let Some(first) = list.as_array().and_then(|a| a.first()) {
+            break first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter for the poison task: {}",
+            serve.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(dead["reason"], "poison", "{dead}");
+    assert_eq!(
+        dead["detail"]["returns"],
+        passerelle::queue::DELIVERY_LIMIT,
+        "{dead}"
+    );
+
+    // The lane goes on: the next dossier reaches AGORA, the poison one never did.
+    let delivered = post(&http, &serve.url, &healthy.xml).await;
+    let expected: HashMap<String, Option<&'static str>> = [
+        (delivered, expected_etat(healthy)),
+        (poisoned.clone(), None),
+    ]
+    .into_iter()
+    .collect();
+    wait_for_agora(
+        &http,
+        &sandbox.base_url(),
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
+    let ready = http
+        .get(format!("{}/readyz", serve.url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200, "{}", serve.log_tail());
+    serve.kill();
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_poison_task_is_dead_lettered_and_its_lane_goes_on() {
+    a_poison_task_is_dead_lettered_and_its_lane_goes_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_poison_task_is_dead_lettered_and_its_lane_goes_on() {
+    a_poison_task_is_dead_lettered_and_its_lane_goes_on(Some(Production::new("poison"))).await;
+}
+
+/// A worker lane that ends when it was not told to (a test hook of debug builds ends the sync
+/// lane after its first task) makes `serve` exit non-zero, so that its supervisor restarts it;
+/// until then `/readyz` names the stopped lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_that_dies_makes_serve_exit_non_zero() {
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut serve = ServeProcess::new(
+        dir.path(),
+        &sandbox,
+        None,
+        &[
+            ("PASSERELLE_TEST_FAULTS", "end_lane=sync"),
+            ("SERVER__SHUTDOWN_GRACE_S", "5"),
+        ],
+    );
+    serve.start().await;
+    let http = reqwest::Client::new();
+    let ready: serde_json::Value = http
+        .get(format!("{}/readyz", serve.url))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["tasks"]["sync"]["status"], "running", "{ready}");
+    assert!(
+        ready["tasks"]["sweeper"]["heartbeat_at"].is_string(),
+        "{ready}"
+    );
+    let x = &generated(172, 1)[0];
+    post(&http, &serve.url, &x.xml).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = serve.exited() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve goes on without its sync lane: {}",
+            serve.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{status}: {}", serve.log_tail());
+    let log = std::fs::read_to_string(&serve.log).unwrap_or_default();
+    assert!(
+        log.contains("`sync` ended when it was not told to"),
+        "{}",
+        serve.log_tail()
+    );
+    sandbox.shutdown().await;
+}
+
+fn settings(
+    dir: &std::path::Path,
+    ledger: &str,
+    extra: &[(&str, String)],
+) -> passerelle::settings::Settings {
+    let d = dir.display().to_string();
+    let mut env = vec![
+        (
+            "PASSERELLE__SERVER__BIND".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+        ("PASSERELLE__DATA__DIR".to_string(), d.clone()),
+        ("PASSERELLE__LEDGER__URL".to_string(), ledger.to_string()),
+        (
+            "PASSERELLE__QUEUE__URL".to_string(),
+            format!("embedded:{d}/queue.db"),
+        ),
+    ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (format!("PASSERELLE__{k}"), v.clone())),
+    );
+    passerelle::settings::Settings::load(None, env).expect("settings")
+}
+
+/// Two replicas in their own empty directories on one ledger share its salt (one dossier id for
+/// one trainee and session); a replica configured with another salt refuses to start, naming
+/// `identity.salt_file`. A PostgreSQL ledger with AGORA left to the sandbox refuses to start,
+/// naming `agora.base_url`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_ledgers_salt_and_production_refuses_the_sandbox() {
+    use passerelle::startup::Application;
+    let shared = tempfile::tempdir().expect("tempdir");
+    let ledger = format!("sqlite://{}/passerelle.db", shared.path().display());
+    let (one, two, three) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = Application::build(settings(one.path(), &ledger, &[]))
+        .await
+        .expect("first replica");
+    let b = Application::build(settings(two.path(), &ledger, &[]))
+        .await
+        .expect("second replica");
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        a.credentials.dossier_salt.expose_secret(),
+        b.credentials.dossier_salt.expose_secret()
+    );
+    assert!(!a.credentials.dossier_salt.expose_secret().is_empty());
+    a.spawn().stop().await;
+    b.spawn().stop().await;
+    let salt = three.path().join("salt");
+    std::fs::write(&salt, "another-salt").expect("salt file");
+    let refused = Application::build(settings(
+        three.path(),
+        &ledger,
+        &[("IDENTITY__SALT_FILE", salt.display().to_string())],
+    ))
+    .await
+    .expect_err("a disagreeing salt is refused");
+    assert!(
+        refused.to_string().contains("identity.salt_file"),
+        "{refused}"
+    );
+
+    let production = Production::new("guard");
+    let refused = Application::build(settings(three.path(), &production.ledger_url, &[]))
+        .await
+        .expect_err("the sandbox is refused in production");
+    assert!(refused.to_string().contains("agora.base_url"), "{refused}");
+}

@@ -54,6 +54,7 @@ pub struct Settings {
     pub merge: MergeSettings,
     pub worker: WorkerSettings,
     pub backfill: BackfillSettings,
+    #[serde(default)]
     pub journal: JournalSettings,
     #[serde(default)]
     pub identity: IdentitySettings,
@@ -120,6 +121,9 @@ pub struct LedgerSettings {
     /// names then cross the network in clear. For a private network only (docker/compose.yml).
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Days the masked payloads of inbound messages are kept in the ledger's journal; a periodic
+    /// job (one replica at a time) purges older ones. 0: payloads are not kept at all.
+    pub payload_retention_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,11 +270,12 @@ pub struct BackfillSettings {
     pub commit_batch: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalSettings {
-    /// Days the masked payloads of inbound messages are kept.
-    pub payload_retention_days: u64,
+    /// The older name of `ledger.payload_retention_days`, still read: when given, it wins.
+    #[serde(default)]
+    pub payload_retention_days: Option<u64>,
 }
 
 /// The installation's identity, shared by every replica.
@@ -582,6 +587,14 @@ impl Settings {
     /// relay: the built-in sandbox there would take every dossier and deliver nothing, silently.
     /// Checked when a command that delivers starts (`serve`, `backfill`), not by the commands
     /// that only read the ledger.
+    /// Days masked payloads are kept: `ledger.payload_retention_days`, or its older name
+    /// `journal.payload_retention_days` when a configuration still gives it.
+    pub fn payload_retention_days(&self) -> u64 {
+        self.journal
+            .payload_retention_days
+            .unwrap_or(self.ledger.payload_retention_days)
+    }
+
     pub fn check_production_agora(&self) -> Result<(), SettingsError> {
         let ledger = self.ledger.url.expose_secret();
         let queue = self.queue.url.expose_secret();

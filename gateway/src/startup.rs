@@ -24,8 +24,10 @@ use crate::ledger::{self, Ledger, AGORA};
 use crate::metrics::Metrics;
 use crate::pollers::pole_emploi::{PoleEmploiPoller, PollSettings};
 use crate::queue::{self, Lane, Queue, Task};
+use crate::returns::ReturnsSender;
 use crate::routes::{self, AppState, Credentials, RateLimiter};
 use crate::settings::{resolve_secret, Settings};
+use crate::singleton::Singleton;
 use crate::worker::{RetryPolicy, Worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,8 @@ pub struct Services {
     pub credentials_file: Option<std::path::PathBuf>,
     pub metrics: Arc<Metrics>,
     pub worker: Worker,
+    /// The sender of the returns outbox, when `atexo_sem.returns_url` is set.
+    pub returns: Option<ReturnsSender>,
 }
 
 impl std::fmt::Debug for Services {
@@ -139,18 +143,28 @@ impl Services {
         .map_err(|e| StartError::Client(e.to_string()))?
         .map(Arc::new);
         let metrics = Arc::new(Metrics::new());
+        let retry = RetryPolicy {
+            base: Duration::from_millis(settings.retry.base_ms),
+            max: Duration::from_millis(settings.retry.max_ms),
+            max_attempts: settings.retry.max_attempts,
+            rate_limited_deadline: Duration::from_secs(settings.retry.rate_limited_deadline_s),
+        };
+        let returns = returns.map(|client| ReturnsSender {
+            ledger: ledger.clone(),
+            client,
+            metrics: metrics.clone(),
+            retry,
+            // Longer than a post can last (the client's whole-call timeout is 30 s).
+            claim: Duration::from_secs(60),
+            wake: Arc::default(),
+        });
         let worker = Worker {
             heartbeats: Arc::default(),
             ledger: ledger.clone(),
             queue: queue.clone(),
             agora: agora.clone(),
-            returns,
-            retry: RetryPolicy {
-                base: Duration::from_millis(settings.retry.base_ms),
-                max: Duration::from_millis(settings.retry.max_ms),
-                max_attempts: settings.retry.max_attempts,
-                rate_limited_deadline: Duration::from_secs(settings.retry.rate_limited_deadline_s),
-            },
+            returns: returns.as_ref().map(|r| r.wake.clone()),
+            retry,
             lease_ttl: Duration::from_secs(settings.worker.lease_ttl_s),
             id: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
             metrics: metrics.clone(),
@@ -169,6 +183,7 @@ impl Services {
             credentials_file,
             metrics,
             worker,
+            returns,
         })
     }
 }
@@ -184,6 +199,7 @@ impl Application {
             credentials_file,
             metrics,
             worker,
+            returns,
         } = Services::connect(&settings).await?;
         let pole_emploi = pole_emploi_poller(
             &settings,
@@ -207,7 +223,7 @@ impl Application {
             decode_budget: std::time::Duration::from_millis(settings.server.decode_budget_ms),
             limiter: RateLimiter::new(settings.server.rate_per_second, settings.server.rate_burst),
             metrics: metrics.clone(),
-            keep_payloads: settings.journal.payload_retention_days > 0,
+            keep_payloads: settings.payload_retention_days() > 0,
             pole_emploi: pole_emploi.as_ref().map(PoleEmploiPoller::health),
             readiness: readiness.clone(),
             console: crate::console::Sessions::default(),
@@ -274,11 +290,42 @@ impl Application {
                 }
             }));
         }
+        if let Some(sender) = returns {
+            workers.push(supervise(
+                "returns_sender",
+                &heartbeats,
+                sender.run(rx.clone()),
+            ));
+        }
+        // The sweeper, the poller and the purge run in one replica at a time (see `singleton`).
+        let singleton = |name| Singleton {
+            ledger: ledger.clone(),
+            name,
+            holder: worker.id.clone(),
+            lease: crate::singleton::LEASE,
+        };
         if let Some(poller) = pole_emploi {
             workers.push(supervise(
                 "pole_emploi_poller",
                 &heartbeats,
-                poller.run(rx.clone()),
+                singleton("pole_emploi_poller").run(rx.clone(), move |rx| poller.clone().run(rx)),
+            ));
+        }
+        let retention =
+            Duration::from_secs(settings.payload_retention_days().saturating_mul(86_400));
+        {
+            let ledger = ledger.clone();
+            workers.push(supervise(
+                "retention_purge",
+                &heartbeats,
+                singleton("retention_purge").run(rx.clone(), move |rx| {
+                    crate::singleton::retention_purge(
+                        ledger.clone(),
+                        retention,
+                        Duration::from_secs(3_600),
+                        rx,
+                    )
+                }),
             ));
         }
         workers.push(supervise(
@@ -288,11 +335,16 @@ impl Application {
         ));
         // Longer than any backoff: a pending dossier quiet for that long has lost its task.
         let quiet_for = Duration::from_millis(settings.retry.max_ms) + Duration::from_secs(30);
-        workers.push(supervise(
-            "sweeper",
-            &heartbeats,
-            sweeper(ledger.clone(), queue.clone(), quiet_for, rx),
-        ));
+        {
+            let (ledger, queue) = (ledger.clone(), queue.clone());
+            workers.push(supervise(
+                "sweeper",
+                &heartbeats,
+                singleton("sweeper").run(rx, move |rx| {
+                    sweeper(ledger.clone(), queue.clone(), quiet_for, rx)
+                }),
+            ));
+        }
         let grace = Duration::from_secs(settings.server.shutdown_grace_s);
 
         Ok(Application {
@@ -568,35 +620,63 @@ async fn sweeper(
     quiet_for: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut first = true;
+    let mut stamps = SweepStamps::default();
     loop {
-        if !first {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            }
-        }
-        first = false;
-        match ledger.pending(AGORA, quiet_for, 10_000).await {
-            Ok(ids) => {
-                for id in ids {
-                    let task = Task {
-                        dossier_id: id,
-                        request_id: None,
-                        attempt: 0,
-                        lot: None,
-                        rate_limited_since: None,
-                        returns: 0,
-                    };
-                    if let Err(e) = queue.publish(Lane::Sync, &task).await {
-                        warn!(error = %e, "sweeper cannot publish; will try again");
-                        break;
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "sweeper cannot read the ledger; will try again"),
+        sweep_round(ledger.as_ref(), queue.as_ref(), quiet_for, &mut stamps).await;
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
+}
+
+/// What the sweeper republished, and when: a dossier republished is not republished again within
+/// the quiet period, so a backlog longer than the queue drains in is not multiplied every round.
+#[derive(Debug, Default)]
+pub struct SweepStamps(std::collections::HashMap<String, std::time::Instant>);
+
+/// One round of the sweeper; returns how many tasks it published.
+pub async fn sweep_round(
+    ledger: &dyn Ledger,
+    queue: &dyn Queue,
+    quiet_for: Duration,
+    stamps: &mut SweepStamps,
+) -> usize {
+    stamps.0.retain(|_, at| at.elapsed() < quiet_for);
+    let ids = match ledger.pending(AGORA, quiet_for, 10_000).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "sweeper cannot read the ledger; will try again");
+            return 0;
+        }
+    };
+    let mut published = 0;
+    for id in ids {
+        if stamps.0.contains_key(&id) {
+            continue;
+        }
+        let task = Task {
+            dossier_id: id.clone(),
+            request_id: None,
+            attempt: 0,
+            lot: None,
+            rate_limited_since: None,
+            returns: 0,
+        };
+        if let Err(e) = queue.publish(Lane::Sync, &task).await {
+            warn!(error = %e, "sweeper cannot publish; will try again");
+            break;
+        }
+        stamps.0.insert(id, std::time::Instant::now());
+        published += 1;
+    }
+    if published > 0 {
+        info!(
+            published,
+            "sweeper republished dossiers whose task was lost"
+        );
+    }
+    published
 }
 
 /// The Pôle emploi poller, when `pole_emploi.api_url` is set (settings checked the rest).
@@ -641,7 +721,7 @@ fn pole_emploi_poller(
             precedence: settings.merge.precedence.clone(),
             rules: settings.rule_settings(),
             dossier_salt: credentials.dossier_salt.clone(),
-            keep_payloads: settings.journal.payload_retention_days > 0,
+            keep_payloads: settings.payload_retention_days() > 0,
         },
         metrics.clone(),
     )))

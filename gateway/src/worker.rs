@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use passerelle_adapters::agora::{self, Outcome, TransientReason};
-use passerelle_adapters::atexo_sem::AgoraReturn;
+use passerelle_adapters::atexo_sem::{encode_return, AgoraReturn};
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::planner::{self, AgoraState, Delivered, Operation};
 use rand::Rng;
@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn, Instrument};
 
 use crate::clients::agora::AgoraClient;
-use crate::clients::atexo_sem::AtexoReturnsClient;
+use crate::ledger::outbox::PendingReturn;
 use crate::ledger::{
     DeadReason, DeliveryStatus, Lease, Ledger, LedgerError, OperationRecord, AGORA,
 };
@@ -58,7 +58,9 @@ pub struct Worker {
     pub ledger: Arc<dyn Ledger>,
     pub queue: Arc<dyn Queue>,
     pub agora: Arc<AgoraClient>,
-    pub returns: Option<Arc<AtexoReturnsClient>>,
+    /// When returns to ATEXO SEM are on (`atexo_sem.returns_url`): wakes their sender
+    /// ([`crate::returns`]) after a return was written into the outbox.
+    pub returns: Option<Arc<tokio::sync::Notify>>,
     pub retry: RetryPolicy,
     pub lease_ttl: Duration,
     /// This process's name in the leases.
@@ -106,6 +108,8 @@ pub enum WorkerError {
     #[error("the lease on {0} lapsed while working on it")]
     LeaseLost(String),
 }
+
+pub mod lease;
 
 /// The most operations one task performs before it yields (a guard against ping-pong with AGORA).
 const MAX_STEPS: usize = 16;
@@ -312,7 +316,25 @@ impl Worker {
             info!("the previous worker died mid-dossier; AGORA is searched before anything else");
         }
         tracing::debug!(holder = %holder, lease = ?lease, "lease taken");
-        let end = self.reconcile_leased(lane, task, in_doubt).await;
+        let guard = lease::LeaseGuard {
+            ledger: self.ledger.as_ref(),
+            key: id,
+            holder: &holder,
+            ttl: self.lease_ttl,
+        };
+        let end = crate::ledger::fence::scope(
+            guard.fence(),
+            self.reconcile_leased(lane, task, in_doubt, &guard),
+        )
+        .await;
+        if end.as_ref().is_err_and(lease::is_lease_lost) {
+            // Another runner may hold the dossier now: nothing more is written or sent here, and
+            // the lease is theirs to release. The task comes back later, in case nobody does.
+            warn!("the dossier's lease was lost during its run; it stopped without writing");
+            let delay = Duration::from_millis(rand::thread_rng().gen_range(500..1_500));
+            self.queue.publish_delayed(lane, task, delay).await?;
+            return Ok(TaskEnd::LeaseBusy);
+        }
         let released = if end.is_ok() {
             self.ledger.release(id, &holder).await
         } else {
@@ -336,6 +358,7 @@ impl Worker {
         lane: Lane,
         task: &Task,
         in_doubt: bool,
+        guard: &lease::LeaseGuard<'_>,
     ) -> Result<TaskEnd, WorkerError> {
         let id = task.dossier_id.as_str();
         // Read once: the lease keeps every other worker off this dossier, so what changes
@@ -410,6 +433,8 @@ impl Worker {
                 Delivered::Present { numero_agora, .. } => Some(numero_agora.as_str()),
                 _ => None,
             };
+            // The call must end within the lease, whatever it costs.
+            guard.before_call(self.agora.request_timeout()).await?;
             let started = std::time::Instant::now();
             // The client encodes the body first: a dossier lacking what AGORA requires is
             // refused there with what it waits for, and nothing is sent.
@@ -495,15 +520,55 @@ impl Worker {
                 replay_id: row.delivery.replay_id.clone(),
             };
             let delivered_now = next.clone().unwrap_or(delivered.clone());
+            // What AGORA's answer tells ATEXO SEM (contract §4) is written with the answer: a
+            // crash after this record loses no return.
+            let ret = match &outcome {
+                Outcome::Rejected { anomalies } => {
+                    self.return_for(&row.desired, numero_after.clone(), None, anomalies)
+                }
+                Outcome::Created { numero_agora } => self.return_for(
+                    &row.desired,
+                    Some(numero_agora.clone()),
+                    Some(AgoraState::Cree),
+                    &[],
+                ),
+                // AGORA holds a state passerelle did not hear it reach (an answer lost with a
+                // crashed worker, or a dossier AGORA had before): ATEXO SEM is told, unless it
+                // already was.
+                Outcome::Found { numero_agora, etat }
+                    if matches!(delivered, Delivered::Unknown) && self.returns.is_some() =>
+                {
+                    let told = self.ledger.returns_of(id).await?.iter().any(|r| {
+                        r.numero_agora.as_deref() == Some(numero_agora.as_str())
+                            && r.etat.as_deref() == Some(etat.as_str())
+                    });
+                    if told {
+                        None
+                    } else {
+                        self.return_for(&row.desired, Some(numero_agora.clone()), Some(*etat), &[])
+                    }
+                }
+                Outcome::Accepted => match &next {
+                    Some(Delivered::Present {
+                        numero_agora,
+                        state,
+                    }) => {
+                        self.return_for(&row.desired, Some(numero_agora.clone()), Some(*state), &[])
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
             self.ledger
-                .record_operation(id, AGORA, &record, &delivered_now)
+                .record_operation(id, AGORA, &record, &delivered_now, ret.as_ref())
                 .await?;
+            if let (Some(_), Some(wake)) = (&ret, &self.returns) {
+                wake.notify_one();
+            }
             delivered = delivered_now;
 
             match outcome {
                 Outcome::Rejected { anomalies } => {
-                    self.send_return(&row.desired, numero_after, None, anomalies.clone())
-                        .await;
                     let reason = DeadReason::Rejected { anomalies };
                     let dl = self.ledger.dead_letter(id, AGORA, &reason).await?;
                     warn!(dead_letter = %dl, reason = %reason.code(), "AGORA rejected the dossier");
@@ -531,30 +596,6 @@ impl Worker {
                             None,
                         )
                         .await;
-                }
-                Outcome::Created { numero_agora } => {
-                    self.send_return(
-                        &row.desired,
-                        Some(numero_agora),
-                        Some(AgoraState::Cree),
-                        vec![],
-                    )
-                    .await;
-                }
-                Outcome::Accepted => {
-                    if let Some(Delivered::Present {
-                        numero_agora,
-                        state,
-                    }) = &next
-                    {
-                        self.send_return(
-                            &row.desired,
-                            Some(numero_agora.clone()),
-                            Some(*state),
-                            vec![],
-                        )
-                        .await;
-                    }
                 }
                 _ => {}
             }
@@ -645,29 +686,32 @@ impl Worker {
         Ok(TaskEnd::Retrying(delay))
     }
 
-    /// Tells ATEXO SEM what AGORA said (contract §4), when the dossier came from it.
-    async fn send_return(
+    /// The return to ATEXO SEM of an AGORA answer (contract §4), when returns are on and the
+    /// dossier came from ATEXO SEM.
+    fn return_for(
         &self,
         d: &passerelle_adapters::Dossier,
         numero_agora: Option<String>,
         etat: Option<AgoraState>,
-        anomalies: Vec<agora::model::Anomaly>,
-    ) {
-        let (Some(client), Some(src)) = (&self.returns, d.source(System::AtexoSem)) else {
-            return;
-        };
+        anomalies: &[agora::model::Anomaly],
+    ) -> Option<PendingReturn> {
+        self.returns.as_ref()?;
+        let src = d.source(System::AtexoSem)?;
         let ret = AgoraReturn {
             dossier: src.id.clone(),
             numero_agora,
             etat,
             date: chrono::Utc::now().date_naive(),
-            anomalies,
+            anomalies: anomalies.to_vec(),
         };
-        if let Err(e) = client.post(&ret).await {
-            // Known limit: a return that fails is logged and counted, not retried.
-            self.metrics.return_failed();
-            warn!(error = %e, "cannot post AGORA's return to ATEXO SEM");
-        }
+        Some(PendingReturn {
+            return_id: uuid::Uuid::now_v7().to_string(),
+            atexo_dossier: ret.dossier.clone(),
+            numero_agora: ret.numero_agora.clone(),
+            etat: etat.map(|e| e.as_str().to_string()),
+            anomaly_codes: anomalies.iter().map(|a| a.code.clone()).collect(),
+            body: encode_return(&ret),
+        })
     }
 }
 

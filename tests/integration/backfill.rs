@@ -254,6 +254,15 @@ async fn straight_and_killed(production: Option<Production>, faults: Faults) {
     let urls = production
         .as_ref()
         .map(|p| (p.ledger_url.clone(), p.queue_url.clone()));
+    if faulty {
+        // Whatever the seed: at least one lot applied by AGORA whose answer is lost, which a
+        // resumed run must find by searching, not send again.
+        sandbox.fail_next(ForcedFault {
+            call: Some(Call::AgoraLotSubmit),
+            fault: FaultKind::Drop,
+            applied: true,
+        });
+    }
     let mut backfill = Backfill::new(dir.path(), &sandbox, urls);
     // Three kills at random points: while reading, and twice while lots are in flight. The seed is
     // printed (PASSERELLE_TEST_SEED replays it).
@@ -381,6 +390,29 @@ async fn a_lot_whose_submission_outlasts_its_lease_is_sent_once() {
     let status = backfill.wait(&mut child, Duration::from_secs(120)).await;
     assert_eq!(status.code(), Some(1), "{}", backfill.stdout());
     check(&export, &backfill.report_path(), &sandbox);
+    // The run's report is kept in the ledger, gzipped, as written (the console offers it).
+    let ledger =
+        passerelle::ledger::connect(&format!("sqlite://{}/passerelle.db", dir.path().display()))
+            .await
+            .expect("the ledger");
+    let kept = ledger.backfill_reports(10).await.expect("reports");
+    assert_eq!(kept.len(), 1, "one report per run");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backfill.report_path()).expect("report"))
+            .expect("json");
+    assert_eq!(kept[0].counts, report["counts"]);
+    let gz = ledger
+        .backfill_report(&kept[0].report_id)
+        .await
+        .expect("read")
+        .expect("kept");
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut json)
+        .expect("gzip");
+    assert_eq!(
+        json,
+        std::fs::read_to_string(backfill.report_path()).expect("report")
+    );
     let slow: Vec<_> = [Call::AgoraLotSubmit, Call::AgoraSearch]
         .into_iter()
         .flat_map(|c| sandbox.calls(c))

@@ -20,7 +20,7 @@ use base64::Engine;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::support::{fixture, gateway, Gateway};
+use crate::support::{atexo_returns, fixture, gateway, gateway_on, Gateway};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -395,8 +395,13 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
     if !browser_available() {
         return;
     }
-    // The console on its own listener (server.admin_bind), as production runs it.
-    let gw = gateway(
+    // The console on its own listener (server.admin_bind), as production runs it, with returns
+    // to ATEXO SEM on (the test's sandbox receives them).
+    let sandbox = passerelle_sandbox::Sandbox::start(passerelle_sandbox::SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let gw = gateway_on(
+        &sandbox,
         None,
         &[
             (
@@ -438,6 +443,16 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
         )
         .await;
     let numero = agora_number(&gw, &delivered, "ENTRE").await;
+    // Its return to ATEXO SEM went out of the outbox: the timeline shows it taken.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !atexo_returns(&gw.http, &gw.sandbox_url)
+        .await
+        .iter()
+        .any(|r| r["dossier"] == "PDL-2019-000102" && r["etat"] == "ENTRE")
+    {
+        assert!(Instant::now() < deadline, "no return to ATEXO SEM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let dead = open_dead_letters(&gw, 2).await;
     let dead_of = |dossier: &str| {
         dead.iter()
@@ -521,6 +536,10 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
     assert_eq!(d.text(".agora-state").await, "ENTRE");
     assert!(source.contains("Entré en formation"));
     assert!(source.contains("Appel AGORA") && source.contains("Message reçu"));
+    assert!(
+        source.contains("Retour ATEXO SEM") && source.contains("reçu par ATEXO SEM"),
+        "the return in the timeline"
+    );
 
     // A POST without the session's CSRF token is refused, and changes nothing.
     for body in ["all=true", "all=true&csrf=forged"] {
@@ -591,6 +610,34 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
         .await;
     assert_no_personal_data("a filtered search", &d.source().await);
     assert_eq!(d.count("tbody tr").await, 3);
+
+    // A backfill's report kept in the ledger is listed with its counts and downloaded as kept.
+    let ledger = passerelle::ledger::connect(&gw.ledger_url)
+        .await
+        .expect("the ledger");
+    let gz: Vec<u8> = b"\x1f\x8b a gzipped report".to_vec();
+    let report_id = ledger
+        .store_backfill_report(&json!({"accepted": 41, "rejected": 2}), &gz)
+        .await
+        .expect("kept");
+    d.goto(&format!("{console}/console/reprises")).await;
+    let source = d.shot("08-reprises-rapports").await;
+    let link = format!("/console/reprises/rapports/{report_id}");
+    assert_eq!(d.count(&format!("a[href='{link}']")).await, 1, "{source}");
+    assert!(source.contains("<td>41</td>"), "the counts");
+    let r = gw
+        .http
+        .get(format!("{console}{link}"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().expect("ascii"),
+        "application/gzip"
+    );
+    assert_eq!(r.bytes().await.expect("body").to_vec(), gz);
 
     // Logout ends the session: the cookie no longer opens anything.
     d.click("form.logout button").await;

@@ -626,6 +626,42 @@ async fn a_rejection_is_returned_to_atexo_sem_once() {
     // Nothing more comes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(returns_once(&gw, 3).await, want);
+    // The dossier's trace lists its returns from the outbox, each taken by ATEXO SEM under the
+    // key it was posted with.
+    let trace = admin_get(&gw, &format!("/v1/dossiers/{dossier}")).await;
+    let returns = trace["history"]["returns"].as_array().expect("returns");
+    let mut listed: Vec<String> = returns
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "sent", "{r}");
+            let codes: Vec<&str> = r["anomaly_codes"]
+                .as_array()
+                .expect("codes")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "{} {} {} [{}]",
+                str_of(r, "atexo_dossier"),
+                r["numero_agora"].as_str().unwrap_or("-"),
+                r["etat"].as_str().unwrap_or("-"),
+                codes.join(",")
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, want);
+    let keys: std::collections::HashSet<String> = atexo_returns(&gw.http, &gw.sandbox_url)
+        .await
+        .iter()
+        .filter_map(|r| r["key"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        returns
+            .iter()
+            .all(|r| keys.contains(str_of(r, "return_id"))),
+        "each return posted with its outbox key as Idempotency-Key"
+    );
     assert_nothing_sent_twice(&gw).await;
     gw.stop().await;
     sb.shutdown().await;

@@ -249,3 +249,92 @@ async fn replicas_share_the_ledgers_salt_and_production_refuses_the_sandbox() {
         .expect_err("the sandbox is refused in production");
     assert!(refused.to_string().contains("agora.base_url"), "{refused}");
 }
+
+/// A dossier run slower than its lease is never delivered twice: AGORA takes 3 s to answer the
+/// creation (applied at once), the lease lasts 1 s, and a second task of the same dossier (a newer
+/// version) keeps asking for it. The run renews its lease before the call for the call's timeout,
+/// so the second task waits its turn; without that, it would take the dossier over mid-call and
+/// both would send the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_slower_than_its_lease_is_not_delivered_twice() {
+    use passerelle_sandbox::{Call, FaultKind, ForcedFault};
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    sandbox.fail_next(ForcedFault {
+        call: Some(Call::AgoraCreate),
+        fault: FaultKind::Slow,
+        applied: true,
+    });
+    let gw = crate::support::gateway_on(
+        &sandbox,
+        None,
+        &[
+            ("PASSERELLE__WORKER__LEASE_TTL_S", "1"),
+            ("PASSERELLE__AGORA__REQUEST_TIMEOUT_MS", "6000"),
+        ],
+    )
+    .await;
+    let fixture = crate::support::fixture("atexo_sem/valid/entre.xml");
+    let first = gw.post_atexo_accepted("PDL-2019-000102", &fixture).await;
+    // The creation is under way (and slow) when the newer version arrives.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.calls(Call::AgoraCreate).is_empty() {
+        assert!(Instant::now() < deadline, "no creation within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let newer = String::from_utf8(fixture)
+        .expect("UTF-8")
+        .replace("version=\"4\"", "version=\"5\"")
+        .replace("certification=\"RNCP34567\"", "certification=\"RNCP34568\"");
+    let second = gw
+        .post_atexo_accepted("PDL-2019-000102", newer.as_bytes())
+        .await;
+    assert_eq!(first, second, "one dossier");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let agora = gw.agora().await;
+        let entered = agora
+            .as_array()
+            .expect("dossiers")
+            .iter()
+            .any(|d| d["reference"] == first.as_str() && d["etat"] == "ENTRE");
+        let trace: serde_json::Value = gw
+            .http
+            .get(format!("{}/v1/dossiers/{first}", gw.url))
+            .bearer_auth(secrecy::ExposeSecret::expose_secret(&gw.creds.admin))
+            .send()
+            .await
+            .expect("trace")
+            .json()
+            .await
+            .expect("json");
+        if entered && trace["delivery"]["agora"]["status"] == "delivered" {
+            // The run kept its lease through the slow call: it recorded the creation's answer
+            // itself, rather than losing the dossier to the second task, which would have found
+            // the creation by a search.
+            let ops = trace["history"]["operations"].as_array().expect("ops");
+            assert!(
+                ops.iter()
+                    .any(|o| o["operation"] == "create" && o["status"] == 201),
+                "the slow creation's answer was not recorded by its run: {ops:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered within 60 s: {trace}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let slow = sandbox.calls(Call::AgoraCreate);
+    assert!(
+        slow.iter().any(|c| c.fault == Some(FaultKind::Slow)),
+        "the creation was slow: {slow:?}"
+    );
+    crate::support::agora_journal(&gw.sandbox_get("/_sandbox/journal").await)
+        .assert_nothing_sent_twice();
+    crate::support::assert_created_once(&gw.sandbox_get("/_sandbox/agora/creations").await);
+    gw.stop().await;
+    sandbox.shutdown().await;
+}

@@ -33,10 +33,9 @@ use passerelle_adapters::planner::{target, AgoraState, Delivered, Operation, Tar
 use tracing::{info, warn};
 
 use crate::clients::agora::LotFailure;
-use crate::ledger::{
-    DeadReason, DeliveryStatus, DossierRow, Lease, LotLine, LotRow, LotState, AGORA,
-};
+use crate::ledger::{DeadReason, DeliveryStatus, DossierRow, LotLine, LotRow, LotState, AGORA};
 use crate::queue::{Lane, Task};
+use crate::worker::lease::{is_lease_lost, LeaseGuard};
 use crate::worker::{TaskEnd, Worker, WorkerError};
 
 /// Searches AGORA runs at once when a lot is in doubt.
@@ -167,12 +166,16 @@ impl Worker {
         let runner = LotRunner {
             w: self,
             key,
-            lease_key: &lease_key,
-            holder: &holder,
+            guard: LeaseGuard {
+                ledger: self.ledger.as_ref(),
+                key: &lease_key,
+                holder: &holder,
+                ttl: self.lease_ttl,
+            },
         };
-        let end = match runner.run().await {
+        let end = match crate::ledger::fence::scope(runner.guard.fence(), runner.run()).await {
             // Not ours any more: nothing to release, and no failure to retry.
-            Err(WorkerError::LeaseLost(_)) => {
+            Err(e) if is_lease_lost(&e) => {
                 warn!(
                     lot = key,
                     "the lot's lease lapsed while running it: left to its next runner"
@@ -199,8 +202,7 @@ impl Worker {
 struct LotRunner<'a> {
     w: &'a Worker,
     key: &'a str,
-    lease_key: &'a str,
-    holder: &'a str,
+    guard: LeaseGuard<'a>,
 }
 
 impl LotRunner<'_> {
@@ -232,27 +234,8 @@ impl LotRunner<'_> {
         Ok(end)
     }
 
-    /// Renews the lot's lease for the lease period plus `extra`; `LeaseLost` unless this runner
-    /// held it throughout. A runner that overran its lease may have been taken over by one that
-    /// found the lot in doubt, searched its members and sent them: it must not send them too.
     async fn renew_for(&self, extra: Duration) -> Result<(), WorkerError> {
-        let lease = self
-            .w
-            .ledger
-            .try_lease(self.lease_key, self.holder, self.w.lease_ttl + extra)
-            .await?;
-        if lease != Lease::Renewed {
-            if lease.is_held() {
-                // Taken again after another runner held it: give it up at once (the next runner
-                // is told the lot is in doubt), rather than hold it unused.
-                self.w
-                    .ledger
-                    .try_lease(self.lease_key, self.holder, Duration::ZERO)
-                    .await?;
-            }
-            return Err(WorkerError::LeaseLost(self.lease_key.to_string()));
-        }
-        Ok(())
+        self.guard.renew_for(extra).await
     }
 
     async fn renew(&self) -> Result<(), WorkerError> {

@@ -509,7 +509,15 @@ async fn report_pass(
         .into_iter()
         .map(|d| (d.dossier_id, d.reason))
         .collect();
-    let mut out = ReportWriter::new(opts.report.as_deref()).map_err(&report_err)?;
+    // The JSON report is always made: kept in the ledger for the console, and written where
+    // `--report` says (else to a temporary file, removed once kept).
+    let json_path = opts.report.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "passerelle-backfill-report-{}.json",
+            uuid::Uuid::now_v7()
+        ))
+    });
+    let mut out = ReportWriter::new(Some(&json_path)).map_err(&report_err)?;
     for spill in spills {
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<Item>>>(2);
         let reader = tokio::task::spawn_blocking(move || {
@@ -567,7 +575,12 @@ async fn report_pass(
         }
         let _ = reader.await;
     }
-    out.finish(opts.report.as_deref()).map_err(&report_err)
+    let (counts, problems) = out.finish(Some(&json_path)).map_err(&report_err)?;
+    report::keep(ledger, &json_path, &counts).await;
+    if opts.report.is_none() {
+        let _ = std::fs::remove_file(&json_path);
+    }
+    Ok((counts, problems))
 }
 
 /// One decoded input dossier, as far as decoding alone can say.

@@ -228,6 +228,32 @@ impl ReportWriter {
     }
 }
 
+/// Keeps the JSON report at `path` in the ledger, gzipped, for the console's Reprises page. A
+/// report that cannot be kept is a warning, not a failed backfill: its file (with `--report`) and
+/// the text report remain.
+pub async fn keep(ledger: &dyn crate::ledger::Ledger, path: &Path, counts: &Counts) {
+    let file = path.to_path_buf();
+    let gzipped = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        io::copy(&mut File::open(&file)?, &mut gz)?;
+        gz.finish()
+    })
+    .await
+    .map_err(io::Error::other)
+    .and_then(|r| r);
+    let stored = match gzipped {
+        Ok(bytes) => ledger
+            .store_backfill_report(&counts.to_json(), &bytes)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match stored {
+        Ok(id) => tracing::info!(report_id = %id, "backfill report kept in the ledger"),
+        Err(e) => tracing::warn!(error = %e, "cannot keep the backfill report in the ledger"),
+    }
+}
+
 fn spool_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");

@@ -9,7 +9,8 @@ use super::{
     DEFAULT_USER_AGENT,
 };
 use passerelle_adapters::agora::parse_retry_after;
-use passerelle_adapters::atexo_sem::{encode_return, AgoraReturn};
+#[cfg(doc)]
+use passerelle_adapters::atexo_sem::encode_return;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use std::fmt;
 use std::path::PathBuf;
@@ -106,14 +107,17 @@ impl AtexoReturnsClient {
         Ok(Some(Self { http, url }))
     }
 
-    /// Posts one return. Any `2xx` is taken.
-    pub async fn post(&self, r: &AgoraReturn) -> Result<(), ReturnError> {
+    /// Posts one return, its XML `body` ([`encode_return`]) under `key`, sent as the
+    /// `Idempotency-Key` header: the same return posted again (after a crash between its post and
+    /// its record) carries the same key. Any `2xx` is taken.
+    pub async fn post(&self, key: &str, body: &str) -> Result<(), ReturnError> {
         let start = Instant::now();
         let request = self
             .http
             .post(self.url.clone())
             .header(CONTENT_TYPE, "application/xml")
-            .body(encode_return(r));
+            .header("Idempotency-Key", key)
+            .body(body.to_owned());
         let result = match request.send().await {
             Err(e) => Err(ReturnError::Transient {
                 status: None,

@@ -35,6 +35,7 @@ struct Seen {
     query: String,
     authorization: Option<String>,
     content_type: Option<String>,
+    idempotency_key: Option<String>,
     body: Vec<u8>,
 }
 
@@ -164,6 +165,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
         query: req.query_string().to_string(),
         authorization: header("authorization"),
         content_type: header("content-type"),
+        idempotency_key: header("idempotency-key"),
         body: body.to_vec(),
     };
     let reply = {
@@ -933,13 +935,15 @@ fn returns_client(url: &str) -> AtexoReturnsClient {
 async fn a_return_is_posted_as_xml() {
     let server = TestServer::start(|_, _| Reply::status(204));
     let client = returns_client(&format!("{}/sem/retours", server.url()));
-    client.post(&a_return()).await.expect("taken");
+    let body = encode_return(&a_return());
+    client.post("r-1", &body).await.expect("taken");
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "POST");
     assert_eq!(seen[0].path, "/sem/retours");
     assert_eq!(seen[0].content_type.as_deref(), Some("application/xml"));
-    assert_eq!(seen[0].body, encode_return(&a_return()).into_bytes());
+    assert_eq!(seen[0].idempotency_key.as_deref(), Some("r-1"));
+    assert_eq!(seen[0].body, body.into_bytes());
 }
 
 #[tokio::test]
@@ -954,7 +958,7 @@ async fn a_return_refused_or_unavailable_is_typed() {
     });
     let client = returns_client(&server.url());
     assert_eq!(
-        client.post(&a_return()).await,
+        client.post("r-1", &encode_return(&a_return())).await,
         Err(ReturnError::Transient {
             status: Some(503),
             retry_after: Some(Duration::from_secs(3)),
@@ -962,12 +966,12 @@ async fn a_return_refused_or_unavailable_is_typed() {
         })
     );
     assert!(client
-        .post(&a_return())
+        .post("r-1", &encode_return(&a_return()))
         .await
         .expect_err("429")
         .is_transient());
     assert_eq!(
-        client.post(&a_return()).await,
+        client.post("r-1", &encode_return(&a_return())).await,
         Err(ReturnError::Refused { status: 400 })
     );
 
@@ -975,7 +979,7 @@ async fn a_return_refused_or_unavailable_is_typed() {
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let e = returns_client(&format!("http://{addr}/r"))
-        .post(&a_return())
+        .post("r-1", &encode_return(&a_return()))
         .await
         .expect_err("nobody listens");
     assert!(matches!(e, ReturnError::Transient { status: None, .. }));

@@ -6,6 +6,7 @@ use maud::{html, Markup};
 use passerelle_adapters::canonical::{mask_dossier_json, State};
 
 use super::{csrf_field, failure, html_response, labels, layout, viewer, Section};
+use crate::ledger::outbox::ReturnStatus;
 use crate::ledger::search::Cursor;
 use crate::ledger::{DeadLetterFilter, DeadReason, DeliveryStatus, AGORA};
 use crate::routes::search::{self, agora_of};
@@ -249,9 +250,10 @@ pub async fn dossier(
                 ..DeadLetterFilter::default()
             })
             .await?;
-        Ok::<_, crate::ledger::LedgerError>((row, journal, operations, dead))
+        let returns = ledger.returns_of(&id).await?;
+        Ok::<_, crate::ledger::LedgerError>((row, journal, operations, dead, returns))
     };
-    let (row, journal, operations, dead) = match read.await {
+    let (row, journal, operations, dead, returns) = match read.await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "the console's dossier page found the ledger unavailable");
@@ -301,6 +303,23 @@ pub async fn dossier(
                 " : " (o.outcome)
                 @if let Some(n) = &o.numero_agora { " — n° " code { (n) } }
                 @if let Some(r) = &o.replay_id { " — rejeu " code { (r) } }
+            },
+        });
+    }
+    for r in &returns {
+        events.push(Event {
+            at: r.created_at,
+            kind: "Retour ATEXO SEM",
+            what: html! {
+                "dossier ATEXO " code { (r.atexo_dossier) }
+                @if let Some(n) = &r.numero_agora { " — n° " code { (n) } }
+                @if let Some(e) = &r.etat { " — " code { (e) } " " (labels::agora_state(e)) }
+                @if !r.anomaly_codes.is_empty() { " — anomalies " code { (r.anomaly_codes.join(", ")) } }
+                " : " (labels::return_status(r.status))
+                @if let Some(at) = r.sent_at { " le " (labels::time(at)) }
+                @if r.attempts > 1 { " (" (r.attempts) " envois)" }
+                @if let Some(e) = &r.last_error { @if r.status != ReturnStatus::Sent { " — " (e) } }
+                " — clé " code { (r.return_id) }
             },
         });
     }

@@ -102,3 +102,13 @@ pub fn operation(op: passerelle_adapters::planner::Operation) -> &'static str {
 pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%d/%m/%Y %H:%M:%S UTC").to_string()
 }
+
+/// Where a return to ATEXO SEM stands.
+pub fn return_status(s: crate::ledger::outbox::ReturnStatus) -> &'static str {
+    use crate::ledger::outbox::ReturnStatus;
+    match s {
+        ReturnStatus::Pending => "en attente d'envoi",
+        ReturnStatus::Sent => "reçu par ATEXO SEM",
+        ReturnStatus::Refused => "refusé par ATEXO SEM",
+    }
+}

@@ -336,6 +336,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/console/reprises", web::get().to(operations::backfill))
     .route(
+        "/console/reprises/rapports/{id}",
+        web::get().to(operations::backfill_report),
+    )
+    .route(
         "/console/correspondances",
         web::get().to(operations::mapping),
     )

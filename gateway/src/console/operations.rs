@@ -430,15 +430,50 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     ))
 }
 
-/// `GET /console/reprises`: where the backfill stands, and its open lots.
+/// The counts of a backfill report, in the contract's order (§5).
+const REPORT_COUNTS: &[&str] = &[
+    "accepted",
+    "rejected",
+    "out_of_perimeter",
+    "nothing_owed",
+    "invalid",
+];
+
+/// `GET /console/reprises/rapports/{id}`: a backfill report, as kept (gzipped JSON).
+pub async fn backfill_report(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(res) = viewer(&req, &state) {
+        return *res;
+    }
+    let id = path.into_inner();
+    match state.ledger.backfill_report(&id).await {
+        Ok(Some(bytes)) => HttpResponse::Ok()
+            .content_type("application/gzip")
+            .insert_header((
+                "content-disposition",
+                format!("attachment; filename=\"rapport-reprise-{id}.json.gz\""),
+            ))
+            .body(bytes),
+        Ok(None) => HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("Aucun rapport de reprise de cet identifiant."),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `GET /console/reprises`: where the backfill stands, its open lots and its reports.
 pub async fn backfill(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
         Err(res) => return *res,
     };
-    let (progress, lots) = match tokio::try_join!(
+    let (progress, lots, reports) = match tokio::try_join!(
         state.ledger.backfill_progress(AGORA),
-        state.ledger.open_lots(AGORA)
+        state.ledger.open_lots(AGORA),
+        state.ledger.backfill_reports(20)
     ) {
         Ok(r) => r,
         Err(e) => return unavailable(&e),
@@ -469,13 +504,22 @@ pub async fn backfill(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
                 }
             }
         }
-        section aria-labelledby="rapport" {
-            h2 id="rapport" { "Rapport" }
-            p {
-                "Le rapport d'une reprise (comptes " code { "accepted" } ", " code { "rejected" } ", "
-                code { "out_of_perimeter" } ", " code { "nothing_owed" } ", " code { "invalid" } ", et chaque dossier) "
-                "est écrit par " code { "passerelle backfill --report FICHIER" } " ; il n'est pas conservé dans le registre, "
-                "la console ne peut donc pas encore le proposer au téléchargement."
+        section aria-labelledby="rapports" {
+            h2 id="rapports" { "Rapports des reprises" }
+            p { "Le rapport de chaque reprise (" code { "passerelle backfill" } ") : ses comptes, et chaque dossier avec son résultat, en JSON compressé (gzip). Il ne contient aucune donnée personnelle." }
+            @if reports.is_empty() { p { "Aucune reprise terminée." } } @else {
+                table {
+                    thead { tr {
+                        th scope="col" { "Terminée le" }
+                        @for c in REPORT_COUNTS { th scope="col" { code { (c) } } }
+                        th scope="col" { "Rapport" }
+                    } }
+                    tbody { @for r in &reports { tr {
+                        td { (labels::time(r.finished_at)) }
+                        @for c in REPORT_COUNTS { td { (r.counts.get(*c).and_then(serde_json::Value::as_u64).unwrap_or(0)) } }
+                        td { a href={ "/console/reprises/rapports/" (r.report_id) } download { "Télécharger (" (r.gzip_bytes / 1024 + 1) " Kio)" } }
+                    } } }
+                }
             }
         }
     };

@@ -738,7 +738,7 @@ pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
         ),
     ];
     for (op, delivered) in &steps {
-        l.record_operation("d1", AGORA, op, delivered)
+        l.record_operation("d1", AGORA, op, delivered, None)
             .await
             .expect("recorded");
         assert_eq!(&row(&*l, "d1").await.delivery.delivered, delivered);
@@ -764,14 +764,14 @@ pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
             numero_agora: "AG-000002".into(),
             state,
         };
-        l.record_operation("d1", AGORA, &steps[0].0, &delivered)
+        l.record_operation("d1", AGORA, &steps[0].0, &delivered, None)
             .await
             .expect("recorded");
         assert_eq!(row(&*l, "d1").await.delivery.delivered, delivered);
     }
 
     let err = l
-        .record_operation("nope", AGORA, &steps[0].0, &Delivered::Absent)
+        .record_operation("nope", AGORA, &steps[0].0, &Delivered::Absent, None)
         .await
         .expect_err("unknown dossier");
     assert!(matches!(err, LedgerError::NotFound { .. }), "{err:?}");
@@ -1070,7 +1070,7 @@ pub async fn replay_lineage_links_the_attempts(l: Arc<dyn Ledger>) {
     assert_eq!(attempt.as_ref(), Some(&r1.replay_id));
     let mut call = search(super::logic::now());
     call.replay_id = attempt;
-    l.record_operation("d1", AGORA, &call, &Delivered::Absent)
+    l.record_operation("d1", AGORA, &call, &Delivered::Absent, None)
         .await
         .expect("recorded");
     assert_eq!(
@@ -1987,10 +1987,11 @@ pub async fn claim_lot_takes_claimable_dossiers_oldest_first(l: Arc<dyn Ledger>)
         AGORA,
         &search(at),
         &present("AG-P1", AgoraState::Entre),
+        None,
     )
     .await
     .expect("recorded");
-    l.record_operation("a1", AGORA, &search(at), &Delivered::Absent)
+    l.record_operation("a1", AGORA, &search(at), &Delivered::Absent, None)
         .await
         .expect("recorded");
     assert!(l
@@ -2704,7 +2705,7 @@ pub async fn search_finds_by_identifier_and_filters(l: Arc<dyn Ledger>) {
         numero_agora: "AG-000001".into(),
         state: AgoraState::Cree,
     };
-    l.record_operation("d1", AGORA, &created, &present)
+    l.record_operation("d1", AGORA, &created, &present, None)
         .await
         .unwrap();
     let reason = DeadReason::Exhausted {
@@ -2900,4 +2901,373 @@ conformance!(
     concurrent_first_starts_agree_on_one_salt,
     a_ledger_holding_dossiers_never_gets_a_new_salt,
     search_finds_by_identifier_and_filters,
+    returns_outbox_is_written_with_the_answer_and_claimed_once,
+    backfill_reports_are_kept_and_listed_newest_first,
+    one_replica_runs_a_singleton_and_the_retention_purge_repeats,
+    fenced_writes_need_the_lease_held_and_unexpired,
+    the_sweeper_republishes_a_lost_task_once_per_quiet_period,
 );
+
+/// The sweeper republishes a pending dossier whose task was lost, then not again until its quiet
+/// period has passed (a backlog is not multiplied every round).
+pub async fn the_sweeper_republishes_a_lost_task_once_per_quiet_period(l: Arc<dyn Ledger>) {
+    use crate::startup::{sweep_round, SweepStamps};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = crate::queue::connect("embedded", dir.path())
+        .await
+        .expect("queue");
+    accept(&*l, "1", record("d1", atexo(State::Entered, Some(1)))).await;
+    let quiet = Duration::from_millis(300);
+    tokio::time::sleep(quiet).await;
+    let mut stamps = SweepStamps::default();
+    assert_eq!(sweep_round(&*l, &*queue, quiet, &mut stamps).await, 1);
+    assert_eq!(
+        sweep_round(&*l, &*queue, quiet, &mut stamps).await,
+        0,
+        "stamped: not again within the quiet period"
+    );
+    tokio::time::sleep(quiet).await;
+    assert_eq!(
+        sweep_round(&*l, &*queue, quiet, &mut stamps).await,
+        1,
+        "still pending after the quiet period: republished"
+    );
+}
+
+/// Within a fenced run, a write succeeds only while its holder holds an unexpired lease; past it,
+/// or once another runner took the lease, it fails with `LeaseLost` and writes nothing.
+pub async fn fenced_writes_need_the_lease_held_and_unexpired(l: Arc<dyn Ledger>) {
+    use super::fence::{scope, Fence};
+    accept(&*l, "1", record("d1", atexo(State::Entered, Some(1)))).await;
+    let call = OperationRecord {
+        operation: Operation::Search,
+        status: Some(404),
+        outcome: "not found".into(),
+        numero_agora: None,
+        at: super::logic::now(),
+        replay_id: None,
+    };
+    let fence = || Fence {
+        key: "d1".into(),
+        holder: "run-a".into(),
+    };
+    assert!(l
+        .try_lease("d1", "run-a", Duration::from_millis(400))
+        .await
+        .unwrap()
+        .is_held());
+    scope(
+        fence(),
+        l.record_operation("d1", AGORA, &call, &Delivered::Absent, None),
+    )
+    .await
+    .expect("held: written");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Expired, even though nobody took it yet.
+    let lost = scope(
+        fence(),
+        l.settle_delivery("d1", AGORA, DeliveryStatus::Delivered, 1, &[]),
+    )
+    .await;
+    assert!(
+        matches!(lost, Err(LedgerError::LeaseLost { .. })),
+        "{lost:?}"
+    );
+    assert_eq!(
+        l.try_lease("d1", "run-b", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        Lease::TakenOver
+    );
+    for lost in [
+        scope(
+            fence(),
+            l.record_operation("d1", AGORA, &call, &Delivered::Absent, None),
+        )
+        .await
+        .map(|_| ()),
+        scope(fence(), l.record_failure("d1", AGORA, "503"))
+            .await
+            .map(|_| ()),
+        scope(
+            fence(),
+            l.dead_letter(
+                "d1",
+                AGORA,
+                &DeadReason::Irreconcilable { detail: "x".into() },
+            ),
+        )
+        .await
+        .map(|_| ()),
+    ] {
+        assert!(
+            matches!(lost, Err(LedgerError::LeaseLost { .. })),
+            "{lost:?}"
+        );
+    }
+    assert_eq!(
+        l.operations("d1", AGORA).await.unwrap().len(),
+        1,
+        "nothing more written"
+    );
+    let row = l.dossier("d1").await.unwrap().expect("d1");
+    assert_eq!(row.delivery.status, DeliveryStatus::Pending);
+    assert_eq!(row.delivery.attempts, 0);
+    // The new holder writes.
+    scope(
+        Fence {
+            key: "d1".into(),
+            holder: "run-b".into(),
+        },
+        l.record_failure("d1", AGORA, "503"),
+    )
+    .await
+    .expect("run-b holds it");
+}
+
+/// A singleton (the sweeper, the poller, the purge) runs in one replica at a time; when that one
+/// stops, another takes it over. The retention purge runs at once, then periodically.
+pub async fn one_replica_runs_a_singleton_and_the_retention_purge_repeats(l: Arc<dyn Ledger>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let replica = |holder: &str| {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let single = crate::singleton::Singleton {
+            ledger: l.clone(),
+            name: "test",
+            holder: holder.to_string(),
+            lease: Duration::from_millis(900),
+        };
+        let (running, most, started) = (running.clone(), most.clone(), started.clone());
+        let task = tokio::spawn(single.run(rx, move |mut rx| {
+            let (running, most, started) = (running.clone(), most.clone(), started.clone());
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let _ = rx.changed().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+            }
+        }));
+        (stop, task)
+    };
+    let (stop_a, a) = replica("replica-a");
+    while started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (stop_b, b) = replica("replica-b");
+    // Several lease periods: renewed by its holder, never taken by the other.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(started.load(Ordering::SeqCst), 1, "one replica runs it");
+    assert_eq!(running.load(Ordering::SeqCst), 1);
+    // Whichever runs it stops: the other takes over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    stop_a.send(true).expect("a");
+    a.await.expect("a ends");
+    while started.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "nobody took over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(running.load(Ordering::SeqCst), 1, "b runs it");
+    stop_b.send(true).expect("b");
+    b.await.expect("b ends");
+    assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once");
+
+    // The purge: at once, then every period.
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let purge = tokio::spawn(crate::singleton::retention_purge(
+        l.clone(),
+        Duration::from_millis(200),
+        Duration::from_millis(100),
+        rx,
+    ));
+    accept(&*l, "old", record("d1", atexo(State::Validated, Some(1)))).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        l.purge_payloads(Duration::from_millis(200))
+            .await
+            .expect("p"),
+        0,
+        "the periodic purge already purged the payload past its retention"
+    );
+    accept(&*l, "new", record("d2", ouiform(State::Registered))).await;
+    assert_eq!(
+        l.purge_payloads(Duration::from_secs(3_600))
+            .await
+            .expect("p"),
+        0
+    );
+    stop.send(true).expect("stop");
+    purge.await.expect("ends");
+}
+
+/// Backfill reports: kept whole (bytes as given), listed newest first with their counts and size.
+pub async fn backfill_reports_are_kept_and_listed_newest_first(l: Arc<dyn Ledger>) {
+    assert!(l.backfill_reports(10).await.unwrap().is_empty());
+    let first = l
+        .store_backfill_report(&serde_json::json!({"accepted": 3}), b"\x1f\x8b one")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = l
+        .store_backfill_report(
+            &serde_json::json!({"accepted": 5, "invalid": 1}),
+            &[0u8; 300],
+        )
+        .await
+        .unwrap();
+    assert_ne!(first, second);
+    let listed = l.backfill_reports(10).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| r.report_id.as_str())
+            .collect::<Vec<_>>(),
+        [second.as_str(), first.as_str()]
+    );
+    assert_eq!(listed[0].counts["invalid"], 1);
+    assert_eq!(listed[0].gzip_bytes, 300);
+    assert_eq!(l.backfill_reports(1).await.unwrap().len(), 1);
+    assert_eq!(
+        l.backfill_report(&first).await.unwrap().as_deref(),
+        Some(&b"\x1f\x8b one"[..])
+    );
+    assert!(l.backfill_report("nope").await.unwrap().is_none());
+}
+
+/// The returns outbox: a return is written with AGORA's answer or not at all, claimed by one
+/// sender at a time, claimed again when its claim lapses or its post is to be retried, and never
+/// again once sent or refused.
+pub async fn returns_outbox_is_written_with_the_answer_and_claimed_once(l: Arc<dyn Ledger>) {
+    use super::outbox::{PendingReturn, ReturnAttempt, ReturnStatus};
+    accept(&*l, "1", record("d1", atexo(State::Entered, Some(1)))).await;
+    let call = |n: u32| OperationRecord {
+        operation: Operation::Create,
+        status: Some(201),
+        outcome: "created".into(),
+        numero_agora: Some(format!("AG-{n}")),
+        at: super::logic::now(),
+        replay_id: None,
+    };
+    let ret = |n: u32| PendingReturn {
+        return_id: format!("{:08}-r", n),
+        atexo_dossier: "PDL-1".into(),
+        numero_agora: Some(format!("AG-{n}")),
+        etat: Some("CREE".into()),
+        anomaly_codes: if n == 2 {
+            vec!["AG-CERTIF".into()]
+        } else {
+            vec![]
+        },
+        body: format!("<retourAgora n=\"{n}\"/>"),
+    };
+    let present = Delivered::Present {
+        numero_agora: "AG-1".into(),
+        state: AgoraState::Cree,
+    };
+    l.record_operation("d1", AGORA, &call(1), &present, Some(&ret(1)))
+        .await
+        .expect("recorded");
+    // An answer that cannot be recorded leaves no return behind.
+    l.record_operation("nope", AGORA, &call(9), &present, Some(&ret(9)))
+        .await
+        .expect_err("no such delivery");
+    assert!(l.returns_of("nope").await.unwrap().is_empty());
+    let rows = l.returns_of("d1").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, ReturnStatus::Pending);
+    assert_eq!(rows[0].numero_agora.as_deref(), Some("AG-1"));
+    assert_eq!(rows[0].etat.as_deref(), Some("CREE"));
+
+    let claim = Duration::from_secs(60);
+    let due = l.claim_returns(10, claim).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].return_id, ret(1).return_id);
+    assert_eq!(due[0].body, ret(1).body);
+    assert_eq!(due[0].dossier_id, "d1");
+    assert!(
+        l.claim_returns(10, claim).await.unwrap().is_empty(),
+        "claimed"
+    );
+    // A post to retry comes back when due, with its attempt counted.
+    l.settle_return(
+        &due[0].return_id,
+        &ReturnAttempt::Retry {
+            error: "HTTP 503".into(),
+            next: chrono::Utc::now() - chrono::Duration::seconds(1),
+        },
+    )
+    .await
+    .unwrap();
+    let again = l.claim_returns(10, Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    // A claim that lapsed (its sender died) is claimed again.
+    let lapsed = l.claim_returns(10, claim).await.unwrap();
+    assert_eq!(lapsed.len(), 1);
+    l.settle_return(&lapsed[0].return_id, &ReturnAttempt::Sent)
+        .await
+        .unwrap();
+    let rows = l.returns_of("d1").await.unwrap();
+    assert_eq!(rows[0].status, ReturnStatus::Sent);
+    assert_eq!(rows[0].attempts, 2);
+    assert!(rows[0].sent_at.is_some());
+    // Settling it again (a second sender's late answer) changes nothing.
+    l.settle_return(
+        &lapsed[0].return_id,
+        &ReturnAttempt::Refused("HTTP 400".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        l.returns_of("d1").await.unwrap()[0].status,
+        ReturnStatus::Sent
+    );
+    assert!(l
+        .claim_returns(10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Refused for good: kept, never claimed again.
+    l.record_operation("d1", AGORA, &call(2), &present, Some(&ret(2)))
+        .await
+        .unwrap();
+    let due = l.claim_returns(10, claim).await.unwrap();
+    l.settle_return(
+        &due[0].return_id,
+        &ReturnAttempt::Refused("HTTP 400".into()),
+    )
+    .await
+    .unwrap();
+    assert!(l
+        .claim_returns(10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let rows = l.returns_of("d1").await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].status, ReturnStatus::Refused);
+    assert_eq!(rows[1].anomaly_codes, vec!["AG-CERTIF".to_string()]);
+
+    // Senders claiming at once share the returns: each claimed by exactly one.
+    for n in 10..40 {
+        l.record_operation("d1", AGORA, &call(n), &present, Some(&ret(n)))
+            .await
+            .unwrap();
+    }
+    let claims = futures_util::future::join_all((0..4).map(|_| {
+        let l = l.clone();
+        async move { l.claim_returns(8, claim).await.unwrap() }
+    }))
+    .await;
+    let mut ids: Vec<String> = claims.into_iter().flatten().map(|d| d.return_id).collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "a return claimed twice");
+    assert_eq!(total, 30);
+}

@@ -52,7 +52,9 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 mod conformance;
+pub mod fence;
 mod logic;
+pub mod outbox;
 pub mod postgres;
 pub mod search;
 pub mod sqlite;
@@ -518,6 +520,9 @@ pub enum LedgerError {
     /// starting would derive dossier ids that disagree with the ledger's.
     #[error("identity salt: {0}")]
     Identity(String),
+    /// A fenced write ([`fence`]) whose holder no longer holds the lease: nothing was written.
+    #[error("the lease on {key} is no longer held by this run; nothing was written")]
+    LeaseLost { key: String },
     /// A dead letter is replayed once; this one already was.
     #[error("dead letter {id} was already replayed at {replayed_at}")]
     AlreadyReplayed {
@@ -616,14 +621,47 @@ pub trait Ledger: Send + Sync + 'static {
     /// Gives the lease back (only if `holder` holds it).
     async fn release(&self, dossier_id: &str, holder: &str) -> Result<(), LedgerError>;
 
-    /// Records an AGORA call and the delivered state it leads to (in one transaction).
+    /// Records an AGORA call and the delivered state it leads to, and the return to ATEXO SEM
+    /// that AGORA's answer makes, if any, in one transaction (the outbox, [`outbox`]).
     async fn record_operation(
         &self,
         dossier_id: &str,
         destination: &str,
         op: &OperationRecord,
         delivered: &Delivered,
+        ret: Option<&outbox::PendingReturn>,
     ) -> Result<(), LedgerError>;
+
+    /// Claims up to `limit` pending returns that are due, oldest first, for `claim` (no other
+    /// sender takes them meanwhile, whichever replica it runs in).
+    async fn claim_returns(
+        &self,
+        limit: u32,
+        claim: Duration,
+    ) -> Result<Vec<outbox::DueReturn>, LedgerError>;
+
+    /// Records how the post of a claimed return ended.
+    async fn settle_return(
+        &self,
+        return_id: &str,
+        attempt: &outbox::ReturnAttempt,
+    ) -> Result<(), LedgerError>;
+
+    /// A dossier's returns, oldest first.
+    async fn returns_of(&self, dossier_id: &str) -> Result<Vec<outbox::ReturnRow>, LedgerError>;
+
+    /// Keeps a backfill run's report (its JSON, gzipped); returns its id.
+    async fn store_backfill_report(
+        &self,
+        counts: &serde_json::Value,
+        gzip_json: &[u8],
+    ) -> Result<String, LedgerError>;
+
+    /// The latest `limit` backfill reports, newest first (without their content).
+    async fn backfill_reports(&self, limit: u32) -> Result<Vec<outbox::ReportMeta>, LedgerError>;
+
+    /// One backfill report's gzipped JSON.
+    async fn backfill_report(&self, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError>;
 
     /// Sets the delivery status once a reconciliation ends: `Delivered` at `desired_version`,
     /// `Incomplete` with what is missing, or `OutOfPerimeter`; resets the attempts on success.

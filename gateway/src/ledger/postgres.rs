@@ -56,6 +56,8 @@ use super::{
     Unreadable, UnreadableRow, AGORA,
 };
 
+mod outbox;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -222,8 +224,26 @@ impl PostgresLedger {
         self.pool.close().await;
     }
 
+    /// A transaction. Within a fenced run ([`super::fence`]), it first checks that the run still
+    /// holds its lease, by the database's clock, and keeps the lease's row share-locked until it
+    /// ends: a takeover waits for this transaction, never overlaps it.
     async fn begin(&self, what: &str) -> Result<Tx, LedgerError> {
-        self.pool.begin().await.map_err(|e| db_error(what, e))
+        let mut tx = self.pool.begin().await.map_err(|e| db_error(what, e))?;
+        if let Some(f) = super::fence::current() {
+            let held: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM leases WHERE dossier_id = $1 AND holder = $2 \
+                 AND expires_at > clock_timestamp() FOR SHARE",
+            )
+            .bind(&f.key)
+            .bind(&f.holder)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| db_error("lease", e))?;
+            if held.is_none() {
+                return Err(LedgerError::LeaseLost { key: f.key });
+            }
+        }
+        Ok(tx)
     }
 
     /// Locks the dossiers `ids` (sorted, distinct) for this transaction, in that order, and
@@ -828,21 +848,21 @@ impl Ledger for PostgresLedger {
         holder: &str,
         ttl: Duration,
     ) -> Result<Lease, LedgerError> {
-        let at = now();
-        let expires = at + logic::capped(ttl);
+        // The database's clock, not this process's: replicas whose clocks differ agree on when a
+        // lease expires (and fenced writes judge it the same way).
         // `prev` reads the row as it was before the upsert: whose lease this one replaces.
         let taken: Option<(Option<String>,)> = sqlx::query_as(
             "WITH prev AS (SELECT holder FROM leases WHERE dossier_id = $1) \
-             INSERT INTO leases (dossier_id, holder, expires_at) VALUES ($1, $2, $3) \
+             INSERT INTO leases (dossier_id, holder, expires_at) \
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) \
              ON CONFLICT (dossier_id) DO UPDATE SET holder = excluded.holder, \
              expires_at = excluded.expires_at \
-             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4 \
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= clock_timestamp() \
              RETURNING (SELECT holder FROM prev)",
         )
         .bind(dossier_id)
         .bind(holder)
-        .bind(expires)
-        .bind(at)
+        .bind(logic::capped(ttl).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| db_error("lease", e))?;
@@ -865,9 +885,12 @@ impl Ledger for PostgresLedger {
         destination: &str,
         op: &OperationRecord,
         delivered: &Delivered,
+        ret: Option<&super::outbox::PendingReturn>,
     ) -> Result<(), LedgerError> {
         let what = format!("dossier {dossier_id}");
-        // One statement (atomic by itself): the worker records every AGORA call.
+        // One statement (atomic by itself) records the call; the return AGORA's answer makes
+        // joins it in one transaction.
+        let mut tx = self.begin(&what).await?;
         let recorded = sqlx::query(
             "WITH delivery AS ( \
                UPDATE deliveries SET delivered = $3::text::jsonb, updated_at = $4 \
@@ -885,14 +908,59 @@ impl Ledger for PostgresLedger {
         .bind(&op.numero_agora)
         .bind(op.at)
         .bind(&op.replay_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| db_error(&what, e))?
         .rows_affected();
         if recorded == 0 {
             return Err(LedgerError::NotFound { what: "delivery" });
         }
-        Ok(())
+        if let Some(ret) = ret {
+            outbox::write(&mut tx, dossier_id, ret).await?;
+        }
+        commit(tx, &what).await
+    }
+
+    async fn claim_returns(
+        &self,
+        limit: u32,
+        claim: Duration,
+    ) -> Result<Vec<super::outbox::DueReturn>, LedgerError> {
+        outbox::claim(&self.pool, limit, claim).await
+    }
+
+    async fn settle_return(
+        &self,
+        return_id: &str,
+        attempt: &super::outbox::ReturnAttempt,
+    ) -> Result<(), LedgerError> {
+        outbox::settle(&self.pool, return_id, attempt).await
+    }
+
+    async fn returns_of(
+        &self,
+        dossier_id: &str,
+    ) -> Result<Vec<super::outbox::ReturnRow>, LedgerError> {
+        outbox::of_dossier(&self.pool, dossier_id).await
+    }
+
+    async fn store_backfill_report(
+        &self,
+        counts: &serde_json::Value,
+        gzip_json: &[u8],
+    ) -> Result<String, LedgerError> {
+        outbox::store_report(&self.pool, counts, gzip_json).await
+    }
+
+    async fn backfill_reports(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<super::outbox::ReportMeta>, LedgerError> {
+        outbox::reports(&self.pool, limit).await
+    }
+
+    async fn backfill_report(&self, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        outbox::report(&self.pool, report_id).await
     }
 
     async fn settle_delivery(
@@ -904,6 +972,7 @@ impl Ledger for PostgresLedger {
         waiting_for: &[Violation],
     ) -> Result<(), LedgerError> {
         let what = format!("dossier {dossier_id}");
+        let mut tx = self.begin(&what).await?;
         // A newer desired version arrived while the worker reconciled an older one: what was
         // reached is recorded, but the dossier stays owed.
         let updated = sqlx::query(
@@ -925,14 +994,14 @@ impl Ledger for PostgresLedger {
         .bind(desired_version)
         .bind(to_json(&what, &waiting_for)?)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| db_error(&what, e))?
         .rows_affected();
         if updated == 0 {
             return Err(LedgerError::NotFound { what: "delivery" });
         }
-        Ok(())
+        commit(tx, &what).await
     }
 
     async fn record_failure(
@@ -942,6 +1011,7 @@ impl Ledger for PostgresLedger {
         error: &str,
     ) -> Result<i32, LedgerError> {
         let what = format!("dossier {dossier_id}");
+        let mut tx = self.begin(&what).await?;
         let attempts: Option<i32> = sqlx::query_scalar(
             "UPDATE deliveries SET attempts = attempts + 1, last_error = $3, \
              last_attempt_at = $4, first_failure_at = COALESCE(first_failure_at, $4), updated_at = $4 \
@@ -951,10 +1021,12 @@ impl Ledger for PostgresLedger {
         .bind(destination)
         .bind(clip(error, MAX_ERROR_CHARS))
         .bind(now())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| db_error(&what, e))?;
-        attempts.ok_or(LedgerError::NotFound { what: "delivery" })
+        let attempts = attempts.ok_or(LedgerError::NotFound { what: "delivery" })?;
+        commit(tx, &what).await?;
+        Ok(attempts)
     }
 
     async fn dead_letter(
@@ -963,17 +1035,15 @@ impl Ledger for PostgresLedger {
         destination: &str,
         reason: &DeadReason,
     ) -> Result<String, LedgerError> {
-        Self::dead_letters_in(
-            &self.pool,
-            destination,
-            &[(dossier_id, reason)],
-            now(),
-            None,
-        )
-        .await?
-        .pop()
-        .map(|(_, id)| id)
-        .ok_or(LedgerError::NotFound { what: "delivery" })
+        let what = format!("dossier {dossier_id}");
+        let mut tx = self.begin(&what).await?;
+        let id = Self::dead_letters_in(&mut *tx, destination, &[(dossier_id, reason)], now(), None)
+            .await?
+            .pop()
+            .map(|(_, id)| id)
+            .ok_or(LedgerError::NotFound { what: "delivery" })?;
+        commit(tx, &what).await?;
+        Ok(id)
     }
 
     async fn dead_letters(
@@ -1319,6 +1389,8 @@ impl Ledger for PostgresLedger {
     }
 
     async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError> {
+        let what = format!("lot {lot_key}");
+        let mut tx = self.begin(&what).await?;
         let updated = sqlx::query(
             "UPDATE lots SET state = 'submitted', agora_lot = $2, updated_at = $3 \
              WHERE lot_key = $1",
@@ -1326,14 +1398,14 @@ impl Ledger for PostgresLedger {
         .bind(lot_key)
         .bind(agora_lot)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| db_error(&format!("lot {lot_key}"), e))?
+        .map_err(|e| db_error(&what, e))?
         .rows_affected();
         if updated == 0 {
             return Err(LedgerError::NotFound { what: "lot" });
         }
-        Ok(())
+        commit(tx, &what).await
     }
 
     async fn settle_lot(

@@ -70,6 +70,8 @@ pub struct SqliteLedger {
     writer: SqlitePool,
 }
 
+mod outbox;
+
 type Tx = Transaction<'static, Sqlite>;
 
 /// How many ids one statement binds (as a JSON array read with `json_each`).
@@ -218,8 +220,30 @@ impl SqliteLedger {
         Ok(Self { pool, writer })
     }
 
-    /// A writing transaction: the write lock is taken at `BEGIN`.
+    /// A writing transaction: the write lock is taken at `BEGIN`. Within a fenced run
+    /// ([`super::fence`]), it first checks that the run still holds its lease.
     async fn begin_write(&self) -> Result<Tx, LedgerError> {
+        let mut tx = self.begin_unfenced().await?;
+        if let Some(f) = super::fence::current() {
+            // SQLite is in this process: its clock is the process's.
+            let held: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM leases WHERE dossier_id = $1 AND holder = $2 AND expires_at > $3",
+            )
+            .bind(&f.key)
+            .bind(&f.holder)
+            .bind(ts(now()))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| db_error("lease", e))?;
+            if held.is_none() {
+                return Err(LedgerError::LeaseLost { key: f.key });
+            }
+        }
+        Ok(tx)
+    }
+
+    /// A writing transaction that no lease fences: the leases' own writes.
+    async fn begin_unfenced(&self) -> Result<Tx, LedgerError> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -965,7 +989,7 @@ impl Ledger for SqliteLedger {
     ) -> Result<Lease, LedgerError> {
         let at = now();
         let expires = at + logic::capped(ttl);
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_unfenced().await?;
         let prev: Option<(String,)> =
             sqlx::query_as("SELECT holder FROM leases WHERE dossier_id = $1")
                 .bind(dossier_id)
@@ -994,7 +1018,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn release(&self, dossier_id: &str, holder: &str) -> Result<(), LedgerError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_unfenced().await?;
         sqlx::query("DELETE FROM leases WHERE dossier_id = $1 AND holder = $2")
             .bind(dossier_id)
             .bind(holder)
@@ -1010,6 +1034,7 @@ impl Ledger for SqliteLedger {
         destination: &str,
         op: &OperationRecord,
         delivered: &Delivered,
+        ret: Option<&super::outbox::PendingReturn>,
     ) -> Result<(), LedgerError> {
         let what = format!("dossier {dossier_id}");
         let mut tx = self.begin_write().await?;
@@ -1046,7 +1071,52 @@ impl Ledger for SqliteLedger {
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(&what, e))?;
+        if let Some(ret) = ret {
+            outbox::write(&mut tx, dossier_id, ret).await?;
+        }
         commit(tx, &what).await
+    }
+
+    async fn claim_returns(
+        &self,
+        limit: u32,
+        claim: Duration,
+    ) -> Result<Vec<super::outbox::DueReturn>, LedgerError> {
+        outbox::claim(self, limit, claim).await
+    }
+
+    async fn settle_return(
+        &self,
+        return_id: &str,
+        attempt: &super::outbox::ReturnAttempt,
+    ) -> Result<(), LedgerError> {
+        outbox::settle(self, return_id, attempt).await
+    }
+
+    async fn returns_of(
+        &self,
+        dossier_id: &str,
+    ) -> Result<Vec<super::outbox::ReturnRow>, LedgerError> {
+        outbox::of_dossier(self, dossier_id).await
+    }
+
+    async fn store_backfill_report(
+        &self,
+        counts: &serde_json::Value,
+        gzip_json: &[u8],
+    ) -> Result<String, LedgerError> {
+        outbox::store_report(self, counts, gzip_json).await
+    }
+
+    async fn backfill_reports(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<super::outbox::ReportMeta>, LedgerError> {
+        outbox::reports(self, limit).await
+    }
+
+    async fn backfill_report(&self, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        outbox::report(self, report_id).await
     }
 
     async fn settle_delivery(

@@ -164,7 +164,7 @@ pub struct PollSettings {
     pub rules: RuleSettings,
     /// The installation's salt of dossier ids (`Credentials::dossier_salt`).
     pub dossier_salt: SecretString,
-    /// Whether masked registrations are kept in the journal (`journal.payload_retention_days`).
+    /// Whether masked registrations are kept in the journal (`ledger.payload_retention_days`).
     pub keep_payloads: bool,
 }
 

@@ -77,6 +77,7 @@ pub async fn dossier(
         })
         .await
         .map_err(unavailable)?;
+    let returns = state.ledger.returns_of(&id).await.map_err(unavailable)?;
     let mut desired = serde_json::to_value(&row.desired).unwrap_or_default();
     if personal_data {
         // An audit line: who saw personal data is a question operators get asked.
@@ -113,6 +114,8 @@ pub async fn dossier(
                 .iter()
                 .map(|d| dead_letter_json(d, personal_data))
                 .collect::<Vec<_>>(),
+            // Returns to ATEXO SEM from the outbox: codes and numbers only, no `libelle`.
+            "returns": returns,
         },
     })))
 }

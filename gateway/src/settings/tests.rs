@@ -392,3 +392,34 @@ fn production_services_refuse_the_built_in_sandbox_naming_agora_base_url() {
     s.check_production_agora()
         .expect("embedded may use the sandbox");
 }
+
+#[test]
+fn payload_retention_is_a_ledger_key_and_its_older_name_still_reads() {
+    let s = Settings::load(None, env(&[])).expect("defaults load");
+    assert_eq!(s.payload_retention_days(), 365, "the contract's default");
+    let s = Settings::load(
+        None,
+        env(&[("PASSERELLE__LEDGER__PAYLOAD_RETENTION_DAYS", "90")]),
+    )
+    .expect("loads");
+    assert_eq!(s.payload_retention_days(), 90);
+    let s = Settings::load(
+        None,
+        env(&[
+            ("PASSERELLE__LEDGER__PAYLOAD_RETENTION_DAYS", "90"),
+            ("PASSERELLE__JOURNAL__PAYLOAD_RETENTION_DAYS", "30"),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(
+        s.payload_retention_days(),
+        30,
+        "the older name, given, wins"
+    );
+    let e = Settings::load(
+        None,
+        env(&[("PASSERELLE__LEDGER__PAYLOAD_RETENTION_DAYS", "soon")]),
+    )
+    .expect_err("not a number");
+    assert!(e.to_string().contains("payload_retention_days"), "{e}");
+}

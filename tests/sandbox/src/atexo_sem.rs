@@ -21,6 +21,10 @@ pub struct StoredReturn {
     pub date: NaiveDate,
     pub anomalies: Vec<Anomaly>,
     pub received_at: DateTime<Utc>,
+    /// The `Idempotency-Key` it came with: a return posted again under the same key (the gateway
+    /// crashed between its post and its record) is taken (`200`) and not stored twice, as ATEXO
+    /// SEM deduplicates it.
+    pub key: Option<String>,
 }
 
 /// Why a document is not a `retourAgora` (answered as `400` with this text; no value quoted).
@@ -121,6 +125,7 @@ impl Parse {
                 date,
                 anomalies: Vec::new(),
                 received_at: Utc::now(),
+                key: None,
             });
             self.closed = empty;
             return Ok(());
@@ -180,13 +185,22 @@ pub(crate) async fn receive(
             return Reply::empty(415);
         }
         match parse_return(&body) {
-            Ok(r) => {
+            Ok(mut r) => {
                 let tags = Tags {
                     reference: Some(r.dossier.clone()),
                     numero_agora: r.numero_agora.clone(),
                     lot: None,
                 };
-                s.returns.lock().push(r);
+                r.key = req
+                    .headers()
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let mut returns = s.returns.lock();
+                let known = r.key.is_some() && returns.iter().any(|seen| seen.key == r.key);
+                if !known {
+                    returns.push(r);
+                }
                 Reply::empty(200).tagged(tags)
             }
             Err(why) => invalid(why),

@@ -1,0 +1,118 @@
+//! The sender of returns to ATEXO SEM (contract §4). The worker writes each return into the
+//! ledger's outbox with the AGORA answer it reports ([`crate::ledger::outbox`]); this task posts
+//! them. Every replica runs one: a claim keeps a return to one sender at a time, judged by the
+//! database's clock, and a return whose sender died is claimed again once its claim lapses.
+//!
+//! So a return is never lost (it is in the ledger before AGORA's answer is acknowledged), and is
+//! posted once per AGORA answer; a crash between a post and its record posts it again with the
+//! same `Idempotency-Key`, which ATEXO SEM can deduplicate on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::clients::atexo_sem::{AtexoReturnsClient, ReturnError};
+use crate::ledger::outbox::{DueReturn, ReturnAttempt};
+use crate::ledger::{Ledger, LedgerError};
+use crate::worker::RetryPolicy;
+
+/// Returns claimed at once.
+const BATCH: u32 = 32;
+/// Posts in flight at once.
+const IN_FLIGHT: usize = 8;
+/// How often the outbox is read when nothing wakes the sender.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Posts the outbox's returns; clone freely.
+#[derive(Clone)]
+pub struct ReturnsSender {
+    pub ledger: Arc<dyn Ledger>,
+    pub client: Arc<AtexoReturnsClient>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub retry: RetryPolicy,
+    /// How long a claim keeps other senders off a return: longer than a post can last.
+    pub claim: Duration,
+    /// Woken by the worker when it wrote a return, so that returns go out at once.
+    pub wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for ReturnsSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReturnsSender")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReturnsSender {
+    /// Posts returns until `shutdown`; a ledger that fails is tried again a second later.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let full = match self.send_due().await {
+                Ok(n) => n == BATCH as usize,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the returns outbox; will try again");
+                    false
+                }
+            };
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(IDLE) => {}
+            }
+        }
+    }
+
+    /// Claims the returns that are due and posts them; how many it claimed.
+    pub async fn send_due(&self) -> Result<usize, LedgerError> {
+        let due = self.ledger.claim_returns(BATCH, self.claim).await?;
+        let n = due.len();
+        let settled: Vec<Result<(), LedgerError>> = futures_util::stream::iter(due)
+            .map(|r| self.send(r))
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        settled.into_iter().collect::<Result<(), _>>()?;
+        Ok(n)
+    }
+
+    async fn send(&self, r: DueReturn) -> Result<(), LedgerError> {
+        let attempt = match self.client.post(&r.return_id, &r.body).await {
+            Ok(()) => {
+                info!(dossier_id = %r.dossier_id, return_id = %r.return_id, "return taken by ATEXO SEM");
+                ReturnAttempt::Sent
+            }
+            Err(ReturnError::Refused { status }) => {
+                self.metrics.return_failed();
+                warn!(dossier_id = %r.dossier_id, return_id = %r.return_id, status, "ATEXO SEM refused a return; it is kept, refused, in the dossier's trace");
+                ReturnAttempt::Refused(format!("HTTP {status}"))
+            }
+            Err(ReturnError::Transient {
+                retry_after,
+                reason,
+                ..
+            }) => {
+                self.metrics.return_failed();
+                let attempts = u32::try_from(r.attempts).unwrap_or(0);
+                let delay = self.retry.delay(attempts, retry_after);
+                warn!(dossier_id = %r.dossier_id, return_id = %r.return_id, reason = %reason, delay_ms = delay.as_millis() as u64, "return not taken; posting it again later");
+                ReturnAttempt::Retry {
+                    error: reason,
+                    next: chrono::Utc::now()
+                        + chrono::Duration::from_std(delay)
+                            .unwrap_or_else(|_| chrono::Duration::days(1)),
+                }
+            }
+        };
+        self.ledger.settle_return(&r.return_id, &attempt).await
+    }
+}

@@ -338,3 +338,106 @@ async fn a_run_slower_than_its_lease_is_not_delivered_twice() {
     gw.stop().await;
     sandbox.shutdown().await;
 }
+
+/// SIGTERM drains `serve`: it stops accepting at once, lets the task in flight finish (its AGORA
+/// answer, held by the sandbox, comes back within `server.shutdown_grace_s`) and exits `0`; the
+/// call it made is recorded, so a restarted gateway does not send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_tasks_in_flight_within_the_grace_period() {
+    let _heavy = crate::support::heavy().await;
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut serve = ServeProcess::new(
+        dir.path(),
+        &sandbox,
+        None,
+        &[
+            ("SERVER__SHUTDOWN_GRACE_S", "10"),
+            ("AUTH__TOKENS__ADMIN", ADMIN_TOKEN),
+        ],
+    );
+    serve.start().await;
+    let http = reqwest::Client::new();
+    // The next AGORA write is applied and its answer held: a task in flight.
+    let mut hold = sandbox.hold_answer_of_write(1);
+    let fixture = crate::support::fixture("atexo_sem/valid/entre.xml");
+    let id = post(&http, &serve.url, &fixture).await;
+    let held = tokio::time::timeout(Duration::from_secs(30), hold.applied())
+        .await
+        .expect("a write within 30 s")
+        .expect("the held write");
+    let url = serve.url.clone();
+    let release = tokio::spawn(async move {
+        // Long enough for the listener to have stopped, well within the grace period.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        hold.release();
+        hold
+    });
+    let terminating = serve.terminate(Duration::from_secs(10));
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // A fresh client: no pooled connection from before the signal.
+        reqwest::Client::new()
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+    };
+    let (status, refused) = tokio::join!(terminating, refused);
+    let _hold = release.await.expect("released");
+    assert!(
+        refused.is_err(),
+        "still accepting after SIGTERM: {:?}",
+        refused.map(|r| r.status())
+    );
+    let status = status
+        .unwrap_or_else(|| panic!("not drained within the grace period: {}", serve.log_tail()));
+    assert!(status.success(), "exit {status}: {}", serve.log_tail());
+
+    // Restarted: the dossier is delivered, and the drained call was not sent again.
+    serve.start().await;
+    let expected = HashMap::from([(id.clone(), Some("ENTRE"))]);
+    wait_for_agora(
+        &http,
+        &sandbox.base_url(),
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
+    let again: Vec<_> = sandbox
+        .journal()
+        .into_iter()
+        .filter(|c| {
+            c.seq > held.seq && c.reference.as_deref() == Some(id.as_str()) && c.call == held.call
+        })
+        .collect();
+    assert!(
+        again.is_empty(),
+        "{} sent again after the drain: {again:?}",
+        held.call
+    );
+    // The drained run itself recorded AGORA's answer to the held call: it finished its task
+    // rather than leaving it to the next start (which would have found the dossier by a search).
+    let trace: serde_json::Value = http
+        .get(format!("{}/v1/dossiers/{id}", serve.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("trace")
+        .json()
+        .await
+        .expect("json");
+    let ops = trace["history"]["operations"]
+        .as_array()
+        .expect("operations");
+    let call = held.call.to_string();
+    let operation = call.trim_start_matches("agora_");
+    assert!(
+        ops.iter()
+            .any(|o| o["operation"] == operation && o["status"].is_number()),
+        "the held {call}'s answer was not recorded by the drained run: {ops:?}"
+    );
+    serve.kill();
+    sandbox.shutdown().await;
+}

@@ -14,7 +14,7 @@
 #[path = "../integration/support.rs"]
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use passerelle_adapters::atexo_sem::{decode_stream, DecodeSettings, Flow};
-use passerelle_sandbox::{Call, Faults, RunningSandbox, Sandbox, SandboxConfig};
+use passerelle_sandbox::{Call, Faults, Sandbox, SandboxConfig};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use support::{
-    agora_journal, assert_created_once, assert_no_return_twice, atexo_returns, expected_etat,
-    generated, signature, test_seed, wait_for_agora, Production, ServeProcess, ATEXO_TOKEN,
+    agora_journal, assert_created_once, assert_every_state_returned_once, expected_etat, generated,
+    signature, test_seed, wait_for_agora, Production, ServeProcess, ATEXO_TOKEN,
 };
 
 const TRAINEES: usize = 2_000;
@@ -401,7 +401,17 @@ async fn three_replicas_under_infrastructure_faults_deliver_each_dossier_once() 
     };
     agora_journal(&get("/_sandbox/journal").await).assert_nothing_sent_twice();
     assert_created_once(&get("/_sandbox/agora/creations").await);
-    returned_once(&sandbox, &exports, &ids).await;
+    let atexo_of: HashMap<&str, &str> = exports
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (ids[&(2 * i + 1)].as_str(), x.id.as_str()))
+        .collect();
+    assert_every_state_returned_once(
+        &sandbox,
+        |reference| atexo_of.get(reference).map(|id| (*id).to_string()),
+        Duration::from_secs(120),
+    )
+    .await;
 
     // Left alone, each replica still delivers.
     let extra: Vec<_> = generated(seed ^ 0x5eed, 12)
@@ -452,53 +462,4 @@ async fn three_replicas_under_infrastructure_faults_deliver_each_dossier_once() 
         r.kill();
     }
     sandbox.shutdown().await;
-}
-
-/// Every state AGORA holds was returned to ATEXO SEM, none twice.
-async fn returned_once(
-    sandbox: &RunningSandbox,
-    exports: &[passerelle_tests::generate::SingleExport],
-    ids: &HashMap<usize, String>,
-) {
-    let atexo_of: HashMap<&str, &str> = exports
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (ids[&(2 * i + 1)].as_str(), x.id.as_str()))
-        .collect();
-    let want: HashSet<String> = sandbox
-        .agora_dossiers()
-        .iter()
-        .filter_map(|d| {
-            atexo_of
-                .get(d.reference.as_str())
-                .map(|atexo| format!("{atexo} {} {}", d.numero_agora, d.etat.as_str()))
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let returns = loop {
-        let returns = atexo_returns(&reqwest::Client::new(), &sandbox.base_url()).await;
-        let got: HashSet<String> = returns
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} {} {}",
-                    r["dossier"].as_str().unwrap_or("?"),
-                    r["numero_agora"].as_str().unwrap_or("-"),
-                    r["etat"].as_str().unwrap_or("-")
-                )
-            })
-            .collect();
-        let missing: Vec<&String> = want.difference(&got).collect();
-        if missing.is_empty() {
-            break returns;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} states AGORA holds were never returned to ATEXO SEM, e.g. {:?}",
-            missing.len(),
-            missing.iter().take(5).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    assert_no_return_twice(&returns);
 }

@@ -9,7 +9,7 @@
 //!
 //! The seed is `PASSERELLE_TEST_SEED` (printed): set it to replay a failure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ use passerelle_tests::generate::SingleExport;
 use rand::{Rng, SeedableRng};
 
 use crate::support::{
-    agora_journal, assert_created_once, assert_no_return_twice, atexo_returns, expected_etat,
-    generated, test_seed, wait_for_agora, Production, ServeProcess, ATEXO_TOKEN, POST_PATIENCE,
+    agora_journal, assert_created_once, assert_every_state_returned_once, expected_etat, generated,
+    test_seed, wait_for_agora, Production, ServeProcess, ATEXO_TOKEN, POST_PATIENCE,
 };
 
 const DOSSIERS: usize = 400;
@@ -246,45 +246,12 @@ async fn killed_three_times_under_faults(production: Option<Production>, test: &
     // Returns: every state AGORA holds was returned to ATEXO SEM, none twice: nothing lost to a
     // kill between AGORA's answer and the return (the outbox), and the writes whose answer died
     // with the process returned once their search told the gateway.
-    let want: HashSet<String> = sandbox
-        .agora_dossiers()
-        .iter()
-        .map(|d| {
-            format!(
-                "{} {} {}",
-                by_reference[d.reference.as_str()].id,
-                d.numero_agora,
-                d.etat.as_str()
-            )
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let returns = loop {
-        let returns = atexo_returns(&reqwest::Client::new(), &sandbox.base_url()).await;
-        let got: HashSet<String> = returns
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} {} {}",
-                    r["dossier"].as_str().unwrap_or("?"),
-                    r["numero_agora"].as_str().unwrap_or("-"),
-                    r["etat"].as_str().unwrap_or("-")
-                )
-            })
-            .collect();
-        let missing: Vec<&String> = want.difference(&got).collect();
-        if missing.is_empty() {
-            break returns;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} states AGORA holds were never returned to ATEXO SEM, e.g. {:?}",
-            missing.len(),
-            missing.iter().take(5).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_no_return_twice(&returns);
+    assert_every_state_returned_once(
+        &sandbox,
+        |reference| by_reference.get(reference).map(|x| x.id.clone()),
+        Duration::from_secs(60),
+    )
+    .await;
     serve.kill();
     sandbox.shutdown().await;
 }

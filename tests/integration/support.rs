@@ -169,6 +169,51 @@ pub fn return_key(r: &serde_json::Value) -> String {
     )
 }
 
+/// Every state AGORA holds was returned to ATEXO SEM (waiting up to `within` for the outbox's
+/// sender), and no return was sent twice. `atexo_id` names the ATEXO SEM dossier of an AGORA
+/// reference (`None`: not one of the test's ATEXO SEM dossiers).
+pub async fn assert_every_state_returned_once(
+    sandbox: &RunningSandbox,
+    atexo_id: impl Fn(&str) -> Option<String>,
+    within: Duration,
+) {
+    let want: std::collections::HashSet<String> = sandbox
+        .agora_dossiers()
+        .iter()
+        .filter_map(|d| {
+            atexo_id(&d.reference)
+                .map(|atexo| format!("{atexo} {} {}", d.numero_agora, d.etat.as_str()))
+        })
+        .collect();
+    let deadline = Instant::now() + within;
+    let returns = loop {
+        let returns = atexo_returns(&reqwest::Client::new(), &sandbox.base_url()).await;
+        let got: std::collections::HashSet<String> = returns
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["dossier"].as_str().unwrap_or("?"),
+                    r["numero_agora"].as_str().unwrap_or("-"),
+                    r["etat"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        let missing: Vec<&String> = want.difference(&got).collect();
+        if missing.is_empty() {
+            break returns;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} states AGORA holds were never returned to ATEXO SEM, e.g. {:?}",
+            missing.len(),
+            missing.iter().take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_no_return_twice(&returns);
+}
+
 /// No return was sent twice: each (dossier, number, state, anomalies) at most once.
 pub fn assert_no_return_twice(returns: &[serde_json::Value]) {
     let mut seen = std::collections::HashSet::new();

@@ -7,6 +7,7 @@
 //!   own records, `mapping.rs` its field table, `tests.rs`): [`atexo_sem`], [`ouiform`],
 //!   [`pole_emploi`], [`agora`];
 //! - [`planner`]: from what AGORA has to what it should have, the operations still owed;
+//! - [`sources`]: the registry of source systems, one [`sources::Source`] each;
 //! - [`merge`]: several sources of one trainee on one session, one dossier;
 //! - [`mapping`]: the field correspondence and trigger rules, generated from the adapters' tables;
 //! - [`fuzzing`]: the bodies of the fuzz targets, which the tests also run.
@@ -23,7 +24,9 @@ pub mod ouiform;
 pub mod planner;
 pub mod pole_emploi;
 pub mod rules;
+pub mod sources;
 pub mod violation;
 
 pub use canonical::{Dossier, State, System};
+pub use sources::{Source, SOURCES};
 pub use violation::{Rule, Violation, Violations};

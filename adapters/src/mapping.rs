@@ -84,14 +84,13 @@ pub enum Format {
     Csv,
 }
 
-/// Every table, in the document's column order.
-pub fn tables() -> [MappingTable; 4] {
-    [
-        crate::atexo_sem::mapping::TABLE,
-        crate::ouiform::mapping::TABLE,
-        crate::pole_emploi::mapping::TABLE,
-        crate::agora::mapping::TABLE,
-    ]
+/// Every table, in the document's column order: each source's, then AGORA's.
+pub fn tables() -> Vec<MappingTable> {
+    crate::sources::SOURCES
+        .iter()
+        .map(|s| *s.mapping())
+        .chain([crate::agora::mapping::TABLE])
+        .collect()
 }
 
 /// The correspondence document: each canonical field with each system's field, then the trigger

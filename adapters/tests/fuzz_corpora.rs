@@ -12,7 +12,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use passerelle_adapters::fuzzing::{self, TARGETS};
+use passerelle_adapters::fuzzing::{self, source_decode, source_target, targets};
+use passerelle_adapters::{System, SOURCES};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -41,19 +42,28 @@ fn target_names() -> Vec<String> {
 #[test]
 fn every_fuzz_target_calls_its_function_here_and_has_a_corpus() {
     let names = target_names();
-    let mut registered: Vec<String> = TARGETS.iter().map(|(n, _)| n.to_string()).collect();
-    registered.sort();
+    let registered: Vec<String> = targets().into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names, registered,
-        "fuzz_targets/*.rs and fuzzing::TARGETS differ"
+        "fuzz_targets/*.rs and fuzzing::targets() differ"
     );
     let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("Cargo.toml");
     for name in &names {
         let source = std::fs::read_to_string(fuzz_dir().join(format!("fuzz_targets/{name}.rs")))
             .expect("target");
+        // A source's target calls the registry's body for its system; the others their own.
+        let call = SOURCES
+            .iter()
+            .find(|s| source_target(s.system()) == *name)
+            .map_or(format!("fuzzing::{name}(data)"), |s| {
+                format!(
+                    "fuzzing::source_decode(passerelle_adapters::System::{:?}, data)",
+                    s.system()
+                )
+            });
         assert!(
-            source.contains(&format!("fuzzing::{name}(data)")),
-            "{name}.rs must call fuzzing::{name}, the function the tests replay"
+            source.contains(&call),
+            "{name}.rs must call {call}, the function the tests replay"
         );
         assert!(
             manifest.contains(&format!("name = \"{name}\"")),
@@ -68,7 +78,8 @@ fn every_fuzz_target_calls_its_function_here_and_has_a_corpus() {
 fn every_corpus_file_replays_through_its_target_without_panic() {
     let mut failures = Vec::new();
     let mut replayed = 0usize;
-    for (name, run) in TARGETS {
+    let all = targets();
+    for (name, run) in &all {
         for file in sorted_entries(&fuzz_dir().join("corpus").join(name)) {
             let bytes = std::fs::read(&file).expect("corpus file");
             if catch_unwind(AssertUnwindSafe(|| run(&bytes))).is_err() {
@@ -89,8 +100,8 @@ fn every_corpus_file_replays_through_its_target_without_panic() {
             .to_string_lossy()
             .into_owned();
         assert!(
-            TARGETS.iter().any(|(n, _)| *n == name),
-            "corpus/{name} belongs to no target of fuzzing::TARGETS"
+            all.iter().any(|(n, _)| *n == name),
+            "corpus/{name} belongs to no target of fuzzing::targets()"
         );
         for file in sorted_entries(&dir) {
             assert!(file.is_file(), "{}: not a file", file.display());
@@ -488,24 +499,24 @@ proptest! {
 
     #[test]
     fn every_target_takes_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
-        for (_, run) in TARGETS {
+        for (_, run) in targets() {
             run(&bytes);
         }
     }
 
     #[test]
     fn atexo_sem_takes_generated_exports(bytes in export()) {
-        fuzzing::atexo_sem_decode(&bytes);
+        source_decode(System::AtexoSem, &bytes);
     }
 
     #[test]
     fn ouiform_takes_generated_orientations(v in json(OUIFORM_KEYS)) {
-        fuzzing::ouiform_decode(&serde_json::to_vec(&v).expect("json"));
+        source_decode(System::Ouiform, &serde_json::to_vec(&v).expect("json"));
     }
 
     #[test]
     fn pole_emploi_takes_generated_answers(v in json(POLE_EMPLOI_KEYS)) {
-        fuzzing::pole_emploi_decode(&serde_json::to_vec(&v).expect("json"));
+        source_decode(System::PoleEmploi, &serde_json::to_vec(&v).expect("json"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use passerelle_adapters::System;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,10 +61,11 @@ pub enum Command {
     },
     /// Decode and validate a file, sending nothing; exit 1 when any dossier is invalid.
     Validate {
-        /// Which system's format the file is in.
-        #[arg(long)]
-        system: InputSystem,
-        /// The file: an ATEXO SEM `exportSEM` XML, or one OUIFORM orientation (JSON).
+        /// Which system's format the file is in: a source of the registry that gives files
+        /// (`atexo-sem`, `ouiform`).
+        #[arg(long, value_parser = parse_file_source)]
+        system: System,
+        /// The file, in that system's format (an `exportSEM` XML, one orientation as JSON…).
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
         format: ValidateFormat,
@@ -160,10 +162,20 @@ pub enum ListFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InputSystem {
-    AtexoSem,
-    Ouiform,
+/// A source system whose records come as files, by its registry name.
+fn parse_file_source(s: &str) -> Result<System, String> {
+    let names: Vec<&str> = passerelle_adapters::sources::file_sources()
+        .map(|src| src.system().as_str())
+        .collect();
+    s.parse::<System>()
+        .ok()
+        .filter(|system| names.contains(&system.as_str()))
+        .ok_or_else(|| {
+            format!(
+                "not a system whose files can be checked; one of: {}",
+                names.join(", ")
+            )
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,14 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use passerelle::cli::{InputSystem, MappingFormat, ValidateFormat};
+use passerelle::cli::{MappingFormat, ValidateFormat};
 use passerelle::commands;
+use passerelle_adapters::System;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn validate(system: InputSystem, file: &Path, format: ValidateFormat) -> (ExitCode, String) {
+fn validate(system: System, file: &Path, format: ValidateFormat) -> (ExitCode, String) {
     let mut out = Vec::new();
     let code = commands::validate::run(system, file, format, &mut out).expect("the command runs");
     (code, String::from_utf8(out).expect("UTF-8 output"))
@@ -93,8 +94,8 @@ fn mapping_csv_has_a_row_per_canonical_field_and_every_trigger() {
 #[test]
 fn validate_accepts_every_valid_fixture_and_exits_zero() {
     for (system, dir) in [
-        (InputSystem::AtexoSem, "tests/fixtures/atexo_sem/valid"),
-        (InputSystem::Ouiform, "tests/fixtures/ouiform/valid"),
+        (System::AtexoSem, "tests/fixtures/atexo_sem/valid"),
+        (System::Ouiform, "tests/fixtures/ouiform/valid"),
     ] {
         for file in files(dir) {
             let (code, out) = validate(system, &file, ValidateFormat::Json);
@@ -116,8 +117,8 @@ fn validate_accepts_every_valid_fixture_and_exits_zero() {
 #[test]
 fn validate_rejects_every_invalid_fixture_naming_field_and_rule() {
     for (system, dir) in [
-        (InputSystem::AtexoSem, "tests/fixtures/atexo_sem/invalid"),
-        (InputSystem::Ouiform, "tests/fixtures/ouiform/invalid"),
+        (System::AtexoSem, "tests/fixtures/atexo_sem/invalid"),
+        (System::Ouiform, "tests/fixtures/ouiform/invalid"),
     ] {
         for file in files(dir) {
             let (code, out) = validate(system, &file, ValidateFormat::Json);
@@ -151,7 +152,7 @@ fn validate_rejects_every_invalid_fixture_naming_field_and_rule() {
 #[test]
 fn validate_text_output_summarises() {
     let file = files("tests/fixtures/atexo_sem/valid").remove(0);
-    let (code, out) = validate(InputSystem::AtexoSem, &file, ValidateFormat::Text);
+    let (code, out) = validate(System::AtexoSem, &file, ValidateFormat::Text);
     assert_eq!(code, ExitCode::SUCCESS);
     assert!(
         out.lines()
@@ -165,7 +166,7 @@ fn validate_text_output_summarises() {
 fn validate_an_unreadable_file_is_an_error_not_a_verdict() {
     let mut out = Vec::new();
     let r = commands::validate::run(
-        InputSystem::AtexoSem,
+        System::AtexoSem,
         Path::new("/nonexistent/export.xml"),
         ValidateFormat::Text,
         &mut out,

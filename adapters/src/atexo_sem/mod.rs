@@ -21,6 +21,7 @@
 //! Masking: [`mask_export`] rewrites an export with the trainee's personal values masked, for the
 //! message journal (see [`mask`]).
 
+pub mod adapter;
 mod document;
 pub mod mapping;
 pub mod mask;

@@ -15,13 +15,35 @@ pub use state::{Advance, State, TransitionError};
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-/// The systems passerelle speaks with (*systèmes d'information*).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The systems passerelle speaks with (*systèmes d'information*): a closed registry.
+///
+/// Its names are derived: [`System::as_str`] and [`Display`](std::fmt::Display) give the stable
+/// kebab-case name used in routes, CLI flags, metrics labels and the ledger's columns, and
+/// [`FromStr`](std::str::FromStr) parses it back; serde uses the snake_case form of the canonical
+/// schema. What each source system does (decode, encode, mask, mapping, rules) is its
+/// [`crate::sources::Source`].
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum System {
     /// ATEXO SEM, the Region's training management software.
     AtexoSem,
-    /// OUIFORM, the orientation platform.
+    /// The orientation platform.
     Ouiform,
     /// Pôle emploi (France Travail) partner API.
     PoleEmploi,
@@ -31,21 +53,11 @@ pub enum System {
 
 impl System {
     /// Every system, in declaration order.
-    pub const ALL: [System; 4] = [
-        System::AtexoSem,
-        System::Ouiform,
-        System::PoleEmploi,
-        System::Agora,
-    ];
+    pub const ALL: &'static [System] = <System as strum::VariantArray>::VARIANTS;
 
     /// The stable kebab-case name used in routes, CLI flags and metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            System::AtexoSem => "atexo-sem",
-            System::Ouiform => "ouiform",
-            System::PoleEmploi => "pole-emploi",
-            System::Agora => "agora",
-        }
+        self.into()
     }
 }
 

@@ -8,6 +8,7 @@
 //!
 //! [`model`] holds OUIFORM's own spelling of the record; [`mapping`] the field table.
 
+pub mod adapter;
 pub mod mapping;
 pub mod mask;
 pub mod model;

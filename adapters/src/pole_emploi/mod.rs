@@ -8,6 +8,7 @@
 //!
 //! [`model`] holds Pôle emploi's spelling; [`mapping`] the field table.
 
+pub mod adapter;
 pub mod mapping;
 pub mod mask;
 pub mod model;

@@ -30,32 +30,28 @@ impl Default for RuleSettings {
     }
 }
 
-/// The blocks a state requires, depending on what the source system is able to carry.
+/// The blocks a state requires, depending on what the source system is able to carry
+/// ([`crate::sources::Source::required_blocks`]).
 ///
-/// ATEXO SEM's export carries every block its state reached ("elements not yet reached by the
-/// dossier's state are absent"); OUIFORM only carries the entry date and a refusal reason; Pôle
-/// emploi only the entry date. A block a source cannot carry is not required of it: the merged
-/// dossier waits as *incomplete* until another source brings it.
+/// A block a source cannot carry is not required of it: the merged dossier waits as *incomplete*
+/// until another source brings it. AGORA, the destination, requires every block of the state.
 pub fn required_blocks(system: System, state: State) -> &'static [Block] {
+    match crate::sources::source(system) {
+        Some(source) => source.required_blocks(state),
+        None => blocks_of_state(state),
+    }
+}
+
+/// Every block a dossier in `state` has reached: what a system that carries them all must send.
+pub fn blocks_of_state(state: State) -> &'static [Block] {
     use Block::*;
     use State::*;
-    match system {
-        System::AtexoSem | System::Agora => match state {
-            Prescribed | Registered | Validated | Refused => &[Session, Funding],
-            Entered => &[Session, Funding, Entry],
-            Exited | ServiceDone => &[Session, Funding, Entry, Exit],
-            Settled => &[Session, Funding, Entry, Exit, Settlement],
-            Cancelled => &[Session, Funding, Cancellation],
-        },
-        System::Ouiform => match state {
-            Entered => &[Entry],
-            Refused => &[RefusalReason],
-            _ => &[],
-        },
-        System::PoleEmploi => match state {
-            Entered => &[Entry],
-            _ => &[],
-        },
+    match state {
+        Prescribed | Registered | Validated | Refused => &[Session, Funding],
+        Entered => &[Session, Funding, Entry],
+        Exited | ServiceDone => &[Session, Funding, Entry, Exit],
+        Settled => &[Session, Funding, Entry, Exit, Settlement],
+        Cancelled => &[Session, Funding, Cancellation],
     }
 }
 

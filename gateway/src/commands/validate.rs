@@ -9,12 +9,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use passerelle_adapters::atexo_sem::{self, DecodeSettings, Flow, Perimeter};
-use passerelle_adapters::rules::RuleSettings;
-use passerelle_adapters::{ouiform, Dossier, Violation};
+use passerelle_adapters::{Dossier, System, Violation};
 use serde::Serialize;
 
-use crate::cli::{InputSystem, ValidateFormat};
+use crate::cli::ValidateFormat;
 
 /// One line of `--format json` (contract §5).
 #[derive(Debug, Serialize)]
@@ -123,7 +121,7 @@ impl<W: Write> Report<'_, W> {
 }
 
 pub fn run(
-    system: InputSystem,
+    system: System,
     file: &Path,
     format: ValidateFormat,
     out: &mut impl Write,
@@ -133,50 +131,23 @@ pub fn run(
         format,
         tally: Tally::default(),
     };
-    match system {
-        InputSystem::AtexoSem => {
-            let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-            let settings = DecodeSettings::default();
-            for item in atexo_sem::decode_stream(
-                BufReader::with_capacity(1 << 16, f),
-                Flow::Sync,
-                &settings,
-            ) {
-                match item {
-                    Ok(d) => {
-                        let note = match &d.perimeter {
-                            Perimeter::In => None,
-                            Perimeter::Out(why) => {
-                                report.tally.out_of_perimeter += 1;
-                                Some(format!("out of AGORA's perimeter ({})", why.code()))
-                            }
-                        };
-                        report.valid(&d.id, Some(d.index), &d.dossier, note.as_deref())?;
-                    }
-                    Err(e) => report.invalid(e.id.as_deref(), Some(e.index), &e.violations)?,
-                }
+    let source = passerelle_adapters::sources::source(system)
+        .with_context(|| format!("{system} is not a source system"))?;
+    let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let records = source
+        .check_file(Box::new(BufReader::with_capacity(1 << 16, f)))
+        .with_context(|| format!("{} records do not come as files", source.label()))?;
+    for record in records {
+        match &record.outcome {
+            Ok(d) => {
+                let note = record.out_of_perimeter.map(|why| {
+                    report.tally.out_of_perimeter += 1;
+                    format!("out of AGORA's perimeter ({why})")
+                });
+                let id = record.id.as_deref().unwrap_or_default();
+                report.valid(id, record.index, d, note.as_deref())?;
             }
-        }
-        InputSystem::Ouiform => {
-            let bytes =
-                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            match ouiform::decode(&bytes, &RuleSettings::default()) {
-                Ok(d) => {
-                    let id = d.sources.first().map(|s| s.id.clone()).unwrap_or_default();
-                    report.valid(&id, None, &d, None)?;
-                }
-                Err(errors) => {
-                    // The id, when the body is JSON enough to have one, helps find the orientation.
-                    let id = serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .ok()
-                        .and_then(|v| {
-                            v.get("idOrientation")
-                                .and_then(|i| i.as_str())
-                                .map(str::to_owned)
-                        });
-                    report.invalid(id.as_deref(), None, &errors)?;
-                }
-            }
+            Err(errors) => report.invalid(record.id.as_deref(), record.index, errors)?,
         }
     }
     Ok(report.finish()?)

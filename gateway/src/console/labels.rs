@@ -40,13 +40,9 @@ pub fn agora_state(code: &str) -> &'static str {
     }
 }
 
+/// A system as its users write it: a source's own label, or AGORA.
 pub fn system(s: System) -> &'static str {
-    match s {
-        System::AtexoSem => "ATEXO SEM",
-        System::Ouiform => "OUIFORM",
-        System::PoleEmploi => "Pôle emploi",
-        System::Agora => "AGORA",
-    }
+    passerelle_adapters::sources::source(s).map_or("AGORA", |src| src.label())
 }
 
 /// LHEO `dict-financeurs` (2.3).

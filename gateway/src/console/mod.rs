@@ -279,7 +279,7 @@ pub(crate) fn layout(
                     form class="search" role="search" method="get" action="/console/dossiers" {
                         label for="q" { "Rechercher un dossier" }
                         input type="search" id="q" name="q" value=(q.unwrap_or(""))
-                            placeholder="Réf. ATEXO, id OUIFORM, idInscription, n° AGORA, id passerelle";
+                            placeholder=(search_hint());
                         button type="submit" { "Rechercher" }
                     }
                     form class="logout" method="post" action="/console/logout" {
@@ -302,6 +302,17 @@ pub(crate) fn layout(
 /// The hidden CSRF field of a form.
 pub(crate) fn csrf_field(op: &Operator) -> Markup {
     html! { input type="hidden" name="csrf" value=(op.csrf); }
+}
+
+/// What the search box finds, in its placeholder: each source's record id, AGORA's number,
+/// passerelle's id.
+fn search_hint() -> String {
+    let mut parts: Vec<String> = passerelle_adapters::SOURCES
+        .iter()
+        .map(|s| format!("{} {}", s.label(), s.record_id()))
+        .collect();
+    parts.extend(["n° AGORA".to_string(), "id passerelle".to_string()]);
+    parts.join(", ")
 }
 
 /// Everything the console serves.

@@ -439,7 +439,9 @@ pub async fn unreadable(
                             format!(
                                 "must be one of {}",
                                 passerelle_adapters::canonical::System::ALL
+                                    .iter()
                                     .map(|s| s.as_str())
+                                    .collect::<Vec<_>>()
                                     .join(", ")
                             ),
                         )

@@ -1,0 +1,98 @@
+//! OUIFORM in the registry of sources ([`crate::sources`]).
+
+use std::io::BufRead;
+
+use super::{decode, encode, mapping, mask};
+use crate::canonical::{Dossier, State, System};
+use crate::mapping::MappingTable;
+use crate::rules::{Block, RuleSettings};
+use crate::sources::{Checked, Source};
+
+/// The orientation platform, which posts one signed orientation at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct Ouiform;
+
+impl Source for Ouiform {
+    fn system(&self) -> System {
+        System::Ouiform
+    }
+
+    fn label(&self) -> &'static str {
+        "OUIFORM"
+    }
+
+    fn record_id(&self) -> &'static str {
+        "idOrientation"
+    }
+
+    fn mapping(&self) -> &'static MappingTable {
+        &mapping::TABLE
+    }
+
+    /// An orientation carries only the entry date and a refusal reason.
+    fn required_blocks(&self, state: State) -> &'static [Block] {
+        match state {
+            State::Entered => &[Block::Entry],
+            State::Refused => &[Block::RefusalReason],
+            _ => &[],
+        }
+    }
+
+    fn mask_payload(&self, body: &[u8]) -> Option<Vec<u8>> {
+        mask::mask_payload(body)
+    }
+
+    fn check_file<'a>(
+        &self,
+        mut input: Box<dyn BufRead + Send + 'a>,
+    ) -> Option<Box<dyn Iterator<Item = Checked> + 'a>> {
+        // One orientation per file: read it lazily, when the caller asks for its record.
+        Some(Box::new(std::iter::once_with(move || {
+            let mut bytes = Vec::new();
+            if let Err(e) = input.read_to_end(&mut bytes) {
+                return Checked {
+                    id: None,
+                    index: None,
+                    outcome: Err(vec![crate::Violation::new(
+                        "",
+                        crate::Rule::JsonSyntax,
+                        format!("the file could not be read to its end ({})", e.kind()),
+                    )]),
+                    out_of_perimeter: None,
+                };
+            }
+            match decode(&bytes, &RuleSettings::default()) {
+                Ok(d) => Checked {
+                    id: d.sources.first().map(|s| s.id.clone()),
+                    index: None,
+                    outcome: Ok(d),
+                    out_of_perimeter: None,
+                },
+                Err(errors) => Checked {
+                    // The id, when the body is JSON enough to have one, helps find the orientation.
+                    id: serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .ok()
+                        .and_then(|v| {
+                            v.get("idOrientation")
+                                .and_then(|i| i.as_str())
+                                .map(str::to_owned)
+                        }),
+                    index: None,
+                    outcome: Err(errors),
+                    out_of_perimeter: None,
+                },
+            }
+        })))
+    }
+
+    fn encode(&self, dossier: &Dossier) -> Vec<u8> {
+        serde_json::to_vec(&encode(dossier)).unwrap_or_default()
+    }
+
+    /// Any bytes as an orientation: a dossier, or violations that are never empty.
+    fn fuzz(&self, data: &[u8]) {
+        if let Err(v) = decode(data, &RuleSettings::default()) {
+            assert!(!v.is_empty());
+        }
+    }
+}

@@ -22,7 +22,7 @@ use crate::worker::RetryPolicy;
 /// Returns claimed at once.
 const BATCH: u32 = 32;
 /// Posts in flight at once.
-const IN_FLIGHT: usize = 8;
+pub const IN_FLIGHT: usize = 8;
 /// How often the outbox is read when nothing wakes the sender.
 const IDLE: Duration = Duration::from_secs(1);
 

@@ -662,6 +662,7 @@ pub async fn sweep_round(
             lot: None,
             rate_limited_since: None,
             returns: 0,
+            outages: 0,
         };
         if let Err(e) = queue.publish(Lane::Sync, &task).await {
             warn!(error = %e, "sweeper cannot publish; will try again");

@@ -213,7 +213,9 @@ impl Worker {
         );
         let returns = task.returns.saturating_add(deliveries.saturating_sub(1));
         if returns >= DELIVERY_LIMIT {
-            self.poison(&task, returns, acker).instrument(span).await;
+            self.poison(lane, &task, returns, acker)
+                .instrument(span)
+                .await;
             return;
         }
         let result = match &task.lot {
@@ -240,14 +242,23 @@ impl Worker {
                 Err(e) => {
                     // The ledger or the queue failed: give the task back rather than lose it,
                     // after a delay (never a hot loop against a database that is down).
-                    let delay = requeue_delay(deliveries);
                     let infrastructure_down = self.ledger.health().await.is_err()
                         || self.queue.health().await.is_err();
+                    let delay = if infrastructure_down {
+                        requeue_delay(deliveries.max(task.outages.saturating_add(1)))
+                    } else {
+                        requeue_delay(deliveries)
+                    };
                     warn!(error = %e, delay_ms = delay.as_millis() as u64, infrastructure_down, "reconciliation interrupted; the task goes back to the queue");
                     if infrastructure_down {
                         // Not the task's fault: a fresh copy, so an outage never counts toward
-                        // its delivery limit.
-                        if self.queue.publish_delayed(lane, &task, delay).await.is_ok() {
+                        // its delivery limit; it carries the outage's length, so each try waits
+                        // longer than the last.
+                        let again = Task {
+                            outages: task.outages.saturating_add(1),
+                            ..task.clone()
+                        };
+                        if self.queue.publish_delayed(lane, &again, delay).await.is_ok() {
                             if let Err(e) = acker.ack().await {
                                 warn!(error = %e, "cannot acknowledge a task; it will be redelivered (harmless)");
                             }
@@ -267,7 +278,13 @@ impl Worker {
 
     /// A task past the queue's delivery limit: its dossier goes to the dead letters (reason
     /// `poison`, listed by the dead-letter API) and the task is dropped, so the lane goes on.
-    async fn poison(&self, task: &Task, returns: u32, acker: Box<dyn crate::queue::Acker>) {
+    async fn poison(
+        &self,
+        lane: Lane,
+        task: &Task,
+        returns: u32,
+        acker: Box<dyn crate::queue::Acker>,
+    ) {
         if task.lot.is_some() || task.dossier_id.is_empty() {
             // No dossier to dead-letter: the queue's own dead letters keep it.
             warn!(
@@ -280,11 +297,50 @@ impl Worker {
             return;
         }
         let reason = DeadReason::Poison { returns };
-        match self
-            .ledger
-            .dead_letter(&task.dossier_id, AGORA, &reason)
-            .await
-        {
+        // Under the dossier's lease, fenced like every worker write: a run of the same dossier
+        // still under way elsewhere (a newer task) is not overwritten by this copy's verdict.
+        let id = task.dossier_id.as_str();
+        let holder = format!("{}/{}", self.id, uuid::Uuid::now_v7());
+        match self.ledger.try_lease(id, &holder, self.lease_ttl).await {
+            Ok(lease) if lease.is_held() => {}
+            Ok(_) => {
+                // Another run holds the dossier (perhaps the last delivery, dead with its lease
+                // unreleased): this copy comes back, its count kept, once that lease may have
+                // lapsed, and is dead-lettered then.
+                let delay = Duration::from_millis(rand::thread_rng().gen_range(500..1_500));
+                let again = Task {
+                    returns,
+                    ..task.clone()
+                };
+                self.metrics.task_end(&TaskEnd::LeaseBusy);
+                let settled = match self.queue.publish_delayed(lane, &again, delay).await {
+                    Ok(()) => acker.ack().await,
+                    Err(_) => acker.requeue().await,
+                };
+                if let Err(e) = settled {
+                    warn!(error = %e, "cannot settle a poison task; the queue's limit sets it aside");
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot lease a poison task's dossier; the queue's limit sets it aside");
+                let _ = acker.dead_letter().await;
+                return;
+            }
+        }
+        let fence = crate::ledger::fence::Fence {
+            key: id.to_string(),
+            holder: holder.clone(),
+        };
+        let dead = crate::ledger::fence::scope(
+            fence,
+            self.ledger.dead_letter(&task.dossier_id, AGORA, &reason),
+        )
+        .await;
+        if let Err(e) = self.ledger.release(id, &holder).await {
+            warn!(error = %e, "cannot release a lease; it expires by itself");
+        }
+        match dead {
             Ok(dl) => {
                 warn!(dead_letter = %dl, returns, "a task that keeps failing was dead-lettered (poison)");
                 self.metrics.task_end(&TaskEnd::DeadLettered(reason.code()));

@@ -36,7 +36,8 @@ const OUIFORM_TOKEN: &str = "chaos-ouiform-token";
 const OUIFORM_SECRET: &str = "chaos-ouiform-hmac-secret";
 const ADMIN_TOKEN: &str = "chaos-admin-token";
 
-/// AGORA failing 10 % of its calls, half of the failures after applying.
+/// AGORA, and ATEXO SEM's returns endpoint, failing 10 % of their calls, half of the failures
+/// after applying.
 fn faults(seed: u64) -> Faults {
     Faults {
         seed,
@@ -54,6 +55,7 @@ fn faults(seed: u64) -> Faults {
             Call::AgoraExit,
             Call::AgoraSettle,
             Call::AgoraCancel,
+            Call::AtexoReturn,
         ],
         ..Faults::none()
     }
@@ -216,10 +218,15 @@ async fn until(accepted: &AtomicUsize, n: usize, replicas: &mut [ServeProcess]) 
     }
 }
 
+/// How many times a replica exited by itself (and was restarted): each may have died between a
+/// post and its record, as a SIGKILLed one may.
+static EXITS: AtomicUsize = AtomicUsize::new(0);
+
 /// Restarts the replicas that exited by themselves.
 async fn supervise(replicas: &mut [ServeProcess]) {
     for (i, r) in replicas.iter_mut().enumerate() {
         if let Some(status) = r.exited() {
+            EXITS.fetch_add(1, Ordering::SeqCst);
             eprintln!("chaos: replica {i} exited ({status}); restarting it");
             r.start().await;
         }
@@ -410,6 +417,8 @@ async fn three_replicas_under_infrastructure_faults_deliver_each_dossier_once() 
         &sandbox,
         |reference| atexo_of.get(reference).map(|id| (*id).to_string()),
         Duration::from_secs(120),
+        // The SIGKILL, and every exit of a replica that chose to exit rather than reconnect.
+        1 + EXITS.load(Ordering::SeqCst),
     )
     .await;
 

@@ -87,8 +87,8 @@ async fn post_until_accepted(
         .await
 }
 
-/// AGORA failing some of its calls (never the returns: a failed return is not retried, by design),
-/// half of the failures after applying.
+/// AGORA, and ATEXO SEM's returns endpoint, failing some of their calls, half of the failures
+/// after applying: a return whose post failed is posted again from the outbox, under its key.
 fn faults(seed: u64) -> Faults {
     Faults {
         seed,
@@ -106,6 +106,7 @@ fn faults(seed: u64) -> Faults {
             Call::AgoraExit,
             Call::AgoraSettle,
             Call::AgoraCancel,
+            Call::AtexoReturn,
         ],
         ..Faults::none()
     }
@@ -250,6 +251,7 @@ async fn killed_three_times_under_faults(production: Option<Production>, test: &
         &sandbox,
         |reference| by_reference.get(reference).map(|x| x.id.clone()),
         Duration::from_secs(60),
+        KILLS,
     )
     .await;
     serve.kill();

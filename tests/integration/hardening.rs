@@ -18,7 +18,7 @@ fn database_of(url: &str) -> String {
 }
 
 /// With `sslmode=require`, every connection of the ledger's pool is encrypted, as PostgreSQL
-/// itself reports it (`pg_stat_ssl`). The local server's certificate is the Debian snakeoil one
+/// itself reports it (`pg_stat_ssl`). The suite's cluster has its own certificate (tests/services.sh)
 /// (self-signed, `DNS:localhost`): `verify-full` is checked against it as its own CA, by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgresql_ledger_speaks_tls_when_asked() {

@@ -82,6 +82,13 @@ fn grouped_nir(nir: &str, sep: &str) -> Vec<String> {
     out
 }
 
+/// Whether `v` is a NIR grouped as people write it, `sep` between the groups.
+fn nir_grouped_by(v: &str, sep: char) -> bool {
+    v.matches(sep).count() >= 5
+        && v.chars().all(|c| c == sep || c.is_ascii_alphanumeric())
+        && v.chars().filter(char::is_ascii_alphanumeric).count() >= 13
+}
+
 /// Every form a personal value might leak in: a NIR as 13 and 15 characters, spaced and dashed;
 /// a name as written, unescaped, in upper, lower and title case; a birth date in each source's
 /// format (ATEXO SEM's JJ/MM/AAAA, OUIFORM's and AGORA's ISO 8601) and the other common ones.
@@ -209,7 +216,22 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
     serve.start().await;
     let http = reqwest::Client::new();
 
-    let valid = generated(41, 40);
+    let mut valid = generated(41, 40);
+    // Corsican NIRs (2A, 2B), which the generator draws about once in forty: one of each, sure to
+    // be in the sample.
+    let more = generated(45, 600);
+    for department in ["2A", "2B"] {
+        let corsican = more
+            .iter()
+            .find(|x| {
+                !valid.iter().any(|v| v.id == x.id)
+                    && tag_values(&String::from_utf8_lossy(&x.xml), "nir")
+                        .iter()
+                        .any(|n| n.get(5..7) == Some(department))
+            })
+            .unwrap_or_else(|| panic!("no {department} NIR among 600 generated dossiers"));
+        valid.push(corsican.clone());
+    }
     let invalid = single_dossier_exports(&GenOptions {
         seed: 42,
         count: 20,
@@ -347,6 +369,32 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         "the values looked for: {}",
         personal.len()
     );
+    // The forms the capture looks for are really among them: Corsican NIRs (`2A`, `2B`), whose
+    // letters a digits-only pattern would miss, and NIRs spaced and dashed.
+    for (what, found) in [
+        (
+            "a Corsican 2A NIR",
+            personal
+                .iter()
+                .any(|v| v.len() >= 13 && v.get(5..7) == Some("2A")),
+        ),
+        (
+            "a Corsican 2B NIR",
+            personal
+                .iter()
+                .any(|v| v.len() >= 13 && v.get(5..7) == Some("2B")),
+        ),
+        (
+            "a spaced NIR",
+            personal.iter().any(|v| nir_grouped_by(v, ' ')),
+        ),
+        (
+            "a dashed NIR",
+            personal.iter().any(|v| nir_grouped_by(v, '-')),
+        ),
+    ] {
+        assert!(found, "the values looked for hold {what}");
+    }
     for (i, x) in invalid.iter().enumerate() {
         let (status, body) = post(x.xml.clone(), format!("obs-bad-{i}")).await;
         assert_eq!(status, 422, "{}: {body}", x.id);

@@ -441,3 +441,336 @@ async fn sigterm_drains_the_tasks_in_flight_within_the_grace_period() {
     serve.kill();
     sandbox.shutdown().await;
 }
+
+/// Runs `sql` on the database at `url` (the test's own production ledger).
+fn psql_on(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-d", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A run that lost its lease stops without writing. The dossier's creation is applied by AGORA
+/// but its answer held; meanwhile another holder takes the dossier's lease (as a replica would
+/// that found it lapsed). When the answer comes, the first run must not record it (its write is
+/// fenced) nor send anything more. Once the other holder lets go, the next run finds the dossier
+/// in doubt, learns the creation by a search and carries on: created once, nothing sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_lost_its_lease_stops_without_writing() {
+    use passerelle_sandbox::Call;
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let production = Production::new("lease_lost");
+    let gw = crate::support::gateway_on(&sandbox, Some(production), &[]).await;
+    let ledger = gw.ledger_url.clone();
+    let mut hold = sandbox.hold_answer_of_write(1);
+    let fixture = crate::support::fixture("atexo_sem/valid/entre.xml");
+    let id = gw.post_atexo_accepted("PDL-2019-000102", &fixture).await;
+    let created = tokio::time::timeout(Duration::from_secs(60), hold.applied())
+        .await
+        .expect("the creation within 60 s")
+        .expect("the held creation");
+    assert_eq!(created.call, Call::AgoraCreate);
+    let stolen = psql_on(
+        &ledger,
+        &format!(
+            "UPDATE leases SET holder = 'another-replica', \
+             expires_at = now() + interval '1 hour' WHERE dossier_id = '{id}' RETURNING holder"
+        ),
+    );
+    assert_eq!(
+        stolen, "another-replica",
+        "the run held the dossier's lease"
+    );
+    hold.release();
+
+    let trace = |gw: &crate::support::Gateway| {
+        let (http, url, token) = (
+            gw.http.clone(),
+            format!("{}/v1/dossiers/{id}", gw.url),
+            secrecy::ExposeSecret::expose_secret(&gw.creds.admin).to_string(),
+        );
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("trace")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    // The answer reached the run (its call ended), and it wrote nothing: the creation not
+    // recorded (only the search that preceded it), still pending, no further call to AGORA.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sandbox
+        .calls(Call::AgoraCreate)
+        .iter()
+        .any(|c| c.status == Some(201))
+    {
+        assert!(Instant::now() < deadline, "the creation was never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t = trace(&gw).await;
+    let ops = t["history"]["operations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ops.iter().all(|o| o["operation"] == "search"),
+        "a run that lost its lease recorded its creation: {ops:?}"
+    );
+    let searched_before = ops.len();
+    assert_eq!(t["delivery"]["agora"]["status"], "pending", "{t}");
+    let after: Vec<_> = sandbox
+        .journal()
+        .into_iter()
+        .filter(|c| c.seq > created.seq && c.call != Call::AgoraCreate)
+        .filter(|c| c.call != Call::AtexoReturn)
+        .collect();
+    assert!(
+        after.is_empty(),
+        "calls after the lease was lost: {after:?}"
+    );
+    assert_eq!(
+        psql_on(
+            &ledger,
+            &format!("SELECT holder FROM leases WHERE dossier_id = '{id}'")
+        ),
+        "another-replica",
+        "the lease is left to its holder"
+    );
+
+    // The other holder goes away: the next run searches first, then goes on.
+    psql_on(
+        &ledger,
+        &format!(
+            "UPDATE leases SET expires_at = now() - interval '1 second' WHERE dossier_id = '{id}'"
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = trace(&gw).await;
+        if t["delivery"]["agora"]["status"] == "delivered" {
+            let ops = t["history"]["operations"].as_array().expect("ops");
+            assert!(
+                ops.iter().filter(|o| o["operation"] == "search").count() > searched_before,
+                "the next run did not search first: {ops:?}"
+            );
+            assert!(
+                !ops.iter().any(|o| o["operation"] == "create"),
+                "the lost run's creation was recorded: {ops:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered within 60 s: {t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    crate::support::agora_journal(&gw.sandbox_get("/_sandbox/journal").await)
+        .assert_nothing_sent_twice();
+    crate::support::assert_created_once(&gw.sandbox_get("/_sandbox/agora/creations").await);
+    gw.stop().await;
+    sandbox.shutdown().await;
+}
+
+/// While the ledger cannot be reached (PostgreSQL refusing every connection to its database), a
+/// task whose run it interrupted goes back to the queue after a delay that grows with each try,
+/// never in a hot loop; once the ledger is back, the dossier is delivered, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_outage_delays_the_tasks_it_interrupts_instead_of_looping() {
+    let _heavy = crate::support::heavy().await;
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let production = Production::new("outage");
+    let database = production
+        .ledger_url
+        .rsplit('/')
+        .next()
+        .expect("a database")
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A short lease: the interrupted run's lease, which the outage kept it from giving back,
+    // lapses soon after.
+    let mut serve = ServeProcess::new(
+        dir.path(),
+        &sandbox,
+        Some(&production),
+        &[("WORKER__LEASE_TTL_S", "5")],
+    );
+    serve.start().await;
+    let x = generated(181, 12)
+        .into_iter()
+        .find(|x| expected_etat(x).is_some())
+        .expect("an owed dossier");
+    let mut hold = sandbox.hold_answer_of_write(1);
+    let http = reqwest::Client::new();
+    let id = post(&http, &serve.url, &x.xml).await;
+    tokio::time::timeout(Duration::from_secs(60), hold.applied())
+        .await
+        .expect("the creation within 60 s")
+        .expect("the held creation");
+    let interrupted = |serve: &ServeProcess| {
+        std::fs::read_to_string(&serve.log)
+            .unwrap_or_default()
+            .matches("reconciliation interrupted")
+            .count()
+    };
+    let before = interrupted(&serve);
+    // The ledger goes away while the creation's answer is on its way: its record fails.
+    crate::support::psql(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ));
+    crate::support::psql(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'"
+    ));
+    hold.release();
+    let outage = Duration::from_secs(8);
+    tokio::time::sleep(outage).await;
+    let tries = interrupted(&serve) - before;
+    crate::support::psql(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
+    eprintln!("{tries} interrupted tries in {outage:?} of outage");
+    assert!(
+        tries >= 1,
+        "the outage interrupted nothing: {}",
+        serve.log_tail()
+    );
+    // Doubling from 100 ms: 100 + 200 + 400 + 800 + 1,600 + 3,200 ms, then every 5 s. A task sent
+    // back at once, or always after the same short delay, would come back dozens of times.
+    assert!(
+        tries <= 10,
+        "{tries} tries of one task in {outage:?}: a hot loop\n{}",
+        serve.log_tail()
+    );
+    if serve.exited().is_some() {
+        // It may choose to exit rather than wait: its supervisor restarts it.
+        serve.start().await;
+    }
+    let expected: HashMap<String, Option<&'static str>> =
+        [(id, expected_etat(&x))].into_iter().collect();
+    wait_for_agora(
+        &http,
+        &sandbox.base_url(),
+        &expected,
+        Duration::from_secs(90),
+    )
+    .await;
+    let journal = reqwest::get(format!("{}/_sandbox/journal", sandbox.base_url()))
+        .await
+        .expect("sandbox")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    crate::support::agora_journal(&journal).assert_nothing_sent_twice();
+    serve.kill();
+    sandbox.shutdown().await;
+}
+
+/// The replicas' lines saying they run the singleton `name`: (replica index, count).
+fn runs_singleton(replicas: &[&ServeProcess], name: &str) -> Vec<usize> {
+    replicas
+        .iter()
+        .map(|r| {
+            std::fs::read_to_string(&r.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("this replica runs the singleton") && l.contains(name))
+                .count()
+        })
+        .collect()
+}
+
+/// One of each singleton across replicas, as `serve` wires them: two replicas on one ledger run
+/// one sweeper, one Pôle emploi poller and one retention purge between them (not one each), and
+/// when the replica that runs the sweeper stops, the other takes it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_run_one_of_each_singleton_between_them() {
+    let _heavy = crate::support::heavy().await;
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let production = Production::new("singletons");
+    let pe_url = sandbox.pole_emploi_url();
+    let (pe_id, pe_secret) = sandbox.pole_emploi_credentials();
+    let (pe_id, pe_secret) = (pe_id.to_string(), pe_secret.to_string());
+    let env = [
+        ("POLE_EMPLOI__AUTH_URL", pe_url.as_str()),
+        ("POLE_EMPLOI__API_URL", pe_url.as_str()),
+        ("POLE_EMPLOI__CLIENT_ID", pe_id.as_str()),
+        ("POLE_EMPLOI__CLIENT_SECRET", pe_secret.as_str()),
+        ("POLE_EMPLOI__SCOPE", "api_inscriptionsv1"),
+    ];
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut a = ServeProcess::new(dir_a.path(), &sandbox, Some(&production), &env);
+    let mut b = ServeProcess::new(dir_b.path(), &sandbox, Some(&production), &env);
+    a.start().await;
+    b.start().await;
+    let names = ["sweeper", "pole_emploi_poller", "retention_purge"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: Vec<usize> = names
+            .iter()
+            .map(|n| runs_singleton(&[&a, &b], n).iter().sum())
+            .collect();
+        if held.iter().all(|&n| n >= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every singleton runs within 30 s: {names:?} {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past a renewal or two: still one runner each.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for name in names {
+        let counts = runs_singleton(&[&a, &b], name);
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            1,
+            "{name} runs in {counts:?} replicas (a: {}, b: {})",
+            a.log_tail(),
+            b.log_tail()
+        );
+    }
+    let holders = psql_on(
+        &production.ledger_url,
+        "SELECT count(DISTINCT dossier_id) FROM leases \
+         WHERE dossier_id LIKE 'singleton:%' AND expires_at > now()",
+    );
+    assert_eq!(holders, "3", "one live lease per singleton");
+
+    // The replica that runs the sweeper stops: the other takes it over.
+    let a_runs_it = runs_singleton(&[&a], "sweeper")[0] == 1;
+    let (stopping, other) = if a_runs_it {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let status = stopping.terminate(Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs_singleton(&[&*other], "sweeper")[0] == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the sweeper over: {}",
+            other.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.kill();
+    b.kill();
+    sandbox.shutdown().await;
+}

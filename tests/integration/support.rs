@@ -169,22 +169,62 @@ pub fn return_key(r: &serde_json::Value) -> String {
     )
 }
 
-/// Every state AGORA holds was returned to ATEXO SEM (waiting up to `within` for the outbox's
-/// sender), and no return was sent twice. `atexo_id` names the ATEXO SEM dossier of an AGORA
-/// reference (`None`: not one of the test's ATEXO SEM dossiers).
+/// The state an AGORA write puts a dossier in, when it applies.
+fn state_after(call: passerelle_sandbox::Call) -> Option<&'static str> {
+    use passerelle_sandbox::Call;
+    Some(match call {
+        Call::AgoraCreate => "CREE",
+        Call::AgoraEnter => "ENTRE",
+        Call::AgoraExit => "SORTI",
+        Call::AgoraSettle => "SOLDE",
+        Call::AgoraCancel => "ANNULE",
+        _ => return None,
+    })
+}
+
+/// ATEXO SEM was told of everything AGORA did to its dossiers (contract §4), once:
+/// - one return per state AGORA put a dossier in (each write it applied, whether or not its
+///   answer reached the gateway: the creation with its number, then each transition), waiting up
+///   to `within` for the outbox's sender;
+/// - no return posted twice under two keys (the sandbox stores one per `Idempotency-Key`, so two
+///   stored alike would be two returns);
+/// - a post ATEXO SEM had acknowledged posted again only because a kill lost its record: at most
+///   `kills` × the sender's posts in flight, and none at all without a kill.
+///
+/// `atexo_id` names the ATEXO SEM dossier of an AGORA reference (`None`: not one of the test's
+/// ATEXO SEM dossiers).
 pub async fn assert_every_state_returned_once(
     sandbox: &RunningSandbox,
     atexo_id: impl Fn(&str) -> Option<String>,
     within: Duration,
+    kills: usize,
 ) {
-    let want: std::collections::HashSet<String> = sandbox
-        .agora_dossiers()
-        .iter()
-        .filter_map(|d| {
-            atexo_id(&d.reference)
-                .map(|atexo| format!("{atexo} {} {}", d.numero_agora, d.etat.as_str()))
-        })
-        .collect();
+    use passerelle_sandbox::Call;
+    // (ATEXO dossier, state) of every write AGORA applied, with the number when the call names it.
+    let mut want: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut numbers: HashMap<String, String> = HashMap::new();
+    for d in sandbox.agora_dossiers() {
+        numbers.insert(d.reference.clone(), d.numero_agora.clone());
+    }
+    for c in sandbox.journal() {
+        let Some(state) = state_after(c.call) else {
+            continue;
+        };
+        if !(c.applied && c.effect_status.is_some_and(|s| (200..300).contains(&s))) {
+            continue;
+        }
+        let Some(reference) = c.reference.as_deref() else {
+            continue;
+        };
+        if let Some(atexo) = atexo_id(reference) {
+            let numero = numbers.get(reference).map_or("-", String::as_str);
+            want.insert(format!("{atexo} {numero} {state}"));
+        }
+    }
+    assert!(
+        !want.is_empty(),
+        "AGORA applied no write of the test's dossiers"
+    );
     let deadline = Instant::now() + within;
     let returns = loop {
         let returns = atexo_returns(&reqwest::Client::new(), &sandbox.base_url()).await;
@@ -205,13 +245,41 @@ pub async fn assert_every_state_returned_once(
         }
         assert!(
             Instant::now() < deadline,
-            "{} states AGORA holds were never returned to ATEXO SEM, e.g. {:?}",
+            "{} of the {} states AGORA put dossiers in were never returned to ATEXO SEM, e.g. {:?}",
             missing.len(),
+            want.len(),
             missing.iter().take(5).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_no_return_twice(&returns);
+    // Posts answered 200 (no fault hid the answer), per key: beyond the first, a resend of a
+    // return ATEXO SEM had acknowledged.
+    let mut acknowledged: HashMap<String, usize> = HashMap::new();
+    for c in sandbox
+        .journal()
+        .iter()
+        .filter(|c| c.call == Call::AtexoReturn)
+    {
+        let key = c
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| panic!("a return posted without an Idempotency-Key: {c:?}"));
+        if c.status == Some(200) && c.fault.is_none() {
+            *acknowledged.entry(key).or_default() += 1;
+        }
+    }
+    let resent: usize = acknowledged.values().map(|n| n - 1).sum();
+    let bound = kills * passerelle::returns::IN_FLIGHT;
+    assert!(
+        resent <= bound,
+        "{resent} returns ATEXO SEM had acknowledged were posted again ({kills} kills allow {bound})"
+    );
+    eprintln!(
+        "returns: {} states returned, {} posts acknowledged, {resent} acknowledged posts resent after {kills} kills",
+        want.len(),
+        acknowledged.values().sum::<usize>()
+    );
 }
 
 /// No return was sent twice: each (dossier, number, state, anomalies) at most once.

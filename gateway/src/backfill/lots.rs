@@ -12,8 +12,8 @@
 //! - `Done`: nothing left.
 //!
 //! One runner per lot, whatever the number of processes: a lease on `lot:{key}` in the ledger,
-//! renewed as the lot is searched and polled, and held through each submission for as long as
-//! AGORA may take to answer it. A runner that finds its lease lapsed (another may have taken the
+//! renewed before each call to AGORA (each search, each report poll, each submission) for as long
+//! as that call may take, plus a margin ([`LeaseGuard::before_call`]). A runner that finds its lease lapsed (another may have taken the
 //! lot over since) stops at once: two runners searching the same lot would both send it.
 //!
 //! A `413` halves the lot size for the rest of the run; a `429` waits its `Retry-After`; a `422`
@@ -238,8 +238,9 @@ impl LotRunner<'_> {
         self.guard.renew_for(extra).await
     }
 
-    async fn renew(&self) -> Result<(), WorkerError> {
-        self.renew_for(Duration::ZERO).await
+    /// Renews the lease for one call to AGORA (its timeout, plus the guard's margin).
+    async fn before_call(&self) -> Result<(), WorkerError> {
+        self.guard.before_call(self.w.agora.request_timeout()).await
     }
 
     /// Settles `lines` (the lot stays open unless `done`) and gives each member still owed a task
@@ -386,7 +387,7 @@ impl LotRunner<'_> {
                     .await?;
                 tokio::time::sleep(wait).await;
             }
-            self.renew_for(self.w.agora.request_timeout()).await?;
+            self.before_call().await?;
             let started = Instant::now();
             match self.w.agora.submit_lot(bytes).await {
                 Ok(agora_lot) => {
@@ -495,7 +496,6 @@ impl LotRunner<'_> {
         );
         let mut answers: Vec<(Candidate, Option<Outcome>)> = Vec::with_capacity(candidates.len());
         for chunk in candidates.chunks(CHUNK) {
-            self.renew().await?;
             let ids: Vec<String> = chunk.iter().map(|c| c.dossier_id.clone()).collect();
             let rows: HashMap<String, DossierRow> = self
                 .w
@@ -511,21 +511,32 @@ impl LotRunner<'_> {
             let mut todo: Vec<usize> = (0..chunk.len()).collect();
             let mut attempts = 0u32;
             while !todo.is_empty() {
-                let found: Vec<(usize, Option<Outcome>)> = stream::iter(todo.iter().copied())
-                    .map(|i| async move {
-                        let c = &chunk[i];
-                        let outcome = match rows.get(&c.dossier_id) {
-                            Some(row) => agora
-                                .perform(Operation::Search, &c.dossier_id, &row.desired, None)
-                                .await
-                                .ok(),
-                            None => None,
-                        };
-                        (i, outcome)
-                    })
-                    .buffer_unordered(SEARCH_CONCURRENCY)
-                    .collect()
-                    .await;
+                let found: Vec<Result<(usize, Option<Outcome>), WorkerError>> =
+                    stream::iter(todo.iter().copied())
+                        .map(|i| async move {
+                            let c = &chunk[i];
+                            let outcome = match rows.get(&c.dossier_id) {
+                                Some(row) => {
+                                    // Each search may take its whole timeout: the lease covers it.
+                                    self.before_call().await?;
+                                    agora
+                                        .perform(
+                                            Operation::Search,
+                                            &c.dossier_id,
+                                            &row.desired,
+                                            None,
+                                        )
+                                        .await
+                                        .ok()
+                                }
+                                None => None,
+                            };
+                            Ok((i, outcome))
+                        })
+                        .buffer_unordered(SEARCH_CONCURRENCY)
+                        .collect()
+                        .await;
+                let found = found.into_iter().collect::<Result<Vec<_>, _>>()?;
                 todo.clear();
                 let mut wait = None;
                 for (i, outcome) in found {
@@ -591,7 +602,10 @@ impl LotRunner<'_> {
     async fn poll_and_settle(&self, lot: &LotRow, agora_lot: &str) -> Result<TaskEnd, WorkerError> {
         let patience = (self.w.lease_ttl / 3).max(Duration::from_secs(1));
         let report = loop {
-            self.renew().await?;
+            // One wait for the report polls it for up to `patience`, each poll within its timeout.
+            self.guard
+                .before_call(patience + self.w.agora.request_timeout())
+                .await?;
             match self
                 .w
                 .agora

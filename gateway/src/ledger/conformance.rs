@@ -3054,7 +3054,9 @@ pub async fn one_replica_runs_a_singleton_and_the_retention_purge_repeats(l: Arc
         (stop, task)
     };
     let (stop_a, a) = replica("replica-a");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while started.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "nobody started it");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (stop_b, b) = replica("replica-b");

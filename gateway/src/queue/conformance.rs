@@ -200,6 +200,7 @@ fn task(id: &str) -> Task {
         lot: None,
         rate_limited_since: None,
         returns: 0,
+        outages: 0,
     }
 }
 
@@ -299,6 +300,47 @@ pub(crate) async fn requeue_delivers_again<H: Harness>(h: H) {
     assert!(second.redelivered);
     second.acker.ack().await.expect("ack");
     assert_quiet(&mut consumer).await;
+}
+
+/// A task given back at every delivery is delivered `DELIVERY_LIMIT + 1` times, then set aside
+/// by the queue itself (RabbitMQ's `x-delivery-limit`, the embedded queue's same count): a worker
+/// that dies on it every time cannot loop on it forever.
+pub(crate) async fn past_its_delivery_limit_a_task_is_set_aside<H: Harness>(h: H) {
+    let queue = h.queue();
+    assert_eq!(h.dead_count().await, 0);
+    queue
+        .publish(Lane::Sync, &task("D-LIMIT"))
+        .await
+        .expect("publish");
+    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut deliveries = 0u32;
+    loop {
+        match tokio::time::timeout(QUIET, consumer.next()).await {
+            Ok(Some(Ok(delivery))) => {
+                assert_eq!(delivery.task, task("D-LIMIT"));
+                deliveries += 1;
+                assert_eq!(delivery.deliveries, deliveries, "the queue's own count");
+                assert!(
+                    deliveries <= super::DELIVERY_LIMIT + 1,
+                    "delivered {deliveries} times, past its limit of {}",
+                    super::DELIVERY_LIMIT
+                );
+                delivery.acker.requeue().await.expect("requeue");
+            }
+            // The embedded queue says so as it sets the task aside; RabbitMQ does it silently.
+            Ok(Some(Err(QueueError::Poison(_)))) => {}
+            Ok(Some(Err(err))) => panic!("the consumer failed: {err}"),
+            Ok(None) => panic!("the consumer closed"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        deliveries,
+        super::DELIVERY_LIMIT + 1,
+        "delivered up to its limit"
+    );
+    eventually("dead letters", 1, || h.dead_count()).await;
+    assert_eq!(depth(&queue, Lane::Sync).await, 0);
 }
 
 pub(crate) async fn dead_letter_is_not_redelivered<H: Harness>(h: H) {
@@ -482,6 +524,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn requeue_delivers_again() {
                 super::requeue_delivers_again(<$harness>::start().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn past_its_delivery_limit_a_task_is_set_aside() {
+                super::past_its_delivery_limit_a_task_is_set_aside(<$harness>::start().await).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dead_letter_is_not_redelivered() {

@@ -66,6 +66,11 @@ pub struct Task {
     /// leased elsewhere, e.g. by a run that panicked) keeps its count toward [`DELIVERY_LIMIT`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub returns: u32,
+    /// How many times in a row this task met the ledger or the queue down: each copy waits twice
+    /// as long as the last before its next try (up to 5 s), so an outage is never a hot loop;
+    /// not counted toward [`DELIVERY_LIMIT`] (the task is not at fault).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub outages: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -82,6 +87,7 @@ impl Task {
             lot: None,
             rate_limited_since: None,
             returns: 0,
+            outages: 0,
         }
     }
 
@@ -94,6 +100,7 @@ impl Task {
             lot: Some(lot_key.into()),
             rate_limited_since: None,
             returns: 0,
+            outages: 0,
         }
     }
 }

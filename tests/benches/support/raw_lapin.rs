@@ -24,6 +24,7 @@ pub fn task(i: usize) -> Task {
         lot: None,
         rate_limited_since: None,
         returns: 0,
+        outages: 0,
     }
 }
 

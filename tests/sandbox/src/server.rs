@@ -45,6 +45,9 @@ pub struct CallRecord {
     pub numero_agora: Option<String>,
     /// The backfill lot concerned.
     pub lot: Option<String>,
+    /// The request's `Idempotency-Key`, if any: a return posted again after a crash carries the
+    /// key of its first post, which is how a test tells a resend from a second return.
+    pub idempotency_key: Option<String>,
 }
 
 /// What a call answers when it runs, and what the journal should say of it.
@@ -242,6 +245,11 @@ impl Shared {
             reference: pick(|t| &t.reference),
             numero_agora: pick(|t| &t.numero_agora),
             lot: pick(|t| &t.lot),
+            idempotency_key: req
+                .headers()
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         };
         // Identifiers only: references, AGORA numbers and lots are not personal data.
         tracing::info!(

@@ -540,6 +540,10 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
         source.contains("Retour ATEXO SEM") && source.contains("reçu par ATEXO SEM"),
         "the return in the timeline"
     );
+    assert!(
+        !source.contains("pas encore consignés"),
+        "no word saying returns are not recorded: they are (the returns outbox)"
+    );
 
     // A POST without the session's CSRF token is refused, and changes nothing.
     for body in ["all=true", "all=true&csrf=forged"] {

@@ -419,7 +419,10 @@ pub async fn dossier(
                     li { span class="when" { (labels::time(e.at)) } " " strong { (e.kind) } " — " (e.what) }
                 }
             }
-            p class="hint" { "Les retours envoyés à ATEXO SEM ne sont pas encore consignés dans le registre : ils n'apparaissent pas ici." }
+            p class="hint" {
+                "Chaque retour dû à ATEXO SEM (numéro AGORA attribué, transition acceptée ou refusée) est "
+                "consigné dans le registre avant d'être envoyé : il figure ici avec son état d'envoi."
+            }
         }
         section aria-labelledby="canonique" {
             h2 id="canonique" { "Dossier canonique" @if !op.personal_data { " (données personnelles masquées)" } }

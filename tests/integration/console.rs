@@ -2,10 +2,9 @@
 //! against a gateway booted on a random port with its AGORA sandbox; and the search API it shares
 //! (`GET /v1/dossiers`).
 //!
-//! The WebDriver client is the few W3C commands these tests use, over the reqwest the tests
-//! already have (a browser-automation crate would bring a second TLS stack and a dozen crates to
-//! CI's build for the same handful of calls). Chromium runs headless, with no network beyond
-//! loopback: every host name but 127.0.0.1 resolves to nothing, background services are off.
+//! The browser is driven with thirtyfour (no TLS, no driver manager: a chromedriver started here,
+//! on a free port). Chromium runs headless, with no network beyond loopback: every host name but
+//! 127.0.0.1 resolves to nothing, background services are off.
 //! A missing `chromium` or `chromedriver` fails the test under `CI=true` (`tests/services.sh`
 //! installs them) and skips it elsewhere, saying so.
 //!
@@ -16,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use thirtyfour::prelude::*;
 
 use crate::support::{atexo_returns, fixture, gateway, gateway_on, Gateway};
 
@@ -38,15 +37,12 @@ const PERSONAL: [&str; 6] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// A minimal W3C WebDriver client.
+// The browser: chromedriver on a free port, driven with thirtyfour.
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
+/// A headless Chromium session and the chromedriver it runs under (killed on drop).
 struct Driver {
     process: Child,
-    http: reqwest::Client,
-    base: String,
-    session: String,
+    web: WebDriver,
     shots: PathBuf,
 }
 
@@ -87,52 +83,43 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
         let base = format!("http://127.0.0.1:{port}");
+        // chromedriver listens a moment after it starts.
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = http.get(format!("{base}/status")).send().await.ok();
-            if let Some(r) = ready {
-                let v: Value = r.json().await.unwrap_or_default();
-                if v["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not answer");
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--window-size=1280,1000", "--no-first-run", "--no-default-browser-check",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--disable-default-apps", "--disable-extensions",
-                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                    "--lang=fr-FR",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            },
-        }}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session")
-            .json()
-            .await
-            .expect("json");
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
-            .to_string();
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary(CHROMIUM).expect("binary");
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-extensions",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--lang=fr-FR",
+            &format!("--user-data-dir={}", profile.display()),
+        ] {
+            caps.add_arg(arg).expect("argument");
+        }
+        let web = loop {
+            match WebDriver::new(base.as_str(), caps.clone()).await {
+                Ok(web) => break web,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no WebDriver session: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         let shots = std::env::var_os("PASSERELLE_CONSOLE_SCREENSHOTS").map_or_else(
             || Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"),
             PathBuf::from,
@@ -140,125 +127,65 @@ impl Driver {
         std::fs::create_dir_all(&shots).expect("screenshot directory");
         Driver {
             process,
-            http,
-            base,
-            session,
+            web,
             shots,
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut req = self.http.request(method, &url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("webdriver answers");
-        let status = r.status();
-        let v: Value = r.json().await.expect("json");
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v["value"].clone()
-    }
-
     async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
+        self.web.goto(url).await.expect("navigation");
     }
 
     async fn url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.web.current_url().await.expect("url").to_string()
     }
 
     async fn source(&self) -> String {
-        self.call(reqwest::Method::GET, "/source", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.web.source().await.expect("source")
     }
 
-    async fn find(&self, css: &str) -> String {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}: {v}"))
-            .to_string()
+    async fn find(&self, css: &str) -> WebElement {
+        self.web
+            .find(By::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
     }
 
     async fn count(&self, css: &str) -> usize {
-        self.call(
-            reqwest::Method::POST,
-            "/elements",
-            Some(json!({"using": "css selector", "value": css})),
-        )
-        .await
-        .as_array()
-        .map_or(0, Vec::len)
+        self.web
+            .find_all(By::Css(css))
+            .await
+            .expect("elements")
+            .len()
     }
 
     async fn type_in(&self, css: &str, text: &str) {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.find(css).await.send_keys(text).await.expect("typed");
     }
 
     async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            Some(json!({})),
-        )
-        .await;
+        self.find(css).await.click().await.expect("clicked");
     }
 
     async fn text(&self, css: &str) -> String {
-        let e = self.find(css).await;
-        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.find(css).await.text().await.expect("text")
     }
 
-    async fn cookies(&self) -> Vec<Value> {
-        self.call(reqwest::Method::GET, "/cookie", None)
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    async fn cookies(&self) -> Vec<Cookie> {
+        self.web.get_all_cookies().await.expect("cookies")
     }
 
     /// Saves the page as `name.png` and returns its source.
     async fn shot(&self, name: &str) -> String {
-        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().unwrap_or_default())
-            .expect("a PNG");
-        std::fs::write(self.shots.join(format!("{name}.png")), bytes).expect("screenshot");
+        self.web
+            .screenshot(&self.shots.join(format!("{name}.png")))
+            .await
+            .expect("screenshot");
         self.source().await
     }
 
     async fn quit(self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
+        let _ = self.web.clone().quit().await;
     }
 }
 
@@ -497,18 +424,12 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
     let cookies = d.cookies().await;
     let session = cookies
         .iter()
-        .find(|c| c["name"] == "passerelle_console")
+        .find(|c| c.name == "passerelle_console")
         .unwrap_or_else(|| panic!("a session cookie: {cookies:?}"));
-    assert_eq!(session["httpOnly"], true, "{session}");
-    assert_eq!(session["sameSite"], "Strict", "{session}");
-    assert!(
-        session["expiry"].as_u64().is_some(),
-        "it expires: {session}"
-    );
-    let session_cookie = format!(
-        "passerelle_console={}",
-        session["value"].as_str().expect("value")
-    );
+    assert_eq!(session.http_only, Some(true), "{session:?}");
+    assert_eq!(session.same_site, Some(SameSite::Strict), "{session:?}");
+    assert!(session.expiry.is_some(), "it expires: {session:?}");
+    let session_cookie = format!("passerelle_console={}", session.value);
     let source = d.shot("02-tableau-de-bord").await;
     assert!(source.contains("Tableau de bord") && source.contains("<svg"));
     assert_no_personal_data("the dashboard", &source);

@@ -545,8 +545,24 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
         .store_backfill_report(&json!({"accepted": 41, "rejected": 2}), &gz)
         .await
         .expect("kept");
+    // An input file read by a backfill: its checkpoint is shown with its count.
+    ledger
+        .set_checkpoint(
+            &format!(
+                "{}feedc0de",
+                passerelle::ledger::progress::FILE_CHECKPOINT_PREFIX
+            ),
+            42,
+        )
+        .await
+        .expect("checkpoint");
     d.goto(&format!("{console}/console/reprises")).await;
     let source = d.shot("08-reprises-rapports").await;
+    assert!(
+        source.contains("<td><code>feedc0de</code></td><td>42</td>"),
+        "the file's dossiers read: {source}"
+    );
+    assert!(source.contains("<dd class=\"read\">42 (1 fichier(s))</dd>"));
     let link = format!("/console/reprises/rapports/{report_id}");
     assert_eq!(d.count(&format!("a[href='{link}']")).await, 1, "{source}");
     assert!(source.contains("<td>41</td>"), "the counts");

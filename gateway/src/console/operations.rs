@@ -1,5 +1,5 @@
-//! Lettres mortes (list, replay one, replay by filter after a confirmation), Tableau de bord,
-//! Reprises and Correspondances.
+//! Lettres mortes (list, replay one, replay by filter after a confirmation), Tableau de bord and
+//! Correspondances.
 
 use std::fmt::Write as _;
 
@@ -11,7 +11,7 @@ use super::{
     csrf_field, failure, html_response, labels, layout, poster, raw, redirect, viewer, Operator,
     Section,
 };
-use crate::ledger::{DeadLetterFilter, LedgerError, AGORA};
+use crate::ledger::{DeadLetterFilter, LedgerError};
 use crate::queue::Lane;
 use crate::routes::admin::publish;
 use crate::routes::AppState;
@@ -45,7 +45,7 @@ fn dead_filter(pairs: &[(String, String)], include_replayed: bool) -> DeadLetter
     }
 }
 
-fn unavailable(e: &LedgerError) -> HttpResponse {
+pub(crate) fn unavailable(e: &LedgerError) -> HttpResponse {
     tracing::warn!(error = %e, "a console page found the ledger unavailable");
     failure("Le registre ne répond pas : réessayez dans un instant.")
 }
@@ -428,102 +428,6 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
         None,
         body,
     ))
-}
-
-/// The counts of a backfill report, in the contract's order (§5).
-const REPORT_COUNTS: &[&str] = &[
-    "accepted",
-    "rejected",
-    "out_of_perimeter",
-    "nothing_owed",
-    "invalid",
-];
-
-/// `GET /console/reprises/rapports/{id}`: a backfill report, as kept (gzipped JSON).
-pub async fn backfill_report(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(res) = viewer(&req, &state) {
-        return *res;
-    }
-    let id = path.into_inner();
-    match state.ledger.backfill_report(&id).await {
-        Ok(Some(bytes)) => HttpResponse::Ok()
-            .content_type("application/gzip")
-            .insert_header((
-                "content-disposition",
-                format!("attachment; filename=\"rapport-reprise-{id}.json.gz\""),
-            ))
-            .body(bytes),
-        Ok(None) => HttpResponse::NotFound()
-            .content_type("text/plain; charset=utf-8")
-            .body("Aucun rapport de reprise de cet identifiant."),
-        Err(e) => unavailable(&e),
-    }
-}
-
-/// `GET /console/reprises`: where the backfill stands, its open lots and its reports.
-pub async fn backfill(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let op = match viewer(&req, &state) {
-        Ok(op) => op,
-        Err(res) => return *res,
-    };
-    let (progress, lots, reports) = match tokio::try_join!(
-        state.ledger.backfill_progress(AGORA),
-        state.ledger.open_lots(AGORA),
-        state.ledger.backfill_reports(20)
-    ) {
-        Ok(r) => r,
-        Err(e) => return unavailable(&e),
-    };
-    let body = html! {
-        section aria-labelledby="avancement" {
-            h2 id="avancement" { "Avancement" }
-            dl class="summary" {
-                dt { "À envoyer (hors lot)" } dd { (progress.claimable) }
-                dt { "Dans un lot en cours" } dd { (progress.in_lots) }
-                dt { "Lots en cours" } dd { (progress.open_lots) }
-                dt { "Autres dossiers de reprise en attente" } dd { (progress.pending_other) }
-                dt { "État" } dd { @if progress.is_idle() { "rien en cours" } @else { "en cours" } }
-            }
-        }
-        section aria-labelledby="lots" {
-            h2 id="lots" { "Lots en cours" }
-            @if lots.is_empty() { p { "Aucun lot en cours." } } @else {
-                table {
-                    thead { tr { th scope="col" { "Lot" } th scope="col" { "État" } th scope="col" { "Lot AGORA" } th scope="col" { "Dossiers" } th scope="col" { "Créé le" } } }
-                    tbody { @for l in &lots { tr {
-                        td { code { (l.lot_key) } }
-                        td { (match l.state { crate::ledger::LotState::Claimed => "constitué, non envoyé", crate::ledger::LotState::Submitted => "envoyé, compte rendu attendu", crate::ledger::LotState::Done => "terminé" }) }
-                        td { @if let Some(a) = &l.agora_lot { code { (a) } } @else { "—" } }
-                        td { (l.members.len()) }
-                        td { (labels::time(l.created_at)) }
-                    } } }
-                }
-            }
-        }
-        section aria-labelledby="rapports" {
-            h2 id="rapports" { "Rapports des reprises" }
-            p { "Le rapport de chaque reprise (" code { "passerelle backfill" } ") : ses comptes, et chaque dossier avec son résultat, en JSON compressé (gzip). Il ne contient aucune donnée personnelle." }
-            @if reports.is_empty() { p { "Aucune reprise terminée." } } @else {
-                table {
-                    thead { tr {
-                        th scope="col" { "Terminée le" }
-                        @for c in REPORT_COUNTS { th scope="col" { code { (c) } } }
-                        th scope="col" { "Rapport" }
-                    } }
-                    tbody { @for r in &reports { tr {
-                        td { (labels::time(r.finished_at)) }
-                        @for c in REPORT_COUNTS { td { (r.counts.get(*c).and_then(serde_json::Value::as_u64).unwrap_or(0)) } }
-                        td { a href={ "/console/reprises/rapports/" (r.report_id) } download { "Télécharger (" (r.gzip_bytes / 1024 + 1) " Kio)" } }
-                    } } }
-                }
-            }
-        }
-    };
-    html_response(layout(&op, Section::Backfill, "Reprises", None, body))
 }
 
 /// A Markdown document of headings, paragraphs and tables (what the generators write) as HTML.

@@ -56,6 +56,7 @@ pub mod fence;
 mod logic;
 pub mod outbox;
 pub mod postgres;
+pub mod progress;
 pub mod search;
 pub mod sqlite;
 
@@ -788,6 +789,18 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Counts of the backfill flow toward `destination`.
     async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError>;
+
+    /// The latest `limit` backfill lots toward `destination`, newest first (done ones included),
+    /// each with what became of its members.
+    async fn lot_progress(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<progress::LotProgress>, LedgerError>;
+
+    /// The checkpoints of the backfill's input files, the most recently advanced first.
+    async fn input_progress(&self, limit: u32)
+        -> Result<Vec<progress::InputProgress>, LedgerError>;
 
     /// A named checkpoint (e.g. how many dossiers of an input file were committed).
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError>;

@@ -57,6 +57,7 @@ use super::{
 };
 
 mod outbox;
+mod progress;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -1587,6 +1588,21 @@ impl Ledger for PostgresLedger {
             open_lots: count(open_lots),
             pending_other: count(pending_other),
         })
+    }
+
+    async fn lot_progress(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<super::progress::LotProgress>, LedgerError> {
+        progress::lots(&self.pool, destination, limit).await
+    }
+
+    async fn input_progress(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<super::progress::InputProgress>, LedgerError> {
+        progress::inputs(&self.pool, limit).await
     }
 
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {

@@ -71,6 +71,7 @@ pub struct SqliteLedger {
 }
 
 mod outbox;
+mod progress;
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -1737,6 +1738,21 @@ impl Ledger for SqliteLedger {
             open_lots: count("open_lots")?,
             pending_other: count("pending_other")?,
         })
+    }
+
+    async fn lot_progress(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<super::progress::LotProgress>, LedgerError> {
+        progress::lots(self, destination, limit).await
+    }
+
+    async fn input_progress(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<super::progress::InputProgress>, LedgerError> {
+        progress::inputs(self, limit).await
     }
 
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {

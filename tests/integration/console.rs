@@ -903,3 +903,177 @@ fn form_body(pairs: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// A console session over plain HTTP (no browser): a client that follows no redirection, the
+/// session cookie (`name=value`) and the session's CSRF token.
+struct HttpSession {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+/// The `value` of the first `name="csrf"` field of a page.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_string()
+}
+
+impl HttpSession {
+    /// Logs in to the console at `base` with `token`, through the login form. `http` must follow
+    /// no redirection.
+    async fn login(http: reqwest::Client, base: &str, token: &str) -> HttpSession {
+        let r = http
+            .get(format!("{base}/console/login"))
+            .send()
+            .await
+            .expect("answer");
+        let login_cookie = r.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
+        let form = csrf_of(&r.text().await.expect("html"));
+        let r = http
+            .post(format!("{base}/console/login"))
+            .header("cookie", &login_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("token", token), ("csrf", &form)]))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 303, "logged in");
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("passerelle_console="))
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_string();
+        let page = http
+            .get(format!("{base}/console/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("answer");
+        let csrf = csrf_of(&page.text().await.expect("html"));
+        HttpSession {
+            http,
+            base: base.to_string(),
+            cookie,
+            csrf,
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .expect("answer")
+    }
+
+    /// Posts `pairs` and the session's CSRF token.
+    async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> reqwest::Response {
+        let mut pairs = pairs.to_vec();
+        pairs.push(("csrf", self.csrf.as_str()));
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&pairs))
+            .send()
+            .await
+            .expect("answer")
+    }
+}
+
+fn no_redirect() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A bulk replay replays the number of dead letters its confirmation stated, or nothing: a dead
+/// letter arriving between the confirmation and the click sends the operator back to a
+/// confirmation with the new number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_replay_replays_the_number_confirmed_or_nothing() {
+    let sandbox = passerelle_sandbox::Sandbox::start(passerelle_sandbox::SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let gw = gateway_on(&sandbox, None, &[]).await;
+    refuse_certification(&gw).await;
+    for n in ["811", "812"] {
+        gw.post_atexo_accepted(
+            &format!("PDL-2019-000{n}"),
+            &atexo(
+                &format!("PDL-2019-000{n}"),
+                &format!("1330{n}"),
+                REFUSED_CERTIFICATION,
+            ),
+        )
+        .await;
+    }
+    open_dead_letters(&gw, 2).await;
+    let s = HttpSession::login(no_redirect(), &gw.url, gw.creds.admin.expose_secret()).await;
+
+    // The confirmation states two, and carries that number.
+    let page = s
+        .get("/console/lettres-mortes/rejouer?code=AG-CERTIF")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("2 lettre(s) morte(s) seront rejouée(s)"),
+        "{page}"
+    );
+    assert!(page.contains("name=\"attendu\" value=\"2\""), "{page}");
+
+    // A third dead letter of the same code arrives before the click.
+    gw.post_atexo_accepted(
+        "PDL-2019-000813",
+        &atexo("PDL-2019-000813", "1330813", REFUSED_CERTIFICATION),
+    )
+    .await;
+    open_dead_letters(&gw, 3).await;
+    let confirmed = [("code", "AG-CERTIF"), ("attendu", "2")];
+    let r = s.post("/console/lettres-mortes/rejouer", &confirmed).await;
+    assert_eq!(r.status(), 409, "confirmed for 2, the filter selects 3");
+    let page = r.text().await.expect("html");
+    assert!(page.contains("3 au lieu de 2"), "{page}");
+    assert!(page.contains("name=\"attendu\" value=\"3\""), "{page}");
+    assert_no_personal_data("the new confirmation", &page);
+    assert_eq!(open_dead_letters(&gw, 3).await.len(), 3, "nothing replayed");
+
+    // Without a confirmed number, nothing either.
+    let r = s
+        .post("/console/lettres-mortes/rejouer", &[("code", "AG-CERTIF")])
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(open_dead_letters(&gw, 3).await.len(), 3, "nothing replayed");
+
+    // Confirmed again for three: the three are replayed.
+    let r = s
+        .post(
+            "/console/lettres-mortes/rejouer",
+            &[("code", "AG-CERTIF"), ("attendu", "3")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/lettres-mortes?rejouees=3"
+    );
+    gw.stop().await;
+}

@@ -151,6 +151,54 @@ pub async fn dead_letters(req: HttpRequest, state: web::Data<AppState>) -> HttpR
     ))
 }
 
+/// The confirmation of a bulk replay: how many dead letters it replays, and the form that does
+/// it, carrying that number (`attendu`). `changed`: the number the operator had confirmed, when
+/// it no longer holds.
+fn confirmation(
+    op: &Operator,
+    pairs: &[(String, String)],
+    filter: &DeadLetterFilter,
+    count: usize,
+    changed: Option<usize>,
+) -> Markup {
+    let body = html! {
+        @if let Some(before) = changed {
+            p class="error" role="alert" {
+                "Le nombre de lettres mortes de ce filtre a changé depuis la confirmation : "
+                (count) " au lieu de " (before) ". Rien n'a été rejoué : confirmez de nouveau."
+            }
+        }
+        p class="confirm" role="status" {
+            strong { (count) " lettre(s) morte(s) seront rejouée(s)" }
+            @if filter.is_empty() { " : toutes les lettres mortes ouvertes." } @else {
+                " : celles "
+                @if let Some(c) = &filter.code { "de code " code { (c) } " " }
+                @if let Some(d) = &filter.destination { "vers " (d) " " }
+                @if let Some(s) = filter.since { "depuis le " (s.format("%d/%m/%Y")) " " }
+                @if let Some(u) = filter.until { "avant le " (u.format("%d/%m/%Y")) " " }
+                "qui ne sont pas déjà rejouées."
+            }
+        }
+        form method="post" action="/console/lettres-mortes/rejouer" {
+            (csrf_field(op))
+            @for k in ["code", "destination", "since", "until", "all"] {
+                @if !get(pairs, k).is_empty() { input type="hidden" name=(k) value=(get(pairs, k)); }
+            }
+            input type="hidden" name="attendu" value=(count);
+            button type="submit" { "Confirmer : rejouer " (count) " lettre(s) morte(s)" }
+            " "
+            a href="/console/lettres-mortes" { "Annuler" }
+        }
+    };
+    layout(
+        op,
+        Section::DeadLetters,
+        "Rejouer des lettres mortes",
+        None,
+        body,
+    )
+}
+
 /// `GET /console/lettres-mortes/rejouer?…`: how many a bulk replay would replay, and the form
 /// that does it. Nothing changes until that form is posted.
 pub async fn confirm_bulk_replay(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -168,49 +216,47 @@ pub async fn confirm_bulk_replay(req: HttpRequest, state: web::Data<AppState>) -
         Ok(l) => l.len(),
         Err(e) => return unavailable(&e),
     };
-    let body = html! {
-        p class="confirm" role="status" {
-            strong { (count) " lettre(s) morte(s) seront rejouée(s)" }
-            @if filter.is_empty() { " : toutes les lettres mortes ouvertes." } @else {
-                " : celles "
-                @if let Some(c) = &filter.code { "de code " code { (c) } " " }
-                @if let Some(d) = &filter.destination { "vers " (d) " " }
-                @if let Some(s) = filter.since { "depuis le " (s.format("%d/%m/%Y")) " " }
-                @if let Some(u) = filter.until { "avant le " (u.format("%d/%m/%Y")) " " }
-                "qui ne sont pas déjà rejouées."
-            }
-        }
-        form method="post" action="/console/lettres-mortes/rejouer" {
-            (csrf_field(&op))
-            @for k in ["code", "destination", "since", "until", "all"] {
-                @if !get(&pairs, k).is_empty() { input type="hidden" name=(k) value=(get(&pairs, k)); }
-            }
-            input type="hidden" name="attendu" value=(count);
-            button type="submit" { "Confirmer : rejouer " (count) " lettre(s) morte(s)" }
-            " "
-            a href="/console/lettres-mortes" { "Annuler" }
-        }
-    };
-    html_response(layout(
-        &op,
-        Section::DeadLetters,
-        "Rejouer des lettres mortes",
-        None,
-        body,
-    ))
+    html_response(confirmation(&op, &pairs, &filter, count, None))
 }
 
-/// `POST /console/lettres-mortes/rejouer`: the confirmed bulk replay.
+/// `POST /console/lettres-mortes/rejouer`: the confirmed bulk replay. It replays exactly the
+/// number confirmed (`attendu`) or nothing: when the filter selects another number by now (a new
+/// dead letter, another operator's replay), the confirmation is shown again with the new number
+/// (`409`).
 pub async fn bulk_replay(req: HttpRequest, state: web::Data<AppState>, form: Form) -> HttpResponse {
-    if let Err(res) = poster(&req, &state, &form) {
-        return *res;
-    }
+    let op = match poster(&req, &state, &form) {
+        Ok(op) => op,
+        Err(res) => return *res,
+    };
     let filter = dead_filter(&form, false);
     if filter.is_empty() && get(&form, "all") != "true" {
         return redirect("/console/lettres-mortes");
     }
-    let replayed = match state.ledger.replay_matching(&filter).await {
+    let expected = get(&form, "attendu").parse::<usize>().ok();
+    let outcome = match expected {
+        Some(n) => state.ledger.replay_counted(&filter, Some(n)).await,
+        // Not confirmed with a number: nothing is replayed before it is.
+        None => Err(LedgerError::CountChanged {
+            expected: 0,
+            found: 0,
+        }),
+    };
+    let replayed = match outcome {
         Ok(r) => r,
+        Err(LedgerError::CountChanged { .. }) => {
+            let count = match state.ledger.dead_letters(&filter).await {
+                Ok(l) => l.len(),
+                Err(e) => return unavailable(&e),
+            };
+            tracing::info!(
+                confirmed = expected,
+                count,
+                "a bulk replay from the console was refused: the count changed since its confirmation"
+            );
+            return super::secured(HttpResponse::Conflict())
+                .content_type("text/html; charset=utf-8")
+                .body(confirmation(&op, &form, &filter, count, expected).into_string());
+        }
         Err(e) => return unavailable(&e),
     };
     let request_id = crate::routes::request_id(&req);

@@ -1193,8 +1193,23 @@ pub async fn replay_matching_replays_what_the_filter_selects(l: Arc<dyn Ledger>)
             .collect::<Vec<_>>()
     };
 
+    // Confirmed for another number than the filter selects: refused, nothing replayed.
+    match l.replay_counted(&filter(Some("AG-CERTIF")), Some(1)).await {
+        Err(LedgerError::CountChanged { expected, found }) => {
+            assert_eq!((expected, found), (1, 2));
+        }
+        other => panic!("expected CountChanged, got {other:?}"),
+    }
+    assert_eq!(
+        l.dead_letters(&filter(Some("AG-CERTIF")))
+            .await
+            .expect("list")
+            .len(),
+        2,
+        "nothing replayed"
+    );
     let certif = l
-        .replay_matching(&filter(Some("AG-CERTIF")))
+        .replay_counted(&filter(Some("AG-CERTIF")), Some(2))
         .await
         .expect("replayed");
     assert_eq!(

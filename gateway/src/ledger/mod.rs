@@ -524,6 +524,10 @@ pub enum LedgerError {
     /// A fenced write ([`fence`]) whose holder no longer holds the lease: nothing was written.
     #[error("the lease on {key} is no longer held by this run; nothing was written")]
     LeaseLost { key: String },
+    /// A replay by filter confirmed for `expected` dead letters found `found`: nothing was
+    /// replayed.
+    #[error("the filter selects {found} dead letter(s), not the {expected} confirmed; nothing was replayed")]
+    CountChanged { expected: usize, found: usize },
     /// A dead letter is replayed once; this one already was.
     #[error("dead letter {id} was already replayed at {replayed_at}")]
     AlreadyReplayed {
@@ -706,6 +710,16 @@ pub trait Ledger: Send + Sync + 'static {
     async fn replay_matching(
         &self,
         filter: &DeadLetterFilter,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        self.replay_counted(filter, None).await
+    }
+
+    /// [`Ledger::replay_matching`], only if `filter` selects exactly `expected` dead letters (the
+    /// number an operator confirmed); otherwise `CountChanged` and nothing is replayed.
+    async fn replay_counted(
+        &self,
+        filter: &DeadLetterFilter,
+        expected: Option<usize>,
     ) -> Result<Vec<Replayed>, LedgerError>;
 
     /// The journal entries that shaped a dossier, oldest first.

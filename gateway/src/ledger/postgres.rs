@@ -1102,9 +1102,10 @@ impl Ledger for PostgresLedger {
         })
     }
 
-    async fn replay_matching(
+    async fn replay_counted(
         &self,
         filter: &DeadLetterFilter,
+        expected: Option<usize>,
     ) -> Result<Vec<Replayed>, LedgerError> {
         let mut tx = self.begin("dead letters").await?;
         // Locked, so that a concurrent replay waits and then finds them replayed (READ COMMITTED
@@ -1123,6 +1124,13 @@ impl Ledger for PostgresLedger {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("dead letters", e))?;
+        if let Some(expected) = expected.filter(|n| *n != rows.len()) {
+            // Dropping the transaction rolls it back (and releases the rows it locked).
+            return Err(LedgerError::CountChanged {
+                expected,
+                found: rows.len(),
+            });
+        }
         let replayed = Self::replay_in(&mut tx, &rows, now()).await?;
         commit(tx, "dead letters").await?;
         Ok(replayed)

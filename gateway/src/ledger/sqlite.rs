@@ -1264,9 +1264,10 @@ impl Ledger for SqliteLedger {
         })
     }
 
-    async fn replay_matching(
+    async fn replay_counted(
         &self,
         filter: &DeadLetterFilter,
+        expected: Option<usize>,
     ) -> Result<Vec<Replayed>, LedgerError> {
         let at = now();
         let mut tx = self.begin_write().await?;
@@ -1283,6 +1284,13 @@ impl Ledger for SqliteLedger {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("dead letters", e))?;
+        if let Some(expected) = expected.filter(|n| *n != rows.len()) {
+            // Dropping the transaction rolls it back (and releases the rows it locked).
+            return Err(LedgerError::CountChanged {
+                expected,
+                found: rows.len(),
+            });
+        }
         let replayed = Self::replay_in(&mut tx, &rows, at).await?;
         commit(tx, "dead letters").await?;
         Ok(replayed)

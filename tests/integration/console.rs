@@ -1077,3 +1077,69 @@ async fn a_bulk_replay_replays_the_number_confirmed_or_nothing() {
     );
     gw.stop().await;
 }
+
+/// The console's CSV export holds every dossier the search selects, not only its first page: more
+/// dossiers than a page holds, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csv_export_holds_every_result_not_only_the_first_page() {
+    // Out of perimeter (category VAE): stored and searchable, never sent to AGORA, so nothing
+    // changes them while the export walks its pages.
+    const COUNT: usize = passerelle::ledger::search::MAX_LIMIT as usize + 21;
+    let gw = gateway(None, &[("PASSERELLE__SERVER__DECODE_BUDGET_MS", "60000")]).await;
+    let one = String::from_utf8(fixture("atexo_sem/valid/entre.xml")).expect("UTF-8");
+    let start = one.find("  <dossier").expect("a dossier");
+    let end = one.find("</dossier>").expect("its end") + "</dossier>\n".len();
+    let mut doc = one[..start].to_string();
+    for i in 0..COUNT {
+        doc.push_str(
+            &one[start..end]
+                .replace("PDL-2019-000102", &format!("PDL-2020-{i:06}"))
+                .replace(
+                    "numeroSession=\"1330305\"",
+                    &format!("numeroSession=\"{}\"", 2_000_000 + i),
+                )
+                .replace(
+                    "<categorie>QUALIFIANT</categorie>",
+                    "<categorie>VAE</categorie>",
+                ),
+        );
+    }
+    doc.push_str(&one[end..]);
+    let r = gw.post_atexo(doc.into_bytes()).await;
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.expect("json");
+    let statuses = accepted["dossiers"].as_array().expect("dossiers");
+    assert_eq!(statuses.len(), COUNT);
+    assert!(
+        statuses.iter().all(|d| d["status"] == "out_of_perimeter"),
+        "{accepted}"
+    );
+
+    let s = HttpSession::login(no_redirect(), &gw.url, gw.creds.admin.expose_secret()).await;
+    let r = s
+        .get("/console/dossiers.csv?q=&cursor=ignored&limit=3")
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/csv"));
+    assert_eq!(r.content_length(), None, "streamed, page after page");
+    let csv = r.text().await.expect("text");
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .is_some_and(|h| h.starts_with("dossier_id,state,delivery")));
+    let ids: std::collections::HashSet<&str> =
+        lines.map(|l| l.split(',').next().expect("an id")).collect();
+    assert_eq!(csv.lines().count(), COUNT + 1, "every dossier once");
+    assert_eq!(ids.len(), COUNT, "no dossier twice");
+    for i in [0, COUNT - 1] {
+        assert!(
+            csv.contains(&format!("atexo-sem:PDL-2020-{i:06}")),
+            "PDL-2020-{i:06} is exported"
+        );
+    }
+    assert_no_personal_data("the CSV export", &csv);
+    gw.stop().await;
+}

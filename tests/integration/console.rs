@@ -175,12 +175,14 @@ impl Driver {
         self.web.get_all_cookies().await.expect("cookies")
     }
 
-    /// Saves the page as `name.png` and returns its source.
+    /// Saves the page as `name.png`, checks its accessibility ([`assert_accessible`]) and
+    /// returns its source.
     async fn shot(&self, name: &str) -> String {
         self.web
             .screenshot(&self.shots.join(format!("{name}.png")))
             .await
             .expect("screenshot");
+        assert_accessible(self, name).await;
         self.source().await
     }
 
@@ -286,6 +288,132 @@ fn assert_no_personal_data(page: &str, source: &str) {
     for p in PERSONAL {
         assert!(!source.contains(p), "{page} shows {p:?} to the admin token");
     }
+}
+
+/// What the accessibility check finds wrong with the page in the browser: the page's language,
+/// its one `main` landmark, unique ids, a label for every form control, no positive `tabindex`,
+/// every link and button focusable and named, text contrast (WCAG AA), an `alt` on every image
+/// and a name on every drawing.
+const ACCESSIBILITY_FAULTS: &str = r#"
+const faults = [];
+const lang = document.documentElement.getAttribute('lang');
+if (lang !== 'fr') faults.push('html lang=' + lang);
+const mains = document.querySelectorAll('main').length;
+if (mains !== 1) faults.push(mains + ' main landmark(s)');
+const ids = new Set();
+for (const el of document.querySelectorAll('[id]')) {
+  if (ids.has(el.id)) faults.push('duplicate id ' + el.id);
+  ids.add(el.id);
+}
+const short = (el) => el.outerHTML.slice(0, 160);
+for (const el of document.querySelectorAll('input, select, textarea')) {
+  if (el.type === 'hidden') continue;
+  const label = el.id && document.querySelector('label[for="' + CSS.escape(el.id) + '"]');
+  const named = (label && label.textContent.trim()) || (el.closest('label') && el.closest('label').textContent.trim())
+    || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+  if (!named) faults.push('no label: ' + short(el));
+}
+for (const el of document.querySelectorAll('[tabindex]')) {
+  if (parseInt(el.getAttribute('tabindex'), 10) > 0) faults.push('positive tabindex: ' + short(el));
+}
+for (const el of document.querySelectorAll('a, button')) {
+  if (el.tagName === 'A' && !el.hasAttribute('href')) faults.push('link without href: ' + short(el));
+  if (el.tabIndex < 0 || el.disabled) faults.push('out of the tab order: ' + short(el));
+  if (!(el.textContent.trim() || el.getAttribute('aria-label'))) faults.push('no name: ' + short(el));
+  el.focus();
+  if (document.activeElement !== el) faults.push('cannot take the focus: ' + short(el));
+}
+if (document.activeElement) document.activeElement.blur();
+for (const img of document.querySelectorAll('img')) {
+  if (!img.hasAttribute('alt')) faults.push('image without alt: ' + short(img));
+}
+// Text contrast (WCAG 2 AA): 4.5:1, 3:1 for large text, against the first opaque background.
+const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
+const lum = (c) => {
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+};
+const background = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c;
+  }
+  return [255, 255, 255];
+};
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg') || !Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const st = getComputedStyle(el);
+  if (st.display === 'none' || st.visibility === 'hidden') continue;
+  const [a, b] = [lum(rgb(st.color)), lum(background(el))].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  const size = parseFloat(st.fontSize);
+  const large = size >= 24 || (parseInt(st.fontWeight, 10) >= 700 && size >= 18.66);
+  if (ratio < (large ? 3 : 4.5)) faults.push('contrast ' + ratio.toFixed(2) + ': ' + short(el));
+}
+for (const svg of document.querySelectorAll('svg')) {
+  if (svg.getAttribute('role') !== 'img' || !(svg.getAttribute('aria-labelledby') || svg.getAttribute('aria-label')))
+    faults.push('drawing without role=img and a name: ' + short(svg));
+}
+return faults;
+"#;
+
+/// Marks every link and button of the page with its index (`data-k`) and returns how many.
+const MARK_TAB_STOPS: &str = r#"
+const stops = document.querySelectorAll('a[href], button');
+stops.forEach((el, i) => el.setAttribute('data-k', String(i)));
+if (document.activeElement) document.activeElement.blur();
+return stops.length;
+"#;
+
+/// Checks the page the browser shows (see [`ACCESSIBILITY_FAULTS`]), then walks it with the Tab
+/// key from the top: every link and button is reached.
+async fn assert_accessible(d: &Driver, page: &str) {
+    let faults = d
+        .web
+        .execute(ACCESSIBILITY_FAULTS, Vec::<Value>::new())
+        .await
+        .expect("script")
+        .json()
+        .clone();
+    assert_eq!(faults, json!([]), "{page}: accessibility");
+    let stops = d
+        .web
+        .execute(MARK_TAB_STOPS, Vec::<Value>::new())
+        .await
+        .expect("script")
+        .json()
+        .as_u64()
+        .expect("a count");
+    let mut reached = std::collections::BTreeSet::new();
+    for _ in 0..(2 * stops + 10) {
+        d.web
+            .action_chain()
+            .send_keys(Key::Tab)
+            .perform()
+            .await
+            .expect("Tab");
+        let at = d
+            .web
+            .execute(
+                "return document.activeElement && document.activeElement.getAttribute('data-k');",
+                Vec::<Value>::new(),
+            )
+            .await
+            .expect("script")
+            .json()
+            .as_str()
+            .and_then(|k| k.parse::<u64>().ok());
+        if let Some(k) = at {
+            if !reached.insert(k) {
+                break;
+            }
+        }
+    }
+    let missed: Vec<u64> = (0..stops).filter(|k| !reached.contains(k)).collect();
+    assert!(
+        missed.is_empty(),
+        "{page}: Tab never reaches links and buttons {missed:?} of {stops}"
+    );
 }
 
 /// Waits until the browser is at a URL containing `part` (a click does not wait for the page it

@@ -1271,3 +1271,91 @@ async fn the_csv_export_holds_every_result_not_only_the_first_page() {
     assert_no_personal_data("the CSV export", &csv);
     gw.stop().await;
 }
+
+/// The console's cookies over HTTPS: Secure, HttpOnly, SameSite=Strict (over plain HTTP there is
+/// no Secure flag: `the_console_guards_its_pages_and_posts`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_secure_under_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let ca = crate::hardening::TestCa::new("passerelle console test CA");
+    let (cert, key) = ca.issue("localhost", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().to_string()
+    };
+    let (cert_file, key_file) = (write("server.pem", &cert), write("server.key", &key));
+    let config = write(
+        "tls.toml",
+        &format!("[server]\ntls_cert_file = {cert_file:?}\ntls_key_file = {key_file:?}\n"),
+    );
+    let settings = passerelle::settings::Settings::load(
+        Some(Path::new(&config)),
+        [
+            ("PASSERELLE__SERVER__BIND", "127.0.0.1:0".to_string()),
+            ("PASSERELLE__DATA__DIR", d.clone()),
+            ("PASSERELLE__LEDGER__URL", format!("sqlite://{d}/p.db")),
+            ("PASSERELLE__QUEUE__URL", format!("embedded:{d}/q.db")),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .expect("settings");
+    let app = passerelle::startup::Application::build(settings)
+        .await
+        .expect("the gateway starts with TLS");
+    let admin = app.credentials.admin.expose_secret().to_string();
+    let base = format!("https://localhost:{}", app.port());
+    let running = app.spawn();
+    let https = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).expect("ca"))
+        .build()
+        .expect("client");
+
+    let flags = |set_cookie: &str| -> Vec<String> {
+        set_cookie
+            .split(';')
+            .skip(1)
+            .map(|f| f.trim().to_string())
+            .collect()
+    };
+    let r = https
+        .get(format!("{base}/console/login"))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), 200);
+    let login_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let f = flags(&login_cookie);
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(f.iter().any(|x| x == flag), "{login_cookie} lacks {flag}");
+    }
+    let form = csrf_of(&r.text().await.expect("html"));
+    let r = https
+        .post(format!("{base}/console/login"))
+        .header("cookie", login_cookie.split(';').next().expect("pair"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("token", &admin), ("csrf", &form)]))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("passerelle_console="))
+        .expect("a session cookie")
+        .to_string();
+    let f = flags(&session);
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Max-Age=28800"] {
+        assert!(f.iter().any(|x| x == flag), "{session} lacks {flag}");
+    }
+    running.stop().await;
+}

@@ -11,7 +11,7 @@
 //!   genuine ISO-8859-1 one is accepted.
 //!
 //! Nothing here asserts a duration: what hostile bodies cost is measured by
-//! `cargo bench -p passerelle-adapters --bench hostile`.
+//! `cargo bench -p passerelle-tests --bench hostile`.
 
 use std::time::Duration;
 

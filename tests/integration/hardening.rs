@@ -597,3 +597,46 @@ async fn https_and_client_certificates_mapped_to_systems() {
     assert_eq!(post(unknown, None).await.expect("answer"), 401);
     running.stop().await;
 }
+
+/// The API's rate per calling system (`server.rate_per_second`, burst `server.rate_burst`, on
+/// `governor`): past the burst a system gets `429` with `Retry-After`, another system does not,
+/// and once the rate has refilled the first one is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_burst_a_system_gets_429_then_is_served_again() {
+    let gw = gateway(
+        None,
+        &[
+            ("PASSERELLE__SERVER__RATE_PER_SECOND", "1"),
+            ("PASSERELLE__SERVER__RATE_BURST", "3"),
+        ],
+    )
+    .await;
+    let orientation = fixture("ouiform/valid/acceptee.json");
+    // Unsigned: the limiter counts the request, then the missing signature refuses it (401),
+    // quickly enough that the burst is spent well within a second.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = gw.post_ouiform(orientation.clone(), false).await;
+        let status = r.status().as_u16();
+        if status == 429 {
+            assert_eq!(
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                Some("1")
+            );
+            let body: serde_json::Value = r.json().await.expect("problem+json");
+            assert_eq!(body["type"], "urn:passerelle:problem:rate-limited");
+            assert_eq!(body["status"], 429);
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Another system has a rate of its own.
+    let r = gw.post_atexo(fixture("atexo_sem/valid/entre.xml")).await;
+    assert_eq!(r.status(), 202);
+    // A second later a cell has come back: OUIFORM is served.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let r = gw.post_ouiform(orientation, true).await;
+    assert_eq!(r.status(), 202);
+    gw.stop().await;
+}

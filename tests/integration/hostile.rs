@@ -314,9 +314,14 @@ async fn hostile_orientations_are_capped_and_answered_while_healthz_keeps_answer
     let _heavy = support::heavy().await;
     let gw = support::embedded_gateway().await;
     // Thousands of unknown properties: 100 listed, then one entry counting the rest.
-    let r = gw
-        .post_ouiform(orientation_with_unknown_fields(5_000), true)
-        .await;
+    // Every wait has a deadline: a gateway that decodes on its HTTP workers may stall instead of
+    // answering, and the test must then fail, not hang.
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        gw.post_ouiform(orientation_with_unknown_fields(5_000), true),
+    )
+    .await
+    .expect("an orientation of 5,000 unknown properties answered within 60 s");
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["truncated"], true, "{}", body["detail"]);
@@ -358,7 +363,10 @@ async fn hostile_orientations_are_capped_and_answered_while_healthz_keeps_answer
         .map(|_| tokio::spawn(post_raw(port, head.clone(), body.clone(), sent_tx.clone())))
         .collect();
     for _ in 0..AT_ONCE {
-        sent.recv().await.expect("a post was sent");
+        tokio::time::timeout(Duration::from_secs(120), sent.recv())
+            .await
+            .expect("the gateway read the bodies within 120 s")
+            .expect("a post was sent");
     }
     let mut answered_during = 0usize;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

@@ -133,6 +133,45 @@ impl fmt::Display for Violation {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The limits of a hostile post, shared by every inbound format
+// ---------------------------------------------------------------------------------------------
+
+/// Violations listed per dossier (an OUIFORM orientation is one; so is each piece of an ATEXO SEM
+/// export outside its dossiers); the others are counted, and the list ends with one
+/// `xml.truncated` entry saying how many. A million unknown fields then cost a counter, not a
+/// million formatted pointers in the answer.
+pub const MAX_PER_DOSSIER: usize = 100;
+/// Violations listed per posted document; the others are counted.
+pub const MAX_PER_DOCUMENT: usize = 1000;
+
+/// The `xml.truncated` entry that ends a list of violations cut short: `count` more were found
+/// `where_` ("in this dossier", "in this document"). The rule's name is older than the JSON
+/// routes; it is one marker for every format, which callers (and the `truncated` flag of a
+/// problem body) look for.
+pub fn truncated(pointer: &str, count: usize, where_: &str) -> Violation {
+    Violation::new(
+        pointer,
+        Rule::XmlTruncated,
+        format!(
+            "{count} more violation(s) {where_} were found and are not listed (at most \
+             {MAX_PER_DOSSIER} are listed per dossier and {MAX_PER_DOCUMENT} per document)"
+        ),
+    )
+}
+
+/// Why a posted document is not accepted, once decoded within a deadline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    /// Every violation found (within the caps above, then an `xml.truncated` entry).
+    #[error("{0}")]
+    Invalid(Violations),
+    /// The deadline passed before the document could be judged: nothing wrong was found in the
+    /// `dossiers_read` dossiers read so far, and the rest was not read.
+    #[error("decoding stopped at its time budget after {dossiers_read} dossier(s)")]
+    OverBudget { dossiers_read: usize },
+}
+
 /// A non-empty list of violations, as an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(transparent)]
@@ -172,6 +211,23 @@ pub fn check_schema(id: passerelle_schemas::SchemaId, value: &serde_json::Value)
         .into_iter()
         .map(|v| Violation::new(v.pointer, schema_rule(v.keyword), v.detail))
         .collect()
+}
+
+/// [`check_schema`] within the caps of a hostile post: at most [`MAX_PER_DOSSIER`] violations
+/// listed, the others counted; stops at `deadline`. Gives the listed violations, how many more
+/// were found, and whether the deadline stopped it.
+pub fn check_schema_within(
+    id: passerelle_schemas::SchemaId,
+    value: &serde_json::Value,
+    deadline: Option<std::time::Instant>,
+) -> (Vec<Violation>, usize, bool) {
+    let found = passerelle_schemas::check_within(id, value, MAX_PER_DOSSIER, deadline);
+    let listed = found
+        .listed
+        .into_iter()
+        .map(|v| Violation::new(v.pointer, schema_rule(v.keyword), v.detail))
+        .collect();
+    (listed, found.unlisted, found.over_budget)
 }
 
 /// Runs the domain rules on a decoded dossier and names each violation by the path of the payload

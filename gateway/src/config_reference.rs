@@ -155,9 +155,15 @@ fn walk(
                 continue;
             }
         }
+        // The type says ≥ 0; the start-up check says more.
+        let kind = if crate::settings::Settings::MORE_THAN_ZERO.contains(&key.as_str()) {
+            "integer > 0".to_string()
+        } else {
+            kind(&f.ty)
+        };
         keys.push(Key {
             default: default_of(defaults, &key),
-            kind: kind(&f.ty),
+            kind,
             meaning: f.doc.clone(),
             secret: inner == "SecretString",
             file_form: names.contains(&format!("{}_file", f.name).as_str()),

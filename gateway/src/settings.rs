@@ -69,9 +69,10 @@ pub struct ServerSettings {
     pub bind: String,
     /// Largest accepted request body, in bytes (413 above).
     pub body_limit_bytes: usize,
-    /// Longest an ATEXO SEM post may take to decode, in milliseconds from the end of its body;
-    /// past it decoding stops and nothing is stored: 422 when violations were already found, else
-    /// 413 (split the export, or load it with `passerelle backfill`).
+    /// Longest an inbound post (an ATEXO SEM export, an OUIFORM orientation) may take to decode,
+    /// in milliseconds from the end of its body; past it decoding stops and nothing is stored: 422
+    /// when violations were already found, else 413 (split the export, or load it with
+    /// `passerelle backfill`).
     pub decode_budget_ms: u64,
     /// Requests per second allowed per calling system (429 above).
     pub rate_per_second: u32,
@@ -346,13 +347,37 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The integer keys whose value 0 is refused at start-up (by `validate`, some only when their
+    /// section is in use): the configuration reference says "integer > 0" for them, where the
+    /// type alone would say "≥ 0". A test loads each with 0 and expects it refused by name.
+    pub const MORE_THAN_ZERO: [&'static str; 12] = [
+        "server.body_limit_bytes",
+        "server.decode_budget_ms",
+        "pole_emploi.poll_interval_s",
+        "pole_emploi.concurrency",
+        "retry.max_attempts",
+        "retry.base_ms",
+        "backfill.lots_in_flight",
+        "backfill.commit_batch",
+        "backfill.poll_interval_ms",
+        "worker.sync_concurrency",
+        "agora.auth.command_timeout_ms",
+        "agora.auth.lifetime_s",
+    ];
+
     fn validate(&self) -> Result<(), SettingsError> {
         self.bind_addr()?;
         if self.server.body_limit_bytes == 0 {
-            return Err(invalid("server.body_limit_bytes", "must be more than 0"));
+            return Err(invalid(
+                "server.body_limit_bytes",
+                "must be more than 0: a limit of 0 bytes would refuse every post",
+            ));
         }
         if self.server.decode_budget_ms == 0 {
-            return Err(invalid("server.decode_budget_ms", "must be more than 0"));
+            return Err(invalid(
+                "server.decode_budget_ms",
+                "must be more than 0: a budget of 0 ms would refuse every post",
+            ));
         }
         let ledger = self.ledger.url.expose_secret();
         if !(ledger.starts_with("sqlite:")

@@ -115,17 +115,96 @@ pub fn compile_all() -> Result<(), &'static CompileError> {
 /// Never at run time for the embedded schemas: `compile_all` is tested, and the gateway calls it at
 /// start-up. Should one not compile anyway, the value is reported as one violation of that schema.
 pub fn check(id: SchemaId, value: &Value) -> Vec<SchemaViolation> {
+    check_within(id, value, usize::MAX, None).listed
+}
+
+/// What [`check_within`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// The first violations found, at most the cap asked for, in document order.
+    pub listed: Vec<SchemaViolation>,
+    /// Violations found past the cap: counted, never described.
+    pub unlisted: usize,
+    /// The deadline passed before every constraint was checked: the value was not judged whole.
+    pub over_budget: bool,
+}
+
+/// [`check`] for a value a hostile caller may have built: at most `cap` violations are described
+/// (the rest only counted), and checking stops once `deadline` has passed.
+///
+/// Each property a closed object does not define is a violation of its own, at its own pointer,
+/// as each unknown XML element or attribute is: so a body of a million unknown properties is cut
+/// at the cap like any other long list, instead of giving one detail that quotes a million names.
+pub fn check_within(
+    id: SchemaId,
+    value: &Value,
+    cap: usize,
+    deadline: Option<std::time::Instant>,
+) -> Checked {
+    let mut found = Checked::default();
     let validator = match &validators()[id.index()] {
         Ok(v) => v,
         Err(e) => {
-            return vec![SchemaViolation {
+            found.listed.push(SchemaViolation {
                 pointer: String::new(),
                 keyword: "schema",
                 detail: e.to_string(),
-            }]
+            });
+            return found;
         }
     };
-    validator.iter_errors(value).map(describe).collect()
+    for e in validator.iter_errors(value) {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            found.over_budget = true;
+            break;
+        }
+        use jsonschema::error::ValidationErrorKind as K;
+        let unexpected = match e.kind() {
+            K::AdditionalProperties { unexpected } => Some(("additionalProperties", unexpected)),
+            K::UnevaluatedProperties { unexpected } => Some(("unevaluatedProperties", unexpected)),
+            _ => None,
+        };
+        let Some((keyword, names)) = unexpected else {
+            if found.listed.len() < cap {
+                found.listed.push(describe(e));
+            } else {
+                found.unlisted += 1;
+            }
+            continue;
+        };
+        let object = e.instance_path().to_string();
+        let room = cap.saturating_sub(found.listed.len());
+        found.unlisted += names.len().saturating_sub(room);
+        found
+            .listed
+            .extend(names.iter().take(room).map(|name| SchemaViolation {
+                pointer: format!("{object}/{}", escape(&shown_name(name))),
+                keyword,
+                detail: "is a property the schema does not define".to_string(),
+            }));
+    }
+    found
+}
+
+/// Longest property name written whole in a pointer: the schemas' longest is under 32 bytes.
+const NAME_SHOWN: usize = 64;
+
+/// An unknown property's name as a pointer shows it: cut (and marked `…`) past [`NAME_SHOWN`]
+/// bytes, so that a name of megabytes does not come back in the answer.
+fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= NAME_SHOWN {
+        return name.into();
+    }
+    let mut cut = NAME_SHOWN;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &name[..cut]).into()
+}
+
+/// A property name as a JSON pointer token (RFC 6901).
+fn escape(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
 }
 
 fn describe(e: jsonschema::ValidationError<'_>) -> SchemaViolation {
@@ -136,7 +215,7 @@ fn describe(e: jsonschema::ValidationError<'_>) -> SchemaViolation {
             let name = property.as_str().unwrap_or_default();
             (
                 "required",
-                format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1")),
+                format!("{pointer}/{}", escape(name)),
                 "is required".to_string(),
             )
         }
@@ -172,21 +251,11 @@ fn describe(e: jsonschema::ValidationError<'_>) -> SchemaViolation {
             format!("must be less than {limit}"),
         ),
         K::MultipleOf { .. } => ("multipleOf", pointer, "must be a whole number".to_string()),
-        K::AdditionalProperties { unexpected } => (
+        // One violation per property: see `check_within`, which never comes here with these.
+        K::AdditionalProperties { .. } | K::UnevaluatedProperties { .. } => (
             "additionalProperties",
             pointer,
-            format!(
-                "has properties the schema does not define: {}",
-                unexpected.join(", ")
-            ),
-        ),
-        K::UnevaluatedProperties { unexpected } => (
-            "unevaluatedProperties",
-            pointer,
-            format!(
-                "has properties the schema does not define: {}",
-                unexpected.join(", ")
-            ),
+            "has properties the schema does not define".to_string(),
         ),
         K::MinItems { limit } => (
             "minItems",

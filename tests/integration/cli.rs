@@ -173,3 +173,100 @@ fn validate_an_unreadable_file_is_an_error_not_a_verdict() {
     );
     assert!(r.is_err());
 }
+
+/// Issue 18: AGORA's `libelle` is free text that may quote a NIR or a name. `passerelle
+/// dead-letters list` runs with the ledger's rights, never the personal-data token's: in either
+/// format it shows the anomaly's code and field, and the `libelle` only masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_list_masks_agoras_libelle() {
+    use passerelle::ledger::{self, DeadReason, Flow, Inbound, InboundRecord};
+    use passerelle_adapters::agora::model::Anomaly;
+
+    const NIR: &str = "185077512345608";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let ledger_url = format!("sqlite://{d}/passerelle.db");
+    let l = ledger::connect(&ledger_url)
+        .await
+        .expect("the ledger opens");
+    let record = passerelle_adapters::ouiform::decode(
+        &std::fs::read(root().join("tests/fixtures/ouiform/valid/acceptee.json")).expect("fixture"),
+        &Default::default(),
+    )
+    .expect("a valid orientation");
+    l.accept(
+        Inbound {
+            system: System::Ouiform,
+            flow: Flow::Sync,
+            payload_hash: "cli-libelle".into(),
+            masked_payload: None,
+            request_id: None,
+            records: vec![InboundRecord {
+                dossier_id: "d-libelle".into(),
+                record,
+                in_perimeter: true,
+            }],
+        },
+        &Default::default(),
+    )
+    .await
+    .expect("accepted");
+    let libelle = format!("le NIR {NIR} de DUPONT Jean Pierre est inconnu du RNIPP");
+    l.dead_letter(
+        "d-libelle",
+        "agora",
+        &DeadReason::Rejected {
+            anomalies: vec![Anomaly {
+                code: "AG-RNIPP".into(),
+                champ: Some("stagiaire.nir13".into()),
+                libelle: Some(libelle.clone()),
+            }],
+        },
+    )
+    .await
+    .expect("dead-lettered");
+    drop(l);
+
+    for format in ["text", "json"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway_process"))
+            .args(["dead-letters", "list", "--format", format])
+            .env("PASSERELLE__DATA__DIR", &d)
+            .env("PASSERELLE__LEDGER__URL", &ledger_url)
+            .env("PASSERELLE__QUEUE__URL", format!("embedded:{d}/queue.db"))
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("passerelle dead-letters list runs");
+        assert!(out.status.success(), "{format}: {out:?}");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(printed.contains("AG-RNIPP"), "{format}: {printed}");
+        for clear in [
+            NIR,
+            &NIR[..13],
+            "DUPONT",
+            "Jean Pierre",
+            "inconnu",
+            libelle.as_str(),
+        ] {
+            assert!(
+                !printed.contains(clear),
+                "{format} prints {clear:?}: {printed}"
+            );
+        }
+        if format == "json" {
+            let line: serde_json::Value = serde_json::from_str(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .expect("one dead letter"),
+            )
+            .expect("a JSON line");
+            let anomaly = &line["detail"]["anomalies"][0];
+            assert_eq!(anomaly["code"], "AG-RNIPP");
+            assert_eq!(anomaly["libelle"], passerelle_adapters::canonical::MASK);
+        }
+    }
+}

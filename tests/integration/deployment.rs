@@ -736,3 +736,88 @@ fn compose_ha_runs_two_replicas_sharing_no_disk_behind_a_balancer_over_three_bro
         }
     }
 }
+
+/// The files a newcomer reads for a command to run: the README, the configuration files' comments,
+/// and every Rust source of the workspace (module docs name the bench that measures them).
+fn files_naming_commands() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                // Build output and fuzz artefacts are no one's documentation.
+                if !matches!(
+                    name.to_str(),
+                    Some("target" | "corpus" | "artifacts" | ".git")
+                ) {
+                    walk(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = vec![
+        root().join("README.md"),
+        root().join("config/default.toml"),
+        root().join("config/production.example.toml"),
+    ];
+    for dir in ["adapters", "gateway", "schemas", "tests", "docs"] {
+        walk(&root().join(dir), &mut files);
+    }
+    files
+}
+
+/// Every `cargo bench -p <package> --bench <name>` the sources or the README give names a bench
+/// target that package has: a wrong package name fails only when someone copies the command.
+#[test]
+fn every_bench_command_named_in_the_sources_exists() {
+    let workspace = toml_file("Cargo.toml");
+    let mut benches: BTreeSet<(String, String)> = BTreeSet::new();
+    let members = workspace["workspace"]["members"]
+        .as_array()
+        .expect("workspace members");
+    for member in members.iter().filter_map(toml::Value::as_str) {
+        let manifest = toml_file(&format!("{member}/Cargo.toml"));
+        let package = manifest["package"]["name"]
+            .as_str()
+            .expect("package name")
+            .to_string();
+        for bench in manifest
+            .get("bench")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = bench["name"].as_str().expect("bench name").to_string();
+            benches.insert((package.clone(), name));
+        }
+    }
+    let mut named = 0;
+    for file in files_naming_commands() {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (at, _) in text.match_indices("cargo bench -p ") {
+            let words: Vec<&str> = text[at..].split_whitespace().take(6).collect();
+            let [_, _, _, package, flag, bench] = words[..] else {
+                continue;
+            };
+            // A placeholder (`<package>`, `{package}`) is not a command.
+            let is_name = |w: &str| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if flag != "--bench" || !is_name(package) {
+                continue;
+            }
+            let bench = bench.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_');
+            named += 1;
+            assert!(
+                benches.contains(&(package.to_string(), bench.to_string())),
+                "{} names `cargo bench -p {package} --bench {bench}`, which does not exist; the \
+                 bench targets are {benches:?}",
+                file.display()
+            );
+        }
+    }
+    assert!(named >= 4, "only {named} bench commands found");
+}

@@ -215,6 +215,86 @@ async fn no_driver_error_text_in_answers() {
     gw.stop().await;
 }
 
+/// The words of lapin's and RabbitMQ's errors (and of our own queue module's messages, which
+/// quote them), none of which may reach an answer.
+const BROKER_WORDS: [&str; 12] = [
+    "lapin",
+    "amqp",
+    "AMQP",
+    "RabbitMQ",
+    "vhost",
+    "NOT_ALLOWED",
+    "ACCESS_REFUSED",
+    "CONNECTION_FORCED",
+    "IOError",
+    "Connection refused",
+    "channel",
+    "5672",
+];
+
+/// A broker that fails shows in the answers as a part that fails, never as lapin's text: with
+/// the gateway's RabbitMQ vhost deleted under it, a post is `503` with our own sentence, and so
+/// is `/readyz`, naming the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_broker_error_text_in_answers() {
+    let production = Production::new("amqptext");
+    let vhost = database_of(&production.queue_url);
+    let gw = gateway(Some(production), &[]).await;
+    // Accepted while the broker is there.
+    let r = gw.post_atexo(fixture("atexo_sem/valid/entre.xml")).await;
+    assert_eq!(r.status(), 202);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["delete_vhost", &vhost])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(out.status.success(), "{out:?}");
+    // Another dossier: committed to the ledger, then its task cannot be published.
+    let other = String::from_utf8(fixture("atexo_sem/valid/entre.xml"))
+        .expect("UTF-8")
+        .replace("PDL-2019-000102", "PDL-2019-000999")
+        .replace("numeroSession=\"1330305\"", "numeroSession=\"1330399\"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (post, ready) = loop {
+        let r = gw.post_atexo(other.clone().into_bytes()).await;
+        let status = r.status();
+        let post = r.text().await.expect("body");
+        let r = gw
+            .http
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .expect("readyz");
+        let ready_status = r.status();
+        let ready = r.text().await.expect("body");
+        if status == 503 && ready_status == 503 {
+            break (post, ready);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} {post} / {ready_status} {ready} a minute after the vhost went"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let problem: serde_json::Value = serde_json::from_str(&post).expect("problem+json");
+    assert_eq!(
+        problem["detail"],
+        "the queue did not confirm; nothing was accepted, retry later"
+    );
+    let ready: serde_json::Value = serde_json::from_str(&ready).expect("json");
+    assert_eq!(
+        ready["queue"]["detail"], "the queue does not answer",
+        "{ready}"
+    );
+    let mut words = BROKER_WORDS.to_vec();
+    words.push(&vhost);
+    for answer in [post, ready.to_string()] {
+        for word in &words {
+            assert!(!answer.contains(word), "{word:?} in {answer}");
+        }
+    }
+    gw.stop().await;
+}
+
 /// The `Bearer` scheme in any case; an empty token, two `Authorization` headers or two signatures
 /// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,4 +600,47 @@ async fn https_and_client_certificates_mapped_to_systems() {
     let unknown = client(Some(partners.issue("unknown.partner.test", purpose)));
     assert_eq!(post(unknown, None).await.expect("answer"), 401);
     running.stop().await;
+}
+
+/// The API's rate per calling system (`server.rate_per_second`, burst `server.rate_burst`, on
+/// `governor`): past the burst a system gets `429` with `Retry-After`, another system does not,
+/// and once the rate has refilled the first one is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_burst_a_system_gets_429_then_is_served_again() {
+    let gw = gateway(
+        None,
+        &[
+            ("PASSERELLE__SERVER__RATE_PER_SECOND", "1"),
+            ("PASSERELLE__SERVER__RATE_BURST", "3"),
+        ],
+    )
+    .await;
+    let orientation = fixture("ouiform/valid/acceptee.json");
+    // Unsigned: the limiter counts the request, then the missing signature refuses it (401),
+    // quickly enough that the burst is spent well within a second.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = gw.post_ouiform(orientation.clone(), false).await;
+        let status = r.status().as_u16();
+        if status == 429 {
+            assert_eq!(
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                Some("1")
+            );
+            let body: serde_json::Value = r.json().await.expect("problem+json");
+            assert_eq!(body["type"], "urn:passerelle:problem:rate-limited");
+            assert_eq!(body["status"], 429);
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Another system has a rate of its own.
+    let r = gw.post_atexo(fixture("atexo_sem/valid/entre.xml")).await;
+    assert_eq!(r.status(), 202);
+    // A second later a cell has come back: OUIFORM is served.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let r = gw.post_ouiform(orientation, true).await;
+    assert_eq!(r.status(), 202);
+    gw.stop().await;
 }

@@ -8,10 +8,13 @@
 //! - a post past its decoding budget is a `413` naming the budget, or a `422` when violations
 //!   were already found;
 //! - a document declared ISO-8859-1 that carries UTF-8 is refused with its rule and path, and a
-//!   genuine ISO-8859-1 one is accepted.
+//!   genuine ISO-8859-1 one is accepted;
+//! - an OUIFORM orientation of thousands of unknown properties gets the same treatment: a list cut
+//!   at 100 with its `xml.truncated` entry, decoded on the blocking pool within the same budget,
+//!   `/healthz` answering meanwhile.
 //!
 //! Nothing here asserts a duration: what hostile bodies cost is measured by
-//! `cargo bench -p passerelle-adapters --bench hostile`.
+//! `cargo bench -p passerelle-tests --bench hostile`.
 
 use std::time::Duration;
 
@@ -36,23 +39,39 @@ struct Answer {
     body: Value,
 }
 
-/// Posts `body` on a connection of its own and reports on `sent` once the whole body is written
-/// (the gateway has then read nearly all of it: the socket buffers are far smaller than the body).
+/// The head of an ATEXO SEM post of `len` bytes.
+fn atexo_head(token: &str, len: usize) -> String {
+    format!(
+        "POST /v1/inbound/atexo-sem/dossiers HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/xml\r\n\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// The head of an OUIFORM post of `body`, signed.
+fn ouiform_head(gw: &Gateway, body: &[u8]) -> String {
+    format!(
+        "POST /v1/inbound/ouiform/orientations HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         X-Ouiform-Signature: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        gw.creds.ouiform.expose_secret(),
+        support::signature(gw.creds.ouiform_hmac.expose_secret(), body),
+        body.len()
+    )
+}
+
+/// Posts `body` after `head` on a connection of its own and reports on `sent` once the whole body
+/// is written (the gateway has then read nearly all of it: the socket buffers are far smaller
+/// than the body).
 async fn post_raw(
     port: u16,
-    token: String,
+    head: String,
     body: Vec<u8>,
     sent: tokio::sync::mpsc::Sender<()>,
 ) -> Answer {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let head = format!(
-        "POST /v1/inbound/atexo-sem/dossiers HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: application/xml\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
     s.write_all(head.as_bytes()).await.expect("head");
     s.write_all(&body).await.expect("body");
     s.flush().await.expect("flush");
@@ -156,8 +175,9 @@ async fn hostile_posts_are_answered_while_healthz_keeps_answering() {
     for shape in SHAPES {
         let body = shape.export(SIZE);
         let (sent_tx, mut sent) = tokio::sync::mpsc::channel(AT_ONCE);
+        let head = atexo_head(&token, body.len());
         let posts: Vec<_> = (0..AT_ONCE)
-            .map(|_| tokio::spawn(post_raw(port, token.clone(), body.clone(), sent_tx.clone())))
+            .map(|_| tokio::spawn(post_raw(port, head.clone(), body.clone(), sent_tx.clone())))
             .collect();
         for _ in 0..AT_ONCE {
             sent.recv().await.expect("a post was sent");
@@ -271,6 +291,136 @@ async fn a_post_past_its_decoding_budget_is_refused() {
             .is_some_and(|d| d.contains("time budget")),
         "{last}"
     );
+    gw.stop().await;
+}
+
+/// The valid OUIFORM fixture with `fields` properties OUIFORM does not define in its
+/// beneficiary: each is a violation of its own.
+fn orientation_with_unknown_fields(fields: usize) -> Vec<u8> {
+    let mut v: Value =
+        serde_json::from_slice(&fixture("ouiform/valid/acceptee.json")).expect("json");
+    let b = v["beneficiaire"].as_object_mut().expect("beneficiaire");
+    for i in 0..fields {
+        b.insert(format!("champ{i:07}"), Value::from(i));
+    }
+    serde_json::to_vec(&v).expect("json")
+}
+
+/// Issue 18 for OUIFORM: its JSON is decoded on the blocking pool within `server.decode_budget_ms`
+/// and its violations are capped as an ATEXO SEM export's are. Before, every unknown property was
+/// one violation quoting all the names, decoded on the HTTP worker with no budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_orientations_are_capped_and_answered_while_healthz_keeps_answering() {
+    let _heavy = support::heavy().await;
+    let gw = support::embedded_gateway().await;
+    // Thousands of unknown properties: 100 listed, then one entry counting the rest.
+    // Every wait has a deadline: a gateway that decodes on its HTTP workers may stall instead of
+    // answering, and the test must then fail, not hang.
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        gw.post_ouiform(orientation_with_unknown_fields(5_000), true),
+    )
+    .await
+    .expect("an orientation of 5,000 unknown properties answered within 60 s");
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["truncated"], true, "{}", body["detail"]);
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(
+        errors.len(),
+        passerelle_adapters::violation::MAX_PER_DOSSIER + 1
+    );
+    for e in &errors[..errors.len() - 1] {
+        assert_eq!(e["rule"], "schema.additional_property", "{e}");
+        assert!(
+            e["pointer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/beneficiaire/champ")),
+            "{e}"
+        );
+    }
+    let last = errors.last().expect("entries");
+    assert_eq!(last["rule"], "xml.truncated");
+    assert!(
+        last["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("4900 more")),
+        "{last}"
+    );
+
+    // Bodies just under the size limit, more at once than there are HTTP workers.
+    let port: u16 = gw
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let body = orientation_with_unknown_fields(SIZE / 22);
+    assert!(body.len() < SIZE + 4096, "{} bytes", body.len());
+    let head = ouiform_head(&gw, &body);
+    let (sent_tx, mut sent) = tokio::sync::mpsc::channel(AT_ONCE);
+    let posts: Vec<_> = (0..AT_ONCE)
+        .map(|_| tokio::spawn(post_raw(port, head.clone(), body.clone(), sent_tx.clone())))
+        .collect();
+    for _ in 0..AT_ONCE {
+        tokio::time::timeout(Duration::from_secs(120), sent.recv())
+            .await
+            .expect("the gateway read the bodies within 120 s")
+            .expect("a post was sent");
+    }
+    let mut answered_during = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while posts.iter().any(|p| !p.is_finished()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orientations unanswered after 120 s"
+        );
+        let probe = gw
+            .http
+            .get(format!("{}/healthz", gw.url))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("/healthz did not answer: {e}"));
+        assert_eq!(probe.status(), 200);
+        if posts.iter().any(|p| !p.is_finished()) {
+            answered_during += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        answered_during > 0,
+        "/healthz did not answer while the orientations were decoded"
+    );
+    for p in posts {
+        let a = p.await.expect("post task");
+        assert_eq!(a.content_type, "application/problem+json");
+        match a.status {
+            // Decoding outlasted the budget before anything was found wrong.
+            413 => assert_eq!(
+                a.body["type"], "urn:passerelle:problem:too-costly",
+                "{}",
+                a.body
+            ),
+            422 => {
+                let errors = a.body["errors"].as_array().expect("errors");
+                assert!(
+                    errors.len() <= passerelle_adapters::violation::MAX_PER_DOSSIER + 1,
+                    "{} entries",
+                    errors.len()
+                );
+                assert_eq!(a.body["truncated"], true, "{}", a.body["detail"]);
+                assert!(a.body.to_string().len() < 64 * 1024, "a short answer");
+            }
+            other => panic!("status {other}: {}", a.body),
+        }
+    }
+    eprintln!("orientations refused; /healthz answered {answered_during} time(s) meanwhile");
+    // The gateway still accepts a valid orientation.
+    let ok = gw
+        .post_ouiform(fixture("ouiform/valid/acceptee.json"), true)
+        .await;
+    assert_eq!(ok.status(), 202);
     gw.stop().await;
 }
 

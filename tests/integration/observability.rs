@@ -504,6 +504,45 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // One identifier, one mask (issue 18): the OUIFORM trainee's NIR and Pôle emploi ids read the
+    // same in the journal (the masked payload the ledger keeps) and in the admin trace. They read
+    // `***` in the journal and `1**************` in the trace before.
+    let journal = psql_on(
+        &production.ledger_url,
+        "SELECT convert_from(masked_payload, 'UTF8') FROM journal \
+         WHERE system = 'ouiform' AND masked_payload IS NOT NULL",
+    );
+    let journal: serde_json::Value =
+        serde_json::from_str(&journal).expect("one masked orientation");
+    let trace: serde_json::Value = http
+        .get(format!("{}/v1/dossiers/{oriented}", serve.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    let shown_nir = passerelle_adapters::canonical::Identifier::Nir.mask("185077512345608");
+    let (b, t) = (&journal["beneficiaire"], &trace["dossier"]["trainee"]);
+    assert_eq!(b["nir"], shown_nir, "journal: {b}");
+    assert_eq!(t["nir"], shown_nir, "trace: {t}");
+    for (journal_field, trace_field) in [("idNationalDE", "national"), ("idRegionalDE", "regional")]
+    {
+        assert_eq!(
+            b[journal_field], t["pole_emploi_id"][trace_field],
+            "{b} {t}"
+        );
+        assert_eq!(b[journal_field], passerelle_adapters::canonical::MASK);
+    }
+    for (journal_field, trace_field) in [
+        ("nomNaissance", "birth_name"),
+        ("prenom", "first_names"),
+        ("dateNaissance", "birth_date"),
+    ] {
+        assert_eq!(b[journal_field], t[trace_field], "{b} {t}");
+    }
+
     // The admin views, which show (masked) personal fields: none in clear, the OUIFORM trainee's
     // Pôle emploi ids included.
     let some = ids.values().next().expect("a dossier");
@@ -614,6 +653,16 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
         .iter()
         .filter(|v| log.contains(v.as_str()))
         .collect();
+    // Where a log line shows a NIR at all, it is in the one mask the journal and the trace show:
+    // a first character followed by stars only, as many as the NIR has after it.
+    let masked_nirs = masked_nirs_in(&log);
+    assert!(
+        masked_nirs.iter().all(|m| {
+            let stars = m.chars().skip(1).count();
+            m.chars().skip(1).all(|c| c == '*') && (stars == 12 || stars == 14)
+        }),
+        "a NIR masked another way in the logs: {masked_nirs:?}"
+    );
     assert!(
         leaks.is_empty(),
         "{} personal values appear in the logs (e.g. a value of {} characters)",
@@ -637,6 +686,40 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
             "obs-req-{i} is seen in the spans {spans:?}, not in both the request's and the worker's"
         );
     }
+}
+
+/// `psql` on another database of the suite's PostgreSQL: unaligned tuples, the output as text.
+fn psql_on(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-d", url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What a log shows of NIRs after a `"nir` key (a JSON field or a `Debug` one): each value of
+/// 13 or 15 characters that follows such a key, as written.
+fn masked_nirs_in(log: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in log.match_indices("nir") {
+        let rest = &log[at + 3..];
+        // `nir": "…"`, `nir: "…"`, `nir=…`, `nir_certifie: "…"`, `nirCertifie": "…"`.
+        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphabetic() || c == '_');
+        let rest = rest.trim_start_matches(['"', '\\', ':', '=', ' ']);
+        let value: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '*')
+            .collect();
+        if (value.len() == 13 || value.len() == 15) && value.contains('*') {
+            found.push(value);
+        }
+    }
+    found
 }
 
 /// One request to the OTLP receiver: its request line, content type and body.

@@ -126,7 +126,7 @@ const INVALID: &[(&str, SchemaId, &str, Rule)] = &[
     (
         "dossier_extra_field",
         SchemaId::AgoraDossier,
-        "",
+        "/commentaire",
         Rule::SchemaAdditional,
     ),
     (

@@ -9,24 +9,9 @@
 
 use std::time::Instant;
 
-use super::scratch::truncated;
 use super::{decode_stream, DecodeSettings, DossierStream, Flow, SemDossier};
-use crate::violation::{Rule, Violation, Violations};
-
-/// Violations listed per document; the others are counted.
-pub const MAX_PER_DOCUMENT: usize = 1000;
-
-/// Why a posted document is not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DocumentError {
-    /// Every violation found (at most [`MAX_PER_DOCUMENT`], then an `xml.truncated` entry).
-    #[error("{0}")]
-    Invalid(Violations),
-    /// The deadline passed before the document could be judged: nothing wrong was found in the
-    /// `dossiers_read` dossiers read so far, and the rest was not read.
-    #[error("decoding stopped at its time budget after {dossiers_read} dossier(s)")]
-    OverBudget { dossiers_read: usize },
-}
+use crate::violation::{truncated, Rule, Violation, Violations};
+pub use crate::violation::{DocumentError, MAX_PER_DOCUMENT};
 
 /// Decodes a whole posted document: every dossier when all are valid, or every violation of every
 /// dossier (at most [`MAX_PER_DOCUMENT`] listed).

@@ -2,7 +2,9 @@
 //!
 //! The journal keeps what was received for a retention period, but never a NIR, a name, a birth
 //! date or a Pôle emploi id: [`mask_export`] rewrites the document event by event (quick-xml reader
-//! to writer, constant memory whatever its size) and replaces those values with [`MASK`].
+//! to writer, constant memory whatever its size) and replaces each value with its
+//! [`Identifier`]'s one mask: the NIR keeps its first character and its length, as the admin
+//! trace shows it, the others become [`MASK`].
 //!
 //! What is masked: the content of `nir`, `nomNaissance`, `nomUsage`, `prenoms` and
 //! `dateNaissance`, and the `national` and `regional` attributes of `identifiantPE`, wherever they
@@ -27,7 +29,7 @@ use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
 
 use super::{is_xml_space, open, Source};
-use crate::canonical::MASK;
+use crate::canonical::{Identifier, MASK};
 use crate::violation::Violation;
 
 /// Why an export could not be masked. No variant carries a value of the document.
@@ -53,8 +55,8 @@ pub enum MaskError {
 
 /// Which element a start tag opens, as far as masking is concerned.
 enum Kind {
-    /// A trainee field whose text is personal.
-    PersonalText,
+    /// A trainee field whose text is personal, and what it holds.
+    PersonalText(Identifier),
     /// `identifiantPE`, whose ids are personal.
     PoleEmploiId,
     /// `stagiaire`: what it contains is the trainee's.
@@ -65,9 +67,11 @@ enum Kind {
 fn kind(e: &BytesStart<'_>, in_trainee: bool) -> Kind {
     match e.local_name().as_ref() {
         b"stagiaire" => Kind::Trainee,
-        b"nir" | b"nomNaissance" | b"nomUsage" | b"prenoms" | b"dateNaissance" if in_trainee => {
-            Kind::PersonalText
+        b"nir" if in_trainee => Kind::PersonalText(Identifier::Nir),
+        b"nomNaissance" | b"nomUsage" | b"prenoms" if in_trainee => {
+            Kind::PersonalText(Identifier::Name)
         }
+        b"dateNaissance" if in_trainee => Kind::PersonalText(Identifier::BirthDate),
         b"identifiantPE" if in_trainee => Kind::PoleEmploiId,
         _ => Kind::Other,
     }
@@ -146,9 +150,9 @@ pub fn mask_stream(input: impl BufRead + Send, output: impl Write) -> Result<(),
                 root_seen = true;
                 utf8(&e, position)?;
                 match kind(&e, trainee_at.is_some()) {
-                    Kind::PersonalText => {
+                    Kind::PersonalText(identifier) => {
                         w.write_event(Event::Start(e)).map_err(write_failed)?;
-                        mask_text(&mut reader, &mut buf, &mut w)?;
+                        mask_text(&mut reader, &mut buf, &mut w, identifier)?;
                         continue;
                     }
                     Kind::PoleEmploiId => {
@@ -178,16 +182,34 @@ pub fn mask_stream(input: impl BufRead + Send, output: impl Write) -> Result<(),
     w.into_inner().flush().map_err(MaskError::Write)
 }
 
-/// Reads a personal element's content up to its end tag and writes the mask instead, then the end
+/// Longest value kept while masking, to give its mask the value's shape (a NIR's first character
+/// and length): a NIR has 15 characters; a longer value is no NIR, and becomes [`MASK`].
+const VALUE_READ: usize = 64;
+
+/// Reads a personal element's content up to its end tag and writes its mask instead, then the end
 /// tag. Content that the decoder would read as no value (nothing, whitespace) is not masked, so an
-/// absent value stays absent; anything else, child elements included, becomes one mask.
+/// absent value stays absent; anything else becomes one mask: the value's, as [`Identifier::mask`]
+/// makes it from the text the decoder would read (trimmed), or [`MASK`] when the content is not
+/// plain text (child elements) or is longer than any such value.
 fn mask_text<W: Write>(
     reader: &mut Reader<Source<'_>>,
     buf: &mut Vec<u8>,
     w: &mut Writer<W>,
+    identifier: Identifier,
 ) -> Result<(), MaskError> {
     let mut depth = 0usize;
     let mut filled = false;
+    // The text as the decoder reads it, while it is plain and short.
+    let mut value = Some(String::new());
+    let keep = |value: &mut Option<String>, text: Option<&str>| {
+        if let (Some(v), Some(t)) = (value.as_mut(), text) {
+            if v.len() + t.len() <= VALUE_READ {
+                v.push_str(t);
+                return;
+            }
+        }
+        *value = None;
+    };
     loop {
         buf.clear();
         let event = reader
@@ -195,16 +217,32 @@ fn mask_text<W: Write>(
             .map_err(|_| syntax_at(reader.error_position()))?;
         let position = reader.buffer_position();
         match event {
-            Event::Text(t) => filled |= !blank_text(&t),
-            Event::CData(c) => filled |= !c.iter().all(|&b| is_xml_space(char::from(b))),
+            Event::Text(t) => {
+                filled |= !blank_text(&t);
+                let text = std::str::from_utf8(&t).ok();
+                let text = text.and_then(|t| quick_xml::escape::unescape(t).ok());
+                keep(&mut value, text.as_deref());
+            }
+            Event::CData(c) => {
+                filled |= !c.iter().all(|&b| is_xml_space(char::from(b)));
+                keep(&mut value, std::str::from_utf8(&c).ok());
+            }
             Event::Start(_) => {
                 filled = true;
+                value = None;
                 depth += 1;
             }
-            Event::Empty(_) => filled = true,
+            Event::Empty(_) => {
+                filled = true;
+                value = None;
+            }
             Event::End(e) if depth == 0 => {
                 if filled {
-                    w.write_event(Event::Text(BytesText::from_escaped(MASK)))
+                    let shown = value.map_or_else(
+                        || MASK.to_string(),
+                        |v| identifier.mask(v.trim_matches(is_xml_space)),
+                    );
+                    w.write_event(Event::Text(BytesText::new(&shown)))
                         .map_err(write_failed)?;
                 }
                 utf8(&e, position)?;
@@ -243,8 +281,10 @@ fn mask_ids(e: &BytesStart<'_>, position: u64) -> Result<BytesStart<'static>, Ma
         let key = utf8(a.key.as_ref(), position)?;
         let raw = utf8(&a.value, position)?;
         let personal = matches!(a.key.local_name().as_ref(), b"national" | b"regional");
+        let masked;
         let value = if personal && !blank_text(raw.as_bytes()) {
-            MASK
+            masked = Identifier::PoleEmploiId.mask(raw);
+            masked.as_str()
         } else {
             raw
         };

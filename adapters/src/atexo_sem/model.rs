@@ -90,15 +90,24 @@ pub struct RawStagiaire {
 
 impl fmt::Debug for RawStagiaire {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Only whether each field is there: a stray `{:?}` must not leak a NIR or a name.
-        let seen = |o: &Option<String>| if o.is_some() { "***" } else { "-" };
+        // Each personal field as every view masks it: a stray `{:?}` must not leak a NIR or a
+        // name, and shows what the journal and the trace show.
+        use crate::canonical::Identifier;
+        let seen =
+            |o: &Option<String>, identifier: Identifier| o.as_deref().map(|v| identifier.mask(v));
         f.debug_struct("RawStagiaire")
-            .field("nir", &seen(&self.nir))
-            .field("nom_naissance", &seen(&self.nom_naissance))
-            .field("nom_usage", &seen(&self.nom_usage))
-            .field("prenoms", &seen(&self.prenoms))
+            .field("nir", &seen(&self.nir, Identifier::Nir))
+            .field(
+                "nom_naissance",
+                &seen(&self.nom_naissance, Identifier::Name),
+            )
+            .field("nom_usage", &seen(&self.nom_usage, Identifier::Name))
+            .field("prenoms", &seen(&self.prenoms, Identifier::Name))
             .field("sexe", &self.sexe)
-            .field("date_naissance", &seen(&self.date_naissance))
+            .field(
+                "date_naissance",
+                &seen(&self.date_naissance, Identifier::BirthDate),
+            )
             .field("identifiant_pe", &self.identifiant_pe)
             .field("adresse", &self.adresse)
             .finish()
@@ -106,11 +115,24 @@ impl fmt::Debug for RawStagiaire {
 }
 
 /// `<identifiantPE national regional codeGeo>`: Pôle emploi job-seeker ids.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RawIdentifiantPe {
     pub national: Option<String>,
     pub regional: Option<String>,
     pub code_geo: Option<String>,
+}
+
+impl fmt::Debug for RawIdentifiantPe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The ids identify a person as surely as a NIR: masked as every view masks them.
+        use crate::canonical::Identifier;
+        let id = |o: &Option<String>| o.as_deref().map(|v| Identifier::PoleEmploiId.mask(v));
+        f.debug_struct("RawIdentifiantPe")
+            .field("national", &id(&self.national))
+            .field("regional", &id(&self.regional))
+            .field("code_geo", &self.code_geo)
+            .finish()
+    }
 }
 
 /// `<adresse codePostal communeInsee>`.

@@ -17,8 +17,7 @@ use std::time::Instant;
 use super::mojibake;
 use crate::violation::{Rule, Violation};
 
-/// Violations listed per dossier (and per piece of the document outside dossiers).
-pub const MAX_PER_DOSSIER: usize = 100;
+pub use crate::violation::{truncated, MAX_PER_DOSSIER};
 /// Events or attributes read between two looks at the clock: a look costs about 20 ns, reading
 /// this many events well under a millisecond.
 const CLOCK_EVERY: u32 = 1024;
@@ -187,20 +186,6 @@ pub fn shown_name(name: &[u8]) -> String {
         cut -= 1;
     }
     format!("{}…", &name[..cut])
-}
-
-/// The `xml.truncated` entry that ends a list of violations cut short: `count` more were found
-/// `where_` ("in this dossier", "in this document").
-pub fn truncated(pointer: &str, count: usize, where_: &str) -> Violation {
-    Violation::new(
-        pointer,
-        Rule::XmlTruncated,
-        format!(
-            "{count} more violation(s) {where_} were found and are not listed (at most \
-             {MAX_PER_DOSSIER} are listed per dossier and {} per document)",
-            super::document::MAX_PER_DOCUMENT
-        ),
-    )
 }
 
 /// What is wrong, in words of our own: nothing of the document (see [`Scratch::syntax`]).

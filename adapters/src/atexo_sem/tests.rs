@@ -877,27 +877,24 @@ fn personal_values(d: &RawDossier) -> Vec<String> {
     .collect()
 }
 
-/// What masking should make of a raw dossier: each personal value present becomes the mask, an
-/// absent one stays absent, nothing else changes.
+/// What masking should make of a raw dossier: each personal value present becomes its
+/// identifier's mask, an absent one stays absent, nothing else changes.
 fn masked_raw(mut d: RawDossier) -> RawDossier {
-    let mask = |v: &mut Option<String>| {
-        if v.is_some() {
-            *v = Some(crate::canonical::MASK.to_string());
+    use crate::canonical::Identifier;
+    let mask = |v: &mut Option<String>, identifier: Identifier| {
+        if let Some(value) = v.as_mut() {
+            *value = identifier.mask(value);
         }
     };
     if let Some(t) = d.stagiaire.as_mut() {
-        for v in [
-            &mut t.nir,
-            &mut t.nom_naissance,
-            &mut t.nom_usage,
-            &mut t.prenoms,
-            &mut t.date_naissance,
-        ] {
-            mask(v);
+        mask(&mut t.nir, Identifier::Nir);
+        for v in [&mut t.nom_naissance, &mut t.nom_usage, &mut t.prenoms] {
+            mask(v, Identifier::Name);
         }
+        mask(&mut t.date_naissance, Identifier::BirthDate);
         if let Some(p) = t.identifiant_pe.as_mut() {
-            mask(&mut p.national);
-            mask(&mut p.regional);
+            mask(&mut p.national, Identifier::PoleEmploiId);
+            mask(&mut p.regional, Identifier::PoleEmploiId);
         }
     }
     d
@@ -1017,9 +1014,9 @@ fn only_the_trainee_is_masked_and_empty_values_stay_empty() {
   <dossier id="X" version="1">
     <autre a="b"><nir>KEPT-1</nir><prenoms>KEPT-2</prenoms><identifiantPE national="KEPT-3"/></autre>
     <stagiaire>
-      <nir>***</nir><nomNaissance>***</nomNaissance><nomUsage/><prenoms></prenoms><dateNaissance></dateNaissance>
+      <nir>S*******</nir><nomNaissance>***</nomNaissance><nomUsage/><prenoms></prenoms><dateNaissance></dateNaissance>
       <x:prenoms xmlns:x="urn:x">***</x:prenoms>
-      <adresse codePostal="44000"><nir>***</nir></adresse>
+      <adresse codePostal="44000"><nir>S*******</nir></adresse>
       <nomUsage>***</nomUsage>
       <identifiantPE codeGeo='0"44' national="***" regional=""/>
       <identifiantPE national="***" regional="&#x20;">text &amp; more</identifiantPE>

@@ -3,7 +3,7 @@
 //! `xml.truncated` entry, the deadline, and documents declared ISO-8859-1 that carry UTF-8.
 //!
 //! No test here measures time: the cost of hostile shapes is measured by
-//! `cargo bench -p passerelle-adapters --bench hostile`.
+//! `cargo bench -p passerelle-tests --bench hostile`.
 
 use super::*;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 mod personal;
 mod state;
 
-pub use personal::{mask_dossier_json, mask_nir, Nir, Personal, MASK};
+pub use personal::{mask_dossier_json, mask_nir, Identifier, Nir, Personal, MASK};
 pub use state::{Advance, State, TransitionError};
 
 use chrono::{DateTime, FixedOffset, NaiveDate};

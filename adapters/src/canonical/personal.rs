@@ -3,9 +3,46 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// What replaces a personal value in full: [`Personal`]'s `Display`, the journal's masked payloads.
-/// Logs show a NIR through [`mask_nir`] instead, which keeps its sex digit and length.
+/// What replaces a personal value in full: names, birth dates, Pôle emploi ids ([`Identifier`]),
+/// [`Personal`]'s `Display`, AGORA's free-text `libelle`. A NIR is shown by [`mask_nir`] instead.
 pub const MASK: &str = "***";
+
+/// The personal identifiers passerelle handles, each with the one mask every view shows it with:
+/// the journal's copies of the payloads (each system's `mask` module), the admin trace and the
+/// console ([`mask_dossier_json`]), the CLI, and `Debug` (what a log line would print). An
+/// operator who compares the journal with the trace sees the same string for the same person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identifier {
+    /// The NIR: [`mask_nir`].
+    Nir,
+    /// A birth name, usage name or first names.
+    Name,
+    BirthDate,
+    /// A Pôle emploi job-seeker id, national or regional: it identifies a person as surely as a
+    /// NIR.
+    PoleEmploiId,
+}
+
+impl Identifier {
+    /// `value` as every view shows it.
+    pub fn mask(self, value: &str) -> String {
+        match self {
+            Identifier::Nir => mask_nir(value),
+            Identifier::Name | Identifier::BirthDate | Identifier::PoleEmploiId => MASK.to_string(),
+        }
+    }
+
+    /// A JSON value as every view shows it: `null` stays `null` (an absent value is not hidden),
+    /// a string is [`Identifier::mask`]ed, any other value (a number where a string belongs)
+    /// becomes [`MASK`].
+    pub fn mask_json(self, value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Null => serde_json::Value::Null,
+            serde_json::Value::String(s) => serde_json::Value::String(self.mask(s)),
+            _ => serde_json::Value::String(MASK.into()),
+        }
+    }
+}
 
 /// A personal value (name, birth date). Read it with [`Personal::expose`], on purpose.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,7 +98,8 @@ impl Nir {
     }
 }
 
-/// Masks a NIR for logs and errors: only the sex digit survives, and the length.
+/// Masks a NIR, in every view ([`Identifier::Nir`]): only its first character (the sex digit)
+/// survives, and its length, which tells a 13-character number from a 15-character one.
 pub fn mask_nir(nir: &str) -> String {
     let mut out = String::with_capacity(nir.len());
     for (i, c) in nir.chars().enumerate() {
@@ -80,18 +118,21 @@ pub fn mask_dossier_json(dossier: &mut serde_json::Value) {
     let Some(t) = dossier.get_mut("trainee").and_then(Value::as_object_mut) else {
         return;
     };
-    if let Some(nir) = t.get("nir").and_then(Value::as_str).map(mask_nir) {
-        t.insert("nir".into(), Value::String(nir));
-    }
-    for k in ["birth_name", "usage_name", "first_names", "birth_date"] {
-        if let Some(v) = t.get_mut(k).filter(|v| !v.is_null()) {
-            *v = Value::String(MASK.into());
+    for (k, identifier) in [
+        ("nir", Identifier::Nir),
+        ("birth_name", Identifier::Name),
+        ("usage_name", Identifier::Name),
+        ("first_names", Identifier::Name),
+        ("birth_date", Identifier::BirthDate),
+    ] {
+        if let Some(v) = t.get_mut(k) {
+            *v = identifier.mask_json(v);
         }
     }
     if let Some(ids) = t.get_mut("pole_emploi_id").and_then(Value::as_object_mut) {
         for k in ["national", "regional"] {
-            if let Some(v) = ids.get_mut(k).filter(|v| !v.is_null()) {
-                *v = Value::String(MASK.into());
+            if let Some(v) = ids.get_mut(k) {
+                *v = Identifier::PoleEmploiId.mask_json(v);
             }
         }
     }
@@ -135,6 +176,116 @@ mod tests {
         assert_eq!(d["trainee"]["nir"], "1**************");
         assert_eq!(d["trainee"]["pole_emploi_id"]["geo_code"], "044");
         assert_eq!(d["trainee"]["postal_code"], "44000");
+    }
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let at = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(path);
+        std::fs::read(&at).unwrap_or_else(|e| panic!("{}: {e}", at.display()))
+    }
+
+    /// The admin trace of a decoded dossier: its JSON, masked.
+    fn trace_of(d: &crate::canonical::Dossier) -> serde_json::Value {
+        let mut v = serde_json::to_value(d).expect("a dossier serializes");
+        mask_dossier_json(&mut v);
+        v
+    }
+
+    /// Issue 18: one identifier, one mask, in every view. The journal keeps each system's payload
+    /// masked by its `mask` module, the trace shows the canonical dossier masked, and a log line
+    /// would print a raw record's `Debug`: the same NIR must read the same in all three (it read
+    /// `***` in the journal and `1**************` in the trace), and the same Pôle emploi id too.
+    #[test]
+    fn each_identifier_is_masked_alike_in_the_journal_the_trace_and_the_logs() {
+        let nir = "185077512345608";
+        let shown_nir = Identifier::Nir.mask(nir);
+        assert_eq!(shown_nir, "1**************");
+
+        // OUIFORM.
+        let body = fixture("ouiform/valid/acceptee.json");
+        let journal: serde_json::Value =
+            serde_json::from_slice(&crate::ouiform::mask::mask_payload(&body).expect("masked"))
+                .expect("json");
+        let dossier = crate::ouiform::decode(&body, &Default::default()).expect("valid");
+        let trace = trace_of(&dossier);
+        let read: crate::ouiform::model::Orientation =
+            serde_json::from_slice(&body).expect("an orientation");
+        let log = format!("{:?}", read.beneficiaire);
+        let b = &journal["beneficiaire"];
+        assert_eq!(b["nir"], shown_nir);
+        assert_eq!(trace["trainee"]["nir"], shown_nir);
+        assert!(log.contains(&format!("nir: {shown_nir:?}")), "{log}");
+        for (field, canonical) in [("idNationalDE", "national"), ("idRegionalDE", "regional")] {
+            assert_eq!(b[field], MASK, "{field}");
+            assert_eq!(
+                trace["trainee"]["pole_emploi_id"][canonical], MASK,
+                "{field}"
+            );
+        }
+        assert!(
+            log.contains(&format!("id_national_de: Some({MASK:?})")),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("id_regional_de: Some({MASK:?})")),
+            "{log}"
+        );
+        for clear in [
+            "a3f9c2e1-0b7d-4c6e-9f10-2d5e8b7a6c41",
+            "0676932W",
+            nir,
+            "DUPONT",
+        ] {
+            assert!(!log.contains(clear), "{log}");
+        }
+
+        // ATEXO SEM.
+        let xml = fixture("atexo_sem/valid/entre.xml");
+        let journal =
+            String::from_utf8(crate::atexo_sem::mask_export(&xml).expect("masked")).expect("UTF-8");
+        let decoded = crate::atexo_sem::decode_document(
+            &xml,
+            crate::atexo_sem::Flow::Sync,
+            &Default::default(),
+        )
+        .expect("valid");
+        let trace = trace_of(&decoded[0].dossier);
+        assert!(
+            journal.contains(&format!("<nir>{shown_nir}</nir>")),
+            "{journal}"
+        );
+        assert_eq!(trace["trainee"]["nir"], shown_nir);
+        assert!(journal.contains(&format!("national=\"{MASK}\" regional=\"{MASK}\"")));
+        assert_eq!(trace["trainee"]["pole_emploi_id"]["national"], MASK);
+
+        // Pôle emploi: its journal copy and its record's `Debug`.
+        let registration = serde_json::json!({
+            "idInscription": 4100000001u64, "codeStatutInscription": "ICR",
+            "idNationalDE": "A1B2C3D4", "idRegionalDE": "0676932W", "codeGeoDE": "044",
+            "nirCertifie": "1850775123456", "idProjetAction": "PA0000123456", "aesRecue": false,
+            "dateEntree": null, "listeModuleFormation": [],
+        });
+        let mut journal = registration.clone();
+        crate::pole_emploi::mask::mask_registration(&mut journal);
+        let read: crate::pole_emploi::model::Inscription =
+            serde_json::from_value(registration).expect("a registration");
+        let log = format!("{read:?}");
+        let shown_nir13 = Identifier::Nir.mask("1850775123456");
+        assert_eq!(journal["nirCertifie"], shown_nir13);
+        assert!(
+            log.contains(&format!("nir_certifie: {shown_nir13:?}")),
+            "{log}"
+        );
+        assert_eq!(journal["idNationalDE"], MASK);
+        assert!(
+            log.contains(&format!("id_national_de: Some({MASK:?})")),
+            "{log}"
+        );
+        assert!(
+            !log.contains("A1B2C3D4") && !log.contains("0676932W"),
+            "{log}"
+        );
     }
 
     #[test]

@@ -1,22 +1,24 @@
 //! The orientation with the beneficiary's personal values masked: the one masking of OUIFORM's
 //! payload, for the message journal and anything else that shows one (logs, traces).
 //!
-//! Masked: `nir`, `nomNaissance`, `prenom`, `dateNaissance`, and the job seeker's Pôle emploi ids
-//! `idNationalDE` and `idRegionalDE`, each replaced with [`MASK`] when present and not null.
-//! Everything else (the offer, the prescriber, `codeGeoDE`, `codePostal`) is kept.
+//! Masked, each by its [`Identifier`]'s one mask (the NIR keeps its first character and length,
+//! as the admin trace shows it; the others become `***`): `nir`, `nomNaissance`, `prenom`,
+//! `dateNaissance`, and the job seeker's Pôle emploi ids `idNationalDE` and `idRegionalDE`, when
+//! present and not null. Everything else (the offer, the prescriber, `codeGeoDE`, `codePostal`)
+//! is kept.
 
 use serde_json::Value;
 
-use crate::canonical::MASK;
+use crate::canonical::Identifier;
 
-/// The personal fields of `beneficiaire`.
-pub const PERSONAL_FIELDS: [&str; 6] = [
-    "nir",
-    "nomNaissance",
-    "prenom",
-    "dateNaissance",
-    "idNationalDE",
-    "idRegionalDE",
+/// The personal fields of `beneficiaire`, and what each is.
+pub const PERSONAL_FIELDS: [(&str, Identifier); 6] = [
+    ("nir", Identifier::Nir),
+    ("nomNaissance", Identifier::Name),
+    ("prenom", Identifier::Name),
+    ("dateNaissance", Identifier::BirthDate),
+    ("idNationalDE", Identifier::PoleEmploiId),
+    ("idRegionalDE", Identifier::PoleEmploiId),
 ];
 
 /// Masks an orientation in place.
@@ -25,9 +27,9 @@ pub fn mask_orientation(orientation: &mut Value) {
         .get_mut("beneficiaire")
         .and_then(Value::as_object_mut)
     {
-        for k in PERSONAL_FIELDS {
-            if let Some(v) = b.get_mut(k).filter(|v| !v.is_null()) {
-                *v = Value::String(MASK.into());
+        for (k, identifier) in PERSONAL_FIELDS {
+            if let Some(v) = b.get_mut(k) {
+                *v = identifier.mask_json(v);
             }
         }
     }
@@ -67,7 +69,11 @@ mod tests {
         ] {
             assert!(!text.contains(personal), "{personal} in {text}");
         }
-        assert_eq!(masked["beneficiaire"]["idRegionalDE"], MASK);
+        assert_eq!(
+            masked["beneficiaire"]["idRegionalDE"],
+            crate::canonical::MASK
+        );
+        assert_eq!(masked["beneficiaire"]["nir"], "1**************");
         assert_eq!(masked["beneficiaire"]["codeGeoDE"], "044");
         assert_eq!(masked["idOrientation"], "OF-2019-000042");
     }

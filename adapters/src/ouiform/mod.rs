@@ -2,7 +2,9 @@
 //!
 //! - `decode`: JSON syntax, then `ouiform/orientation.schema.json`, then the mapping to the
 //!   canonical dossier, then the domain rules, whose violations are renamed to OUIFORM's JSON
-//!   pointers through [`mapping::TABLE`]. Every violation is returned at once.
+//!   pointers through [`mapping::TABLE`]. Every violation is returned at once, within the caps
+//!   an ATEXO SEM export has ([`crate::violation::MAX_PER_DOSSIER`], then an `xml.truncated`
+//!   entry); [`decode_within`] also stops at a deadline.
 //! - `encode`: a canonical dossier as the orientation OUIFORM would have sent, for the simulators and
 //!   the round-trip test.
 //!
@@ -21,17 +23,47 @@ use crate::canonical::{
 };
 use crate::rules::RuleSettings;
 use crate::violation::{
-    add_uncovered, check_schema, parse_json, rules_in_source_terms, Rule, Violation,
+    add_uncovered, check_schema_within, parse_json, rules_in_source_terms, truncated,
+    DocumentError, Rule, Violation, Violations, MAX_PER_DOSSIER,
 };
 use model::Statut;
 use passerelle_schemas::SchemaId;
 
-/// Decodes one orientation into a canonical dossier, or lists everything wrong with it.
+/// Decodes one orientation into a canonical dossier, or lists everything wrong with it (at most
+/// [`MAX_PER_DOSSIER`], then an `xml.truncated` entry saying how many more).
 ///
 /// Violations name OUIFORM's fields by JSON pointer (`/beneficiaire/nir`) and never quote a value.
 pub fn decode(bytes: &[u8], settings: &RuleSettings) -> Result<Dossier, Vec<Violation>> {
-    let value = parse_json(bytes).map_err(|v| vec![v])?;
-    let mut violations = check_schema(SchemaId::OuiformOrientation, &value);
+    decode_within(bytes, settings, None).map_err(|e| match e {
+        DocumentError::Invalid(v) => v.0,
+        // Without a deadline nothing stops early; should it ever, say so.
+        DocumentError::OverBudget { .. } => vec![Violation::new(
+            "",
+            Rule::XmlTruncated,
+            "decoding stopped before the end of the orientation",
+        )],
+    })
+}
+
+/// [`decode`], stopping once `deadline` has passed: between its stages, and between schema
+/// violations. Decoding is blocking: run it off the async workers (a blocking pool), so that a
+/// costly post delays nobody else.
+pub fn decode_within(
+    bytes: &[u8],
+    settings: &RuleSettings,
+    deadline: Option<std::time::Instant>,
+) -> Result<Dossier, DocumentError> {
+    let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let invalid = |v: Vec<Violation>| DocumentError::Invalid(Violations(v));
+    let value = parse_json(bytes).map_err(|v| invalid(vec![v]))?;
+    if late() {
+        return Err(DocumentError::OverBudget { dossiers_read: 0 });
+    }
+    let (mut violations, mut unlisted, over_budget) =
+        check_schema_within(SchemaId::OuiformOrientation, &value, deadline);
+    if over_budget || late() {
+        return Err(stopped(violations, unlisted));
+    }
 
     // Read what can be read even when the schema refused the payload, so that the rules can add
     // their own findings (a bad NIR key next to a missing field): one answer lists them all.
@@ -47,18 +79,52 @@ pub fn decode(bytes: &[u8], settings: &RuleSettings) -> Result<Dossier, Vec<Viol
                     "does not match the orientation model",
                 ));
             }
-            return Err(violations);
+            return Err(invalid(capped(violations, unlisted)));
         }
     };
+    if late() {
+        return Err(stopped(violations, unlisted));
+    }
     let dossier = to_canonical(&orientation, &mut violations);
     let found_by_rules = rules_in_source_terms(&dossier, &mapping::TABLE, "/", settings);
     add_uncovered(&mut violations, found_by_rules);
 
-    if violations.is_empty() {
+    if violations.is_empty() && unlisted == 0 {
         Ok(dossier)
     } else {
-        Err(violations)
+        // The mapping and the rules add a few at most; past the cap they are counted too.
+        unlisted += violations.len().saturating_sub(MAX_PER_DOSSIER);
+        Err(invalid(capped(violations, unlisted)))
     }
+}
+
+/// At most [`MAX_PER_DOSSIER`] of `violations`, then, when `unlisted` more were found, the
+/// `xml.truncated` entry saying so.
+fn capped(mut violations: Vec<Violation>, unlisted: usize) -> Vec<Violation> {
+    violations.truncate(MAX_PER_DOSSIER);
+    if unlisted > 0 {
+        violations.push(truncated("", unlisted, "in this orientation"));
+    }
+    violations
+}
+
+/// The deadline passed: with nothing wrong found yet, the orientation cannot be judged; else it
+/// is refused with what was found, the last entry saying where checking stopped.
+fn stopped(violations: Vec<Violation>, unlisted: usize) -> DocumentError {
+    if violations.is_empty() {
+        return DocumentError::OverBudget { dossiers_read: 0 };
+    }
+    let mut detail =
+        "decoding stopped at its time budget: the rest of the orientation was not checked"
+            .to_string();
+    if unlisted > 0 {
+        detail.push_str(&format!(
+            ", and {unlisted} more violation(s) found before were not listed"
+        ));
+    }
+    let mut listed = violations;
+    listed.push(Violation::new("", Rule::XmlTruncated, detail));
+    DocumentError::Invalid(Violations(listed))
 }
 
 /// The canonical state an orientation status stands for (contract §2.2).

@@ -85,16 +85,33 @@ pub struct Beneficiaire {
     pub code_postal: Option<String>,
 }
 
-/// Personal data: `Debug` says which fields are present, never their values.
+/// Personal data: `Debug` shows each personal field as every view masks it, never its value.
 impl std::fmt::Debug for Beneficiaire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::canonical::Identifier;
+        let masked =
+            |v: &Option<String>, identifier: Identifier| v.as_deref().map(|v| identifier.mask(v));
         f.debug_struct("Beneficiaire")
-            .field("nir", &crate::canonical::mask_nir(&self.nir))
-            .field("nom_naissance", &self.nom_naissance.as_ref().map(|_| "***"))
-            .field("prenom", &self.prenom.as_ref().map(|_| "***"))
-            .field("date_naissance", &self.date_naissance.map(|_| "***"))
-            .field("id_national_de", &self.id_national_de)
-            .field("id_regional_de", &self.id_regional_de)
+            .field("nir", &Identifier::Nir.mask(&self.nir))
+            .field(
+                "nom_naissance",
+                &masked(&self.nom_naissance, Identifier::Name),
+            )
+            .field("prenom", &masked(&self.prenom, Identifier::Name))
+            .field(
+                "date_naissance",
+                &self
+                    .date_naissance
+                    .map(|d| Identifier::BirthDate.mask(&d.to_string())),
+            )
+            .field(
+                "id_national_de",
+                &masked(&self.id_national_de, Identifier::PoleEmploiId),
+            )
+            .field(
+                "id_regional_de",
+                &masked(&self.id_regional_de, Identifier::PoleEmploiId),
+            )
             .field("code_geo_de", &self.code_geo_de)
             .field("code_postal", &self.code_postal)
             .finish()

@@ -159,14 +159,75 @@ fn every_violation_is_listed_not_just_the_first() {
     assert_eq!(
         found,
         vec![
-            ("", "schema.additional_property"),
             ("/beneficiaire/codePostal", "schema.pattern"),
             ("/beneficiaire/nir", "nir.checksum"),
+            ("/commentaire", "schema.additional_property"),
             ("/financeur", "funder.code"),
             ("/motifRefus", "schema.required"),
             ("/offre/siretOrganisme", "siret.luhn"),
         ]
     );
+}
+
+/// The valid `acceptee` orientation with `n` properties OUIFORM does not define in its
+/// beneficiary.
+fn with_unknown_fields(n: usize) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir("ouiform/valid/acceptee.json")).expect("fixture"),
+    )
+    .expect("json");
+    let b = v["beneficiaire"].as_object_mut().expect("beneficiaire");
+    for i in 0..n {
+        b.insert(format!("champ{i}"), json!(i));
+    }
+    serde_json::to_vec(&v).expect("json")
+}
+
+/// Issue 18: as an ATEXO SEM dossier, an orientation lists at most 100 violations, then one
+/// `xml.truncated` entry saying how many more; each unknown property is its own violation.
+#[test]
+fn a_list_of_violations_is_cut_at_the_cap_and_says_so() {
+    let errors = decode(&with_unknown_fields(5_000), &settings()).expect_err("invalid");
+    assert_eq!(errors.len(), crate::violation::MAX_PER_DOSSIER + 1);
+    assert!(errors[..crate::violation::MAX_PER_DOSSIER]
+        .iter()
+        .all(|v| v.rule == Rule::SchemaAdditional && v.pointer.starts_with("/beneficiaire/champ")));
+    let last = errors.last().expect("entries");
+    assert_eq!(last.rule, Rule::XmlTruncated);
+    assert_eq!(last.pointer, "");
+    assert!(last.detail.starts_with("4900 more"), "{}", last.detail);
+    // Under the cap, nothing is cut.
+    let errors = decode(&with_unknown_fields(3), &settings()).expect_err("invalid");
+    assert_eq!(errors.len(), 3);
+    assert!(errors.iter().all(|v| v.rule == Rule::SchemaAdditional));
+}
+
+/// A name of any length comes back cut in its pointer.
+#[test]
+fn an_unknown_property_of_megabytes_is_named_cut_short() {
+    let mut v: Value = serde_json::from_slice(&with_unknown_fields(0)).expect("json");
+    v["beneficiaire"]["x".repeat(1 << 20)] = json!(1);
+    let errors = decode(&serde_json::to_vec(&v).expect("json"), &settings()).expect_err("invalid");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].pointer.len() < 100, "{}", errors[0].pointer);
+    assert!(errors[0].pointer.ends_with('…'));
+}
+
+/// Past its deadline, an orientation with nothing wrong found yet cannot be judged; one already
+/// known invalid is refused with what was found and a last entry saying where checking stopped.
+#[test]
+fn decoding_stops_at_its_deadline() {
+    let past = std::time::Instant::now();
+    let valid = std::fs::read(fixtures_dir("ouiform/valid/acceptee.json")).expect("fixture");
+    assert_eq!(
+        decode_within(&valid, &settings(), Some(past)).map(|_| ()),
+        Err(DocumentError::OverBudget { dossiers_read: 0 })
+    );
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    assert!(decode_within(&valid, &settings(), Some(far)).is_ok());
+    // Malformed JSON is refused whatever the time: it needs no more than the parse.
+    let r = decode_within(b"{", &settings(), Some(past));
+    assert!(matches!(r, Err(DocumentError::Invalid(_))), "{r:?}");
 }
 
 #[test]
@@ -357,7 +418,7 @@ fn canonical_schema_rejects_wrong_dossiers() {
     );
     assert_eq!(
         rules(&|v| v["trainee"]["nom"] = json!("x")),
-        vec![("/trainee".into(), "additionalProperties")]
+        vec![("/trainee/nom".into(), "additionalProperties")]
     );
     assert_eq!(
         rules(&|v| v["fundings"][0]["funder"] = json!(21)),

@@ -1,25 +1,38 @@
 //! A registration with the job seeker's identifiers masked: the one masking of Pôle emploi's
 //! answers, for the message journal and anything else that shows one.
 //!
-//! Masked: `nirCertifie`, `idNationalDE` and `idRegionalDE`, each replaced with [`MASK`] when
-//! present and not null. `idInscription`, `codeGeoDE` and the rest are kept.
+//! Masked: `nirCertifie`, `idNationalDE` and `idRegionalDE`, when present and not null, each by
+//! its [`Identifier`]'s one mask (the NIR keeps its first character and length, as the admin
+//! trace shows it; the ids become `***`). `idInscription`, `codeGeoDE` and the rest are kept.
 //!
 //! [`mask_unreadable`] is the stricter view of a registration that could not be read, kept for an
 //! operator: fields Pôle emploi does not define are shown only by their type.
 
 use serde_json::Value;
 
-use crate::canonical::MASK;
+use crate::canonical::Identifier;
 
-/// The personal fields of a registration.
-pub const PERSONAL_FIELDS: [&str; 3] = ["nirCertifie", "idNationalDE", "idRegionalDE"];
+/// The personal fields of a registration, and what each is.
+pub const PERSONAL_FIELDS: [(&str, Identifier); 3] = [
+    ("nirCertifie", Identifier::Nir),
+    ("idNationalDE", Identifier::PoleEmploiId),
+    ("idRegionalDE", Identifier::PoleEmploiId),
+];
+
+/// What a registration's field is, when it is personal.
+fn personal(field: &str) -> Option<Identifier> {
+    PERSONAL_FIELDS
+        .iter()
+        .find(|(k, _)| *k == field)
+        .map(|(_, identifier)| *identifier)
+}
 
 /// Masks a registration in place.
 pub fn mask_registration(registration: &mut Value) {
     if let Some(fields) = registration.as_object_mut() {
-        for k in PERSONAL_FIELDS {
-            if let Some(v) = fields.get_mut(k).filter(|v| !v.is_null()) {
-                *v = Value::String(MASK.into());
+        for (k, identifier) in PERSONAL_FIELDS {
+            if let Some(v) = fields.get_mut(k) {
+                *v = identifier.mask_json(v);
             }
         }
     }
@@ -35,7 +48,7 @@ const PLAIN_FIELDS: [&str; 6] = [
 ];
 
 /// One registration as it may be shown or kept (*inscription masquée*): the job seeker's
-/// identifiers as `***`, the other fields Pôle emploi defines as sent, and any field it does not
+/// identifiers masked as everywhere else, the other fields Pôle emploi defines as sent, and any field it does not
 /// define (or a registration that is not even an object) only by its JSON type, since nobody
 /// knows what it holds. What an operator needs to see why it could not be read (a wrong type, a
 /// missing field) survives; no personal value does.
@@ -46,12 +59,8 @@ pub fn mask_unreadable(item: &Value) -> Value {
     let masked = fields
         .iter()
         .map(|(k, v)| {
-            let v = if PERSONAL_FIELDS.contains(&k.as_str()) {
-                if v.is_null() {
-                    Value::Null
-                } else {
-                    Value::String(MASK.into())
-                }
+            let v = if let Some(identifier) = personal(k) {
+                identifier.mask_json(v)
             } else if PLAIN_FIELDS.contains(&k.as_str()) && !v.is_object() && !v.is_array() {
                 v.clone()
             } else if k == "listeModuleFormation" {

@@ -65,19 +65,18 @@ pub struct Inscription {
     pub liste_module_formation: Option<Vec<Module>>,
 }
 
-/// Personal data: the NIR is masked.
+/// Personal data: the NIR and the job seeker's ids are shown as every view masks them.
 impl std::fmt::Debug for Inscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::canonical::Identifier;
+        let id = |v: &Option<String>| v.as_deref().map(|v| Identifier::PoleEmploiId.mask(v));
         f.debug_struct("Inscription")
             .field("id_inscription", &self.id_inscription)
             .field("code_statut_inscription", &self.code_statut_inscription)
-            .field("id_national_de", &self.id_national_de)
-            .field("id_regional_de", &self.id_regional_de)
+            .field("id_national_de", &id(&self.id_national_de))
+            .field("id_regional_de", &id(&self.id_regional_de))
             .field("code_geo_de", &self.code_geo_de)
-            .field(
-                "nir_certifie",
-                &crate::canonical::mask_nir(&self.nir_certifie),
-            )
+            .field("nir_certifie", &Identifier::Nir.mask(&self.nir_certifie))
             .field("id_projet_action", &self.id_projet_action)
             .field("aes_recue", &self.aes_recue)
             .field("date_entree", &self.date_entree)

@@ -608,7 +608,7 @@ mod tests {
             "codeGeoDE": "044",
         });
         let masked: Value = serde_json::from_slice(&mask(&item)).expect("json");
-        assert_eq!(masked["nirCertifie"], "***");
+        assert_eq!(masked["nirCertifie"], "1************");
         assert_eq!(masked["idNationalDE"], "***");
         assert_eq!(masked["idRegionalDE"], Value::Null);
         assert_eq!(masked["idInscription"], "INS-1");

@@ -6,15 +6,16 @@
 //! caller retries, the ledger recognises the payload, and the tasks are published again (a task is
 //! harmless twice).
 //!
-//! An ATEXO SEM export is decoded on the blocking pool, within `server.decode_budget_ms`: decoding
-//! is CPU work, and a costly body on an HTTP worker would hold up every request queued behind it
-//! on that worker, `/healthz` included.
+//! Every post (an ATEXO SEM export, an OUIFORM orientation) is decoded on the blocking pool, within
+//! `server.decode_budget_ms`: decoding is CPU work, and a costly body on an HTTP worker would hold
+//! up every request queued behind it on that worker, `/healthz` included.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
-use passerelle_adapters::atexo_sem::{self, DocumentError, Flow as SemFlow, Perimeter, SemDossier};
+use passerelle_adapters::atexo_sem::{self, Flow as SemFlow, Perimeter};
 use passerelle_adapters::canonical::System;
+use passerelle_adapters::violation::DocumentError;
 use passerelle_adapters::{ouiform, Rule, Violation};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -154,19 +155,29 @@ pub async fn ouiform_orientation(
     require_content_type(&req, &["application/json"], "application/json")?;
     let body = read_body(payload, state.body_limit, Rule::JsonSyntax).await?;
     verify_signature(&req, &body, state.credentials.ouiform_hmac.expose_secret())?;
-    let dossier =
-        ouiform::decode(&body, &state.rules).map_err(|v| rejected(&state, System::Ouiform, v))?;
+    let DecodedPost {
+        dossiers: dossier,
+        payload_hash,
+        masked_payload,
+    } = decode_on_pool(&state, System::Ouiform, move |shared, deadline| {
+        ouiform::decode_within(&body, &shared.rules, Some(deadline)).map(|dossier| DecodedPost {
+            dossiers: dossier,
+            payload_hash: hash(&body),
+            masked_payload: shared
+                .keep_payloads
+                .then(|| ouiform::mask::mask_payload(&body))
+                .flatten(),
+        })
+    })
+    .await?;
     let dossier_id = dossier
         .key()
         .dossier_id(state.credentials.dossier_salt.expose_secret().as_bytes());
     let inbound = Inbound {
         system: System::Ouiform,
         flow: Flow::Sync,
-        payload_hash: hash(&body),
-        masked_payload: state
-            .keep_payloads
-            .then(|| ouiform::mask::mask_payload(&body))
-            .flatten(),
+        payload_hash,
+        masked_payload,
         request_id: Some(request_id(&req)),
         records: vec![InboundRecord {
             dossier_id: dossier_id.clone(),
@@ -200,7 +211,19 @@ pub async fn atexo_sem_dossiers(
         dossiers: decoded,
         payload_hash,
         masked_payload,
-    } = decode_atexo_sem(&state, body).await?;
+    } = decode_on_pool(&state, System::AtexoSem, move |shared, deadline| {
+        atexo_sem::decode_document_within(&body, SemFlow::Sync, &shared.decode, deadline).map(
+            |dossiers| DecodedPost {
+                dossiers,
+                payload_hash: hash(&body),
+                masked_payload: shared
+                    .keep_payloads
+                    .then(|| mask_atexo_sem(&body))
+                    .flatten(),
+            },
+        )
+    })
+    .await?;
     let salt = state
         .credentials
         .dossier_salt
@@ -243,51 +266,50 @@ pub async fn atexo_sem_dossiers(
     })))
 }
 
-/// An ATEXO SEM post once decoded, with what the journal keeps of its body.
-struct DecodedPost {
-    dossiers: Vec<SemDossier>,
+/// A post once decoded (its dossiers: an export's `Vec<SemDossier>`, or an orientation's one
+/// `Dossier`), with what the journal keeps of its body.
+struct DecodedPost<T> {
+    dossiers: T,
     payload_hash: String,
     masked_payload: Option<Vec<u8>>,
 }
 
-/// Decodes a posted export on the blocking pool, stopping at `server.decode_budget_ms` counted
-/// from now (time waiting for a blocking thread counts). The body's hash and masked copy are made
-/// there too: both read the whole body.
-async fn decode_atexo_sem(
+/// Runs `decode` on the blocking pool with the deadline `server.decode_budget_ms` from now (time
+/// waiting for a blocking thread counts), and turns what stops it into the answer: the violations
+/// found (400 or 422), or `413 too-costly` when the budget ran out before anything was found
+/// wrong. The body's hash and masked copy are made there too: both read the whole body.
+async fn decode_on_pool<T: Send + 'static>(
     state: &web::Data<AppState>,
-    body: Vec<u8>,
-) -> Result<DecodedPost, ApiError> {
+    system: System,
+    decode: impl FnOnce(&AppState, std::time::Instant) -> Result<DecodedPost<T>, DocumentError>
+        + Send
+        + 'static,
+) -> Result<DecodedPost<T>, ApiError> {
     let budget = state.decode_budget;
     let deadline = std::time::Instant::now() + budget;
     let shared = state.clone();
-    let outcome = web::block(move || {
-        atexo_sem::decode_document_within(&body, SemFlow::Sync, &shared.decode, deadline).map(
-            |dossiers| DecodedPost {
-                dossiers,
-                payload_hash: hash(&body),
-                masked_payload: shared
-                    .keep_payloads
-                    .then(|| mask_atexo_sem(&body))
-                    .flatten(),
-            },
-        )
-    })
-    .await
-    .map_err(|_| {
-        tracing::error!("the ATEXO SEM decoder stopped before its end; the post was not accepted");
-        ApiError::Unavailable("the decoder stopped unexpectedly")
-    })?;
+    let outcome = web::block(move || decode(&shared, deadline))
+        .await
+        .map_err(|_| {
+            tracing::error!(
+                system = system.as_str(),
+                "the decoder stopped before its end; the post was not accepted"
+            );
+            ApiError::Unavailable("the decoder stopped unexpectedly")
+        })?;
     outcome.map_err(|e| match e {
-        DocumentError::Invalid(v) => rejected(state, System::AtexoSem, v.0),
+        DocumentError::Invalid(v) => rejected(state, system, v.0),
         DocumentError::OverBudget { dossiers_read } => {
             tracing::warn!(
+                system = system.as_str(),
                 budget_ms = budget.as_millis(),
                 dossiers_read,
-                "an ATEXO SEM post could not be decoded within its budget; it was refused (413)"
+                "a post could not be decoded within its budget; it was refused (413)"
             );
             ApiError::TooCostly {
                 budget_ms: budget.as_millis(),
-                dossiers_read,
+                // An orientation is one dossier: how far into it decoding got says nothing.
+                dossiers_read: (system != System::Ouiform).then_some(dossiers_read),
             }
         }
     })

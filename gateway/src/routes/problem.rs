@@ -17,10 +17,11 @@ pub enum ApiError {
     #[error("the body is over {0} bytes")]
     TooLarge(usize),
     /// The body could not be judged within the decoding budget (`server.decode_budget_ms`).
+    /// `dossiers_read`: how many dossiers of an export were read (`None` for an orientation).
     #[error("the body could not be decoded within {budget_ms} ms")]
     TooCostly {
         budget_ms: u128,
-        dossiers_read: usize,
+        dossiers_read: Option<usize>,
     },
     #[error("wrong content type")]
     UnsupportedMediaType(&'static str),
@@ -148,11 +149,19 @@ impl ApiError {
             ApiError::TooLarge(limit) => format!("the body is over the limit of {limit} bytes"),
             ApiError::TooCostly {
                 budget_ms,
-                dossiers_read,
+                dossiers_read: Some(dossiers_read),
             } => format!(
                 "decoding stopped at its budget of {budget_ms} ms, in dossier {dossiers_read}, \
                  with nothing wrong found so far; nothing was stored. Post the export in smaller \
                  parts, or load it with `passerelle backfill`"
+            ),
+            // An orientation is small: one too costly to decode is malformed, not too big.
+            ApiError::TooCostly {
+                budget_ms,
+                dossiers_read: None,
+            } => format!(
+                "decoding stopped at its budget of {budget_ms} ms with nothing wrong found so \
+                 far; nothing was stored. Do not post the same body again"
             ),
             ApiError::UnsupportedMediaType(expected) => {
                 format!("the content type must be {expected}")
@@ -220,7 +229,7 @@ mod tests {
             ApiError::TooLarge(1),
             ApiError::TooCostly {
                 budget_ms: 1,
-                dossiers_read: 0,
+                dossiers_read: Some(0),
             },
             ApiError::UnsupportedMediaType("application/xml"),
             ApiError::Invalid(vec![]),
@@ -279,7 +288,7 @@ mod tests {
         assert_eq!(
             ApiError::TooCostly {
                 budget_ms: 1,
-                dossiers_read: 0
+                dossiers_read: Some(0)
             }
             .status_code(),
             StatusCode::PAYLOAD_TOO_LARGE

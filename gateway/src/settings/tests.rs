@@ -423,3 +423,73 @@ fn payload_retention_is_a_ledger_key_and_its_older_name_still_reads() {
     .expect_err("not a number");
     assert!(e.to_string().contains("payload_retention_days"), "{e}");
 }
+
+/// A key refused at 0 is documented as "integer > 0", and the reference's claim is true: each
+/// such key set to 0 is refused by name (given what turns its section on). `server.decode_budget_ms`
+/// was documented "≥ 0" while 0 was refused.
+#[test]
+fn keys_refused_at_zero_are_documented_more_than_zero() {
+    let reference = crate::config_reference::keys();
+    for key in Settings::MORE_THAN_ZERO {
+        let k = reference
+            .iter()
+            .find(|k| k.key == key)
+            .unwrap_or_else(|| panic!("{key} is not in the reference"));
+        assert_eq!(k.kind, "integer > 0", "{key}");
+    }
+    let polling = [
+        (
+            "PASSERELLE__POLE_EMPLOI__API_URL",
+            "https://api.example.invalid/p",
+        ),
+        (
+            "PASSERELLE__POLE_EMPLOI__AUTH_URL",
+            "https://auth.example.invalid",
+        ),
+        ("PASSERELLE__POLE_EMPLOI__CLIENT_ID", "PAR_passerelle"),
+        ("PASSERELLE__POLE_EMPLOI__CLIENT_SECRET", "s3cret"),
+        ("PASSERELLE__POLE_EMPLOI__SCOPE", "api_inscriptionsv1"),
+    ];
+    // The built-in sandbox takes only bearer tokens: the other modes need a relay.
+    let relay = (
+        "PASSERELLE__AGORA__BASE_URL",
+        "https://relay.example.invalid/agora",
+    );
+    let command = [
+        relay,
+        ("PASSERELLE__AGORA__AUTH__MODE", "command"),
+        ("PASSERELLE__AGORA__AUTH__COMMAND", "/bin/true"),
+    ];
+    // Only named: the files are read when the authenticator is built, not here.
+    let signed = [
+        relay,
+        ("PASSERELLE__AGORA__AUTH__MODE", "signed"),
+        (
+            "PASSERELLE__AGORA__AUTH__SIGNING_KEY_FILE",
+            "/run/secrets/key.pem",
+        ),
+        (
+            "PASSERELLE__AGORA__AUTH__CERTIFICATE_FILE",
+            "/etc/passerelle/chain.pem",
+        ),
+        ("PASSERELLE__AGORA__AUTH__ISSUER", "passerelle-pdl"),
+        ("PASSERELLE__AGORA__AUTH__SUBJECT", "region-pdl"),
+        ("PASSERELLE__AGORA__AUTH__AUDIENCE", "agora"),
+    ];
+    for key in Settings::MORE_THAN_ZERO {
+        let var = format!("PASSERELLE__{}", key.replace('.', "__").to_uppercase());
+        let mut pairs: Vec<(&str, &str)> = match key.split('.').next() {
+            Some("pole_emploi") => polling.to_vec(),
+            Some("agora") if key.ends_with("command_timeout_ms") => command.to_vec(),
+            Some("agora") => signed.to_vec(),
+            _ => Vec::new(),
+        };
+        pairs.push((&var, "0"));
+        let e = Settings::load(None, env(&pairs)).expect_err(key);
+        assert!(e.to_string().contains(key), "{key}: {e}");
+    }
+    // Its message says why.
+    let e = Settings::load(None, env(&[("PASSERELLE__SERVER__DECODE_BUDGET_MS", "0")]))
+        .expect_err("a budget of 0");
+    assert!(e.to_string().contains("more than 0"), "{e}");
+}

@@ -76,8 +76,22 @@ impl ReturnsSender {
     pub async fn send_due(&self) -> Result<usize, LedgerError> {
         let due = self.ledger.claim_returns(BATCH, self.claim).await?;
         let n = due.len();
+        // Once a post's record failed (the ledger went away), the rest of the batch is not
+        // posted: each post whose record fails is posted again once its claim lapses, so only
+        // the posts already in flight are.
+        let ledger_failed = std::sync::atomic::AtomicBool::new(false);
+        let ledger_failed = &ledger_failed;
         let settled: Vec<Result<(), LedgerError>> = futures_util::stream::iter(due)
-            .map(|r| self.send(r))
+            .map(|r| async move {
+                if ledger_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let settled = self.send(r).await;
+                if settled.is_err() {
+                    ledger_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                settled
+            })
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;

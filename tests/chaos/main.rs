@@ -417,8 +417,9 @@ async fn three_replicas_under_infrastructure_faults_deliver_each_dossier_once() 
         &sandbox,
         |reference| atexo_of.get(reference).map(|id| (*id).to_string()),
         Duration::from_secs(120),
-        // The SIGKILL, and every exit of a replica that chose to exit rather than reconnect.
-        1 + EXITS.load(Ordering::SeqCst),
+        // The SIGKILL, every exit of a replica that chose to exit rather than reconnect, and the
+        // PostgreSQL restart, which may fail the record of each replica's posts in flight.
+        1 + EXITS.load(Ordering::SeqCst) + replicas.len(),
     )
     .await;
 

@@ -247,8 +247,7 @@ fn file_key(path: &Path) -> std::io::Result<String> {
     h.update(meta.len().to_le_bytes());
     h.update(mtime.to_le_bytes());
     Ok(format!(
-        "{}{}",
-        crate::ledger::progress::FILE_CHECKPOINT_PREFIX,
+        "backfill:file:{}",
         &hex::encode(h.finalize())[..32]
     ))
 }

@@ -511,32 +511,28 @@ impl LotRunner<'_> {
             let mut todo: Vec<usize> = (0..chunk.len()).collect();
             let mut attempts = 0u32;
             while !todo.is_empty() {
-                let found: Vec<Result<(usize, Option<Outcome>), WorkerError>> =
-                    stream::iter(todo.iter().copied())
-                        .map(|i| async move {
-                            let c = &chunk[i];
-                            let outcome = match rows.get(&c.dossier_id) {
-                                Some(row) => {
-                                    // Each search may take its whole timeout: the lease covers it.
-                                    self.before_call().await?;
-                                    agora
-                                        .perform(
-                                            Operation::Search,
-                                            &c.dossier_id,
-                                            &row.desired,
-                                            None,
-                                        )
-                                        .await
-                                        .ok()
-                                }
-                                None => None,
-                            };
-                            Ok((i, outcome))
-                        })
-                        .buffer_unordered(SEARCH_CONCURRENCY)
-                        .collect()
-                        .await;
-                let found = found.into_iter().collect::<Result<Vec<_>, _>>()?;
+                // Searches send nothing: the lease is renewed once per round of the chunk, for
+                // as long as that round may take at this concurrency.
+                let rounds =
+                    u32::try_from(todo.len().div_ceil(SEARCH_CONCURRENCY)).unwrap_or(u32::MAX);
+                self.guard
+                    .before_call(self.w.agora.request_timeout().saturating_mul(rounds))
+                    .await?;
+                let found: Vec<(usize, Option<Outcome>)> = stream::iter(todo.iter().copied())
+                    .map(|i| async move {
+                        let c = &chunk[i];
+                        let outcome = match rows.get(&c.dossier_id) {
+                            Some(row) => agora
+                                .perform(Operation::Search, &c.dossier_id, &row.desired, None)
+                                .await
+                                .ok(),
+                            None => None,
+                        };
+                        (i, outcome)
+                    })
+                    .buffer_unordered(SEARCH_CONCURRENCY)
+                    .collect()
+                    .await;
                 todo.clear();
                 let mut wait = None;
                 for (i, outcome) in found {

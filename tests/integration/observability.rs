@@ -507,7 +507,7 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
     // One identifier, one mask (issue 18): the OUIFORM trainee's NIR and Pôle emploi ids read the
     // same in the journal (the masked payload the ledger keeps) and in the admin trace. They read
     // `***` in the journal and `1**************` in the trace before.
-    let journal = psql_on(
+    let journal = crate::support::psql_on(
         &production.ledger_url,
         "SELECT convert_from(masked_payload, 'UTF8') FROM journal \
          WHERE system = 'ouiform' AND masked_payload IS NOT NULL",
@@ -686,20 +686,6 @@ async fn no_personal_value_in_the_logs_and_one_request_id_from_http_to_worker() 
             "obs-req-{i} is seen in the spans {spans:?}, not in both the request's and the worker's"
         );
     }
-}
-
-/// `psql` on another database of the suite's PostgreSQL: unaligned tuples, the output as text.
-fn psql_on(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args(["-d", url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// What a log shows of NIRs after a `"nir` key (a JSON field or a `Debug` one): each value of

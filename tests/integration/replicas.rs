@@ -442,20 +442,6 @@ async fn sigterm_drains_the_tasks_in_flight_within_the_grace_period() {
     sandbox.shutdown().await;
 }
 
-/// Runs `sql` on the database at `url` (the test's own production ledger).
-fn psql_on(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args(["-d", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A run that lost its lease stops without writing. The dossier's creation is applied by AGORA
 /// but its answer held; meanwhile another holder takes the dossier's lease (as a replica would
 /// that found it lapsed). When the answer comes, the first run must not record it (its write is
@@ -478,7 +464,7 @@ async fn a_run_that_lost_its_lease_stops_without_writing() {
         .expect("the creation within 60 s")
         .expect("the held creation");
     assert_eq!(created.call, Call::AgoraCreate);
-    let stolen = psql_on(
+    let stolen = crate::support::psql_on(
         &ledger,
         &format!(
             "UPDATE leases SET holder = 'another-replica', \
@@ -542,7 +528,7 @@ async fn a_run_that_lost_its_lease_stops_without_writing() {
         "calls after the lease was lost: {after:?}"
     );
     assert_eq!(
-        psql_on(
+        crate::support::psql_on(
             &ledger,
             &format!("SELECT holder FROM leases WHERE dossier_id = '{id}'")
         ),
@@ -551,7 +537,7 @@ async fn a_run_that_lost_its_lease_stops_without_writing() {
     );
 
     // The other holder goes away: the next run searches first, then goes on.
-    psql_on(
+    crate::support::psql_on(
         &ledger,
         &format!(
             "UPDATE leases SET expires_at = now() - interval '1 second' WHERE dossier_id = '{id}'"
@@ -745,7 +731,7 @@ async fn two_replicas_run_one_of_each_singleton_between_them() {
             b.log_tail()
         );
     }
-    let holders = psql_on(
+    let holders = crate::support::psql_on(
         &production.ledger_url,
         "SELECT count(DISTINCT dossier_id) FROM leases \
          WHERE dossier_id LIKE 'singleton:%' AND expires_at > now()",

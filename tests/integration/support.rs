@@ -61,15 +61,14 @@ pub fn postgres_url(database: &str) -> String {
 
 /// `psql` on the suite's PostgreSQL as its superuser: unaligned tuples, the output as text.
 pub fn psql(sql: &str) -> String {
+    psql_on(&postgres_admin_url(), sql)
+}
+
+/// `psql` on the database at `url` (a test's own ledger, say): unaligned tuples, no command tags,
+/// the output as text; fails the test when the statement fails.
+pub fn psql_on(url: &str, sql: &str) -> String {
     let out = std::process::Command::new("psql")
-        .args([
-            "-d",
-            &postgres_admin_url(),
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-Atc",
-            sql,
-        ])
+        .args(["-d", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
         .output()
         .unwrap_or_else(|e| panic!("psql is not runnable ({e}); run `bash tests/services.sh`"));
     assert!(

@@ -249,8 +249,13 @@ impl LotRunner<'_> {
         if lines.is_empty() && !done {
             return Ok(());
         }
+        self.renew_for(Duration::ZERO).await?;
         let pending = self.w.ledger.settle_lot(self.key, lines, done).await?;
-        for id in pending {
+        for (i, id) in pending.into_iter().enumerate() {
+            // Thousands of confirmed publishes may outlast the lease: keep it.
+            if i > 0 && i % CHUNK == 0 {
+                self.renew_for(Duration::ZERO).await?;
+            }
             self.w
                 .queue
                 .publish(Lane::Backfill, &Task::dossier(id, None))
@@ -266,6 +271,10 @@ impl LotRunner<'_> {
         mut each: impl FnMut(DossierRow),
     ) -> Result<(), WorkerError> {
         for chunk in ids.chunks(CHUNK) {
+            // Reading and encoding a lot of ten thousand takes longer than a short lease when the
+            // ledger is busy (a backfill importing beside it): renewed a chunk at a time, the
+            // lease still holds when the lot is submitted, and a lapse is found before the work.
+            self.renew_for(Duration::ZERO).await?;
             let mut rows: HashMap<String, DossierRow> = self
                 .w
                 .ledger

@@ -2,7 +2,7 @@
 //! against a gateway booted on a random port with its AGORA sandbox; and the search API it shares
 //! (`GET /v1/dossiers`).
 //!
-//! The browser is driven with thirtyfour (no TLS, no driver manager: a chromedriver started here,
+//! The browser is driven with fantoccini (no TLS, no driver manager: a chromedriver started here,
 //! on a free port). Chromium runs headless, with no network beyond loopback: every host name but
 //! 127.0.0.1 resolves to nothing, background services are off.
 //! A missing `chromium` or `chromedriver` fails the test under `CI=true` (`tests/services.sh`
@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use thirtyfour::prelude::*;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use fantoccini::Locator;
 
 use crate::support::{atexo_returns, fixture, gateway, gateway_on, Gateway};
 
@@ -37,12 +39,12 @@ const PERSONAL: [&str; 6] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// The browser: chromedriver on a free port, driven with thirtyfour.
+// The browser: chromedriver on a free port, driven with fantoccini.
 
 /// A headless Chromium session and the chromedriver it runs under (killed on drop).
 struct Driver {
     process: Child,
-    web: WebDriver,
+    web: fantoccini::Client,
     shots: PathBuf,
 }
 
@@ -84,35 +86,34 @@ impl Driver {
             .spawn()
             .expect("chromedriver starts");
         let base = format!("http://127.0.0.1:{port}");
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1280,1000", "--no-first-run", "--no-default-browser-check",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-default-apps", "--disable-extensions",
+                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                    "--lang=fr-FR",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("an object")
+        };
+        // Plain HTTP to the chromedriver on loopback: no TLS connector.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         // chromedriver listens a moment after it starts.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut caps = DesiredCapabilities::chrome();
-        caps.set_binary(CHROMIUM).expect("binary");
-        for arg in [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--window-size=1280,1000",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--lang=fr-FR",
-            &format!("--user-data-dir={}", profile.display()),
-        ] {
-            caps.add_arg(arg).expect("argument");
-        }
         let web = loop {
-            match WebDriver::new(base.as_str(), caps.clone()).await {
+            match fantoccini::ClientBuilder::new(connector.clone())
+                .capabilities(caps.clone())
+                .connect(&base)
+                .await
+            {
                 Ok(web) => break web,
                 Err(e) => {
                     assert!(Instant::now() < deadline, "no WebDriver session: {e}");
@@ -144,16 +145,16 @@ impl Driver {
         self.web.source().await.expect("source")
     }
 
-    async fn find(&self, css: &str) -> WebElement {
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
         self.web
-            .find(By::Css(css))
+            .find(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no element {css}: {e}"))
     }
 
     async fn count(&self, css: &str) -> usize {
         self.web
-            .find_all(By::Css(css))
+            .find_all(Locator::Css(css))
             .await
             .expect("elements")
             .len()
@@ -171,23 +172,35 @@ impl Driver {
         self.find(css).await.text().await.expect("text")
     }
 
-    async fn cookies(&self) -> Vec<Cookie> {
+    async fn cookies(&self) -> Vec<fantoccini::cookies::Cookie<'static>> {
         self.web.get_all_cookies().await.expect("cookies")
+    }
+
+    /// Runs `script` in the page and returns what it returns.
+    async fn execute(&self, script: &str) -> Value {
+        self.web.execute(script, Vec::new()).await.expect("script")
+    }
+
+    /// Presses and releases the Tab key, as a keyboard user moves to the next stop.
+    async fn press_tab(&self) {
+        let tab = char::from(Key::Tab);
+        let keys = KeyActions::new("keyboard".to_string())
+            .then(KeyAction::Down { value: tab })
+            .then(KeyAction::Up { value: tab });
+        self.web.perform_actions(keys).await.expect("Tab");
     }
 
     /// Saves the page as `name.png`, checks its accessibility ([`assert_accessible`]) and
     /// returns its source.
     async fn shot(&self, name: &str) -> String {
-        self.web
-            .screenshot(&self.shots.join(format!("{name}.png")))
-            .await
-            .expect("screenshot");
+        let png = self.web.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("screenshot file");
         assert_accessible(self, name).await;
         self.source().await
     }
 
     async fn quit(self) {
-        let _ = self.web.clone().quit().await;
+        let _ = self.web.clone().close().await;
     }
 }
 
@@ -368,39 +381,21 @@ return stops.length;
 /// Checks the page the browser shows (see [`ACCESSIBILITY_FAULTS`]), then walks it with the Tab
 /// key from the top: every link and button is reached.
 async fn assert_accessible(d: &Driver, page: &str) {
-    let faults = d
-        .web
-        .execute(ACCESSIBILITY_FAULTS, Vec::<Value>::new())
-        .await
-        .expect("script")
-        .json()
-        .clone();
+    let faults = d.execute(ACCESSIBILITY_FAULTS).await;
     assert_eq!(faults, json!([]), "{page}: accessibility");
     let stops = d
-        .web
-        .execute(MARK_TAB_STOPS, Vec::<Value>::new())
+        .execute(MARK_TAB_STOPS)
         .await
-        .expect("script")
-        .json()
         .as_u64()
         .expect("a count");
     let mut reached = std::collections::BTreeSet::new();
     for _ in 0..(2 * stops + 10) {
-        d.web
-            .action_chain()
-            .send_keys(Key::Tab)
-            .perform()
-            .await
-            .expect("Tab");
+        d.press_tab().await;
         let at = d
-            .web
             .execute(
                 "return document.activeElement && document.activeElement.getAttribute('data-k');",
-                Vec::<Value>::new(),
             )
             .await
-            .expect("script")
-            .json()
             .as_str()
             .and_then(|k| k.parse::<u64>().ok());
         if let Some(k) = at {
@@ -552,12 +547,16 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
     let cookies = d.cookies().await;
     let session = cookies
         .iter()
-        .find(|c| c.name == "passerelle_console")
+        .find(|c| c.name() == "passerelle_console")
         .unwrap_or_else(|| panic!("a session cookie: {cookies:?}"));
-    assert_eq!(session.http_only, Some(true), "{session:?}");
-    assert_eq!(session.same_site, Some(SameSite::Strict), "{session:?}");
-    assert!(session.expiry.is_some(), "it expires: {session:?}");
-    let session_cookie = format!("passerelle_console={}", session.value);
+    assert_eq!(session.http_only(), Some(true), "{session}");
+    assert_eq!(
+        session.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Strict"),
+        "{session}"
+    );
+    assert!(session.expires().is_some(), "it expires: {session}");
+    let session_cookie = format!("passerelle_console={}", session.value());
     let source = d.shot("02-tableau-de-bord").await;
     assert!(source.contains("Tableau de bord") && source.contains("<svg"));
     assert_no_personal_data("the dashboard", &source);

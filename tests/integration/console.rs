@@ -2,10 +2,9 @@
 //! against a gateway booted on a random port with its AGORA sandbox; and the search API it shares
 //! (`GET /v1/dossiers`).
 //!
-//! The WebDriver client is the few W3C commands these tests use, over the reqwest the tests
-//! already have (a browser-automation crate would bring a second TLS stack and a dozen crates to
-//! CI's build for the same handful of calls). Chromium runs headless, with no network beyond
-//! loopback: every host name but 127.0.0.1 resolves to nothing, background services are off.
+//! The browser is driven with fantoccini (no TLS, no driver manager: a chromedriver started here,
+//! on a free port). Chromium runs headless, with no network beyond loopback: every host name but
+//! 127.0.0.1 resolves to nothing, background services are off.
 //! A missing `chromium` or `chromedriver` fails the test under `CI=true` (`tests/services.sh`
 //! installs them) and skips it elsewhere, saying so.
 //!
@@ -16,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use fantoccini::Locator;
 
 use crate::support::{atexo_returns, fixture, gateway, gateway_on, Gateway};
 
@@ -38,15 +39,12 @@ const PERSONAL: [&str; 6] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// A minimal W3C WebDriver client.
+// The browser: chromedriver on a free port, driven with fantoccini.
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
+/// A headless Chromium session and the chromedriver it runs under (killed on drop).
 struct Driver {
     process: Child,
-    http: reqwest::Client,
-    base: String,
-    session: String,
+    web: fantoccini::Client,
     shots: PathBuf,
 }
 
@@ -87,25 +85,8 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = http.get(format!("{base}/status")).send().await.ok();
-            if let Some(r) = ready {
-                let v: Value = r.json().await.unwrap_or_default();
-                if v["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not answer");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
@@ -119,20 +100,27 @@ impl Driver {
                     format!("--user-data-dir={}", profile.display()),
                 ],
             },
-        }}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session")
-            .json()
-            .await
-            .expect("json");
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
-            .to_string();
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("an object")
+        };
+        // Plain HTTP to the chromedriver on loopback: no TLS connector.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        // chromedriver listens a moment after it starts.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let web = loop {
+            match fantoccini::ClientBuilder::new(connector.clone())
+                .capabilities(caps.clone())
+                .connect(&base)
+                .await
+            {
+                Ok(web) => break web,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no WebDriver session: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         let shots = std::env::var_os("PASSERELLE_CONSOLE_SCREENSHOTS").map_or_else(
             || Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"),
             PathBuf::from,
@@ -140,125 +128,79 @@ impl Driver {
         std::fs::create_dir_all(&shots).expect("screenshot directory");
         Driver {
             process,
-            http,
-            base,
-            session,
+            web,
             shots,
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut req = self.http.request(method, &url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("webdriver answers");
-        let status = r.status();
-        let v: Value = r.json().await.expect("json");
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v["value"].clone()
-    }
-
     async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
+        self.web.goto(url).await.expect("navigation");
     }
 
     async fn url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.web.current_url().await.expect("url").to_string()
     }
 
     async fn source(&self) -> String {
-        self.call(reqwest::Method::GET, "/source", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.web.source().await.expect("source")
     }
 
-    async fn find(&self, css: &str) -> String {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}: {v}"))
-            .to_string()
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.web
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
     }
 
     async fn count(&self, css: &str) -> usize {
-        self.call(
-            reqwest::Method::POST,
-            "/elements",
-            Some(json!({"using": "css selector", "value": css})),
-        )
-        .await
-        .as_array()
-        .map_or(0, Vec::len)
+        self.web
+            .find_all(Locator::Css(css))
+            .await
+            .expect("elements")
+            .len()
     }
 
     async fn type_in(&self, css: &str, text: &str) {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.find(css).await.send_keys(text).await.expect("typed");
     }
 
     async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            Some(json!({})),
-        )
-        .await;
+        self.find(css).await.click().await.expect("clicked");
     }
 
     async fn text(&self, css: &str) -> String {
-        let e = self.find(css).await;
-        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.find(css).await.text().await.expect("text")
     }
 
-    async fn cookies(&self) -> Vec<Value> {
-        self.call(reqwest::Method::GET, "/cookie", None)
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    async fn cookies(&self) -> Vec<fantoccini::cookies::Cookie<'static>> {
+        self.web.get_all_cookies().await.expect("cookies")
     }
 
-    /// Saves the page as `name.png` and returns its source.
+    /// Runs `script` in the page and returns what it returns.
+    async fn execute(&self, script: &str) -> Value {
+        self.web.execute(script, Vec::new()).await.expect("script")
+    }
+
+    /// Presses and releases the Tab key, as a keyboard user moves to the next stop.
+    async fn press_tab(&self) {
+        let tab = char::from(Key::Tab);
+        let keys = KeyActions::new("keyboard".to_string())
+            .then(KeyAction::Down { value: tab })
+            .then(KeyAction::Up { value: tab });
+        self.web.perform_actions(keys).await.expect("Tab");
+    }
+
+    /// Saves the page as `name.png`, checks its accessibility ([`assert_accessible`]) and
+    /// returns its source.
     async fn shot(&self, name: &str) -> String {
-        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().unwrap_or_default())
-            .expect("a PNG");
-        std::fs::write(self.shots.join(format!("{name}.png")), bytes).expect("screenshot");
+        let png = self.web.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("screenshot file");
+        assert_accessible(self, name).await;
         self.source().await
     }
 
     async fn quit(self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
+        let _ = self.web.clone().close().await;
     }
 }
 
@@ -359,6 +301,114 @@ fn assert_no_personal_data(page: &str, source: &str) {
     for p in PERSONAL {
         assert!(!source.contains(p), "{page} shows {p:?} to the admin token");
     }
+}
+
+/// What the accessibility check finds wrong with the page in the browser: the page's language,
+/// its one `main` landmark, unique ids, a label for every form control, no positive `tabindex`,
+/// every link and button focusable and named, text contrast (WCAG AA), an `alt` on every image
+/// and a name on every drawing.
+const ACCESSIBILITY_FAULTS: &str = r#"
+const faults = [];
+const lang = document.documentElement.getAttribute('lang');
+if (lang !== 'fr') faults.push('html lang=' + lang);
+const mains = document.querySelectorAll('main').length;
+if (mains !== 1) faults.push(mains + ' main landmark(s)');
+const ids = new Set();
+for (const el of document.querySelectorAll('[id]')) {
+  if (ids.has(el.id)) faults.push('duplicate id ' + el.id);
+  ids.add(el.id);
+}
+const short = (el) => el.outerHTML.slice(0, 160);
+for (const el of document.querySelectorAll('input, select, textarea')) {
+  if (el.type === 'hidden') continue;
+  const label = el.id && document.querySelector('label[for="' + CSS.escape(el.id) + '"]');
+  const named = (label && label.textContent.trim()) || (el.closest('label') && el.closest('label').textContent.trim())
+    || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+  if (!named) faults.push('no label: ' + short(el));
+}
+for (const el of document.querySelectorAll('[tabindex]')) {
+  if (parseInt(el.getAttribute('tabindex'), 10) > 0) faults.push('positive tabindex: ' + short(el));
+}
+for (const el of document.querySelectorAll('a, button')) {
+  if (el.tagName === 'A' && !el.hasAttribute('href')) faults.push('link without href: ' + short(el));
+  if (el.tabIndex < 0 || el.disabled) faults.push('out of the tab order: ' + short(el));
+  if (!(el.textContent.trim() || el.getAttribute('aria-label'))) faults.push('no name: ' + short(el));
+  el.focus();
+  if (document.activeElement !== el) faults.push('cannot take the focus: ' + short(el));
+}
+if (document.activeElement) document.activeElement.blur();
+for (const img of document.querySelectorAll('img')) {
+  if (!img.hasAttribute('alt')) faults.push('image without alt: ' + short(img));
+}
+// Text contrast (WCAG 2 AA): 4.5:1, 3:1 for large text, against the first opaque background.
+const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
+const lum = (c) => {
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+};
+const background = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c;
+  }
+  return [255, 255, 255];
+};
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg') || !Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const st = getComputedStyle(el);
+  if (st.display === 'none' || st.visibility === 'hidden') continue;
+  const [a, b] = [lum(rgb(st.color)), lum(background(el))].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  const size = parseFloat(st.fontSize);
+  const large = size >= 24 || (parseInt(st.fontWeight, 10) >= 700 && size >= 18.66);
+  if (ratio < (large ? 3 : 4.5)) faults.push('contrast ' + ratio.toFixed(2) + ': ' + short(el));
+}
+for (const svg of document.querySelectorAll('svg')) {
+  if (svg.getAttribute('role') !== 'img' || !(svg.getAttribute('aria-labelledby') || svg.getAttribute('aria-label')))
+    faults.push('drawing without role=img and a name: ' + short(svg));
+}
+return faults;
+"#;
+
+/// Marks every link and button of the page with its index (`data-k`) and returns how many.
+const MARK_TAB_STOPS: &str = r#"
+const stops = document.querySelectorAll('a[href], button');
+stops.forEach((el, i) => el.setAttribute('data-k', String(i)));
+if (document.activeElement) document.activeElement.blur();
+return stops.length;
+"#;
+
+/// Checks the page the browser shows (see [`ACCESSIBILITY_FAULTS`]), then walks it with the Tab
+/// key from the top: every link and button is reached.
+async fn assert_accessible(d: &Driver, page: &str) {
+    let faults = d.execute(ACCESSIBILITY_FAULTS).await;
+    assert_eq!(faults, json!([]), "{page}: accessibility");
+    let stops = d
+        .execute(MARK_TAB_STOPS)
+        .await
+        .as_u64()
+        .expect("a count");
+    let mut reached = std::collections::BTreeSet::new();
+    for _ in 0..(2 * stops + 10) {
+        d.press_tab().await;
+        let at = d
+            .execute(
+                "return document.activeElement && document.activeElement.getAttribute('data-k');",
+            )
+            .await
+            .as_str()
+            .and_then(|k| k.parse::<u64>().ok());
+        if let Some(k) = at {
+            if !reached.insert(k) {
+                break;
+            }
+        }
+    }
+    let missed: Vec<u64> = (0..stops).filter(|k| !reached.contains(k)).collect();
+    assert!(
+        missed.is_empty(),
+        "{page}: Tab never reaches links and buttons {missed:?} of {stops}"
+    );
 }
 
 /// Waits until the browser is at a URL containing `part` (a click does not wait for the page it
@@ -497,18 +547,16 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
     let cookies = d.cookies().await;
     let session = cookies
         .iter()
-        .find(|c| c["name"] == "passerelle_console")
+        .find(|c| c.name() == "passerelle_console")
         .unwrap_or_else(|| panic!("a session cookie: {cookies:?}"));
-    assert_eq!(session["httpOnly"], true, "{session}");
-    assert_eq!(session["sameSite"], "Strict", "{session}");
-    assert!(
-        session["expiry"].as_u64().is_some(),
-        "it expires: {session}"
+    assert_eq!(session.http_only(), Some(true), "{session}");
+    assert_eq!(
+        session.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Strict"),
+        "{session}"
     );
-    let session_cookie = format!(
-        "passerelle_console={}",
-        session["value"].as_str().expect("value")
-    );
+    assert!(session.expires().is_some(), "it expires: {session}");
+    let session_cookie = format!("passerelle_console={}", session.value());
     let source = d.shot("02-tableau-de-bord").await;
     assert!(source.contains("Tableau de bord") && source.contains("<svg"));
     assert_no_personal_data("the dashboard", &source);
@@ -539,6 +587,10 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
     assert!(
         source.contains("Retour ATEXO SEM") && source.contains("reçu par ATEXO SEM"),
         "the return in the timeline"
+    );
+    assert!(
+        !source.contains("pas encore consignés"),
+        "no word saying returns are not recorded: they are (the returns outbox)"
     );
 
     // A POST without the session's CSRF token is refused, and changes nothing.
@@ -620,8 +672,24 @@ async fn the_console_finds_shows_and_repairs_dossiers_in_a_browser() {
         .store_backfill_report(&json!({"accepted": 41, "rejected": 2}), &gz)
         .await
         .expect("kept");
+    // An input file read by a backfill: its checkpoint is shown with its count.
+    ledger
+        .set_checkpoint(
+            &format!(
+                "{}feedc0de",
+                passerelle::ledger::progress::FILE_CHECKPOINT_PREFIX
+            ),
+            42,
+        )
+        .await
+        .expect("checkpoint");
     d.goto(&format!("{console}/console/reprises")).await;
     let source = d.shot("08-reprises-rapports").await;
+    assert!(
+        source.contains("<td><code>feedc0de</code></td><td>42</td>"),
+        "the file's dossiers read: {source}"
+    );
+    assert!(source.contains("<dd class=\"read\">42 (1 fichier(s))</dd>"));
     let link = format!("/console/reprises/rapports/{report_id}");
     assert_eq!(d.count(&format!("a[href='{link}']")).await, 1, "{source}");
     assert!(source.contains("<td>41</td>"), "the counts");
@@ -961,4 +1029,332 @@ fn form_body(pairs: &[(&str, &str)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// A console session over plain HTTP (no browser): a client that follows no redirection, the
+/// session cookie (`name=value`) and the session's CSRF token.
+struct HttpSession {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+/// The `value` of the first `name="csrf"` field of a page.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_string()
+}
+
+impl HttpSession {
+    /// Logs in to the console at `base` with `token`, through the login form. `http` must follow
+    /// no redirection.
+    async fn login(http: reqwest::Client, base: &str, token: &str) -> HttpSession {
+        let r = http
+            .get(format!("{base}/console/login"))
+            .send()
+            .await
+            .expect("answer");
+        let login_cookie = r.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
+        let form = csrf_of(&r.text().await.expect("html"));
+        let r = http
+            .post(format!("{base}/console/login"))
+            .header("cookie", &login_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("token", token), ("csrf", &form)]))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 303, "logged in");
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("passerelle_console="))
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_string();
+        let page = http
+            .get(format!("{base}/console/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("answer");
+        let csrf = csrf_of(&page.text().await.expect("html"));
+        HttpSession {
+            http,
+            base: base.to_string(),
+            cookie,
+            csrf,
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .expect("answer")
+    }
+
+    /// Posts `pairs` and the session's CSRF token.
+    async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> reqwest::Response {
+        let mut pairs = pairs.to_vec();
+        pairs.push(("csrf", self.csrf.as_str()));
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&pairs))
+            .send()
+            .await
+            .expect("answer")
+    }
+}
+
+fn no_redirect() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A bulk replay replays the number of dead letters its confirmation stated, or nothing: a dead
+/// letter arriving between the confirmation and the click sends the operator back to a
+/// confirmation with the new number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_replay_replays_the_number_confirmed_or_nothing() {
+    let sandbox = passerelle_sandbox::Sandbox::start(passerelle_sandbox::SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let gw = gateway_on(&sandbox, None, &[]).await;
+    refuse_certification(&gw).await;
+    for n in ["811", "812"] {
+        gw.post_atexo_accepted(
+            &format!("PDL-2019-000{n}"),
+            &atexo(
+                &format!("PDL-2019-000{n}"),
+                &format!("1330{n}"),
+                REFUSED_CERTIFICATION,
+            ),
+        )
+        .await;
+    }
+    open_dead_letters(&gw, 2).await;
+    let s = HttpSession::login(no_redirect(), &gw.url, gw.creds.admin.expose_secret()).await;
+
+    // The confirmation states two, and carries that number.
+    let page = s
+        .get("/console/lettres-mortes/rejouer?code=AG-CERTIF")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("2 lettre(s) morte(s) seront rejouée(s)"),
+        "{page}"
+    );
+    assert!(page.contains("name=\"attendu\" value=\"2\""), "{page}");
+
+    // A third dead letter of the same code arrives before the click.
+    gw.post_atexo_accepted(
+        "PDL-2019-000813",
+        &atexo("PDL-2019-000813", "1330813", REFUSED_CERTIFICATION),
+    )
+    .await;
+    open_dead_letters(&gw, 3).await;
+    let confirmed = [("code", "AG-CERTIF"), ("attendu", "2")];
+    let r = s.post("/console/lettres-mortes/rejouer", &confirmed).await;
+    assert_eq!(r.status(), 409, "confirmed for 2, the filter selects 3");
+    let page = r.text().await.expect("html");
+    assert!(page.contains("3 au lieu de 2"), "{page}");
+    assert!(page.contains("name=\"attendu\" value=\"3\""), "{page}");
+    assert_no_personal_data("the new confirmation", &page);
+    assert_eq!(open_dead_letters(&gw, 3).await.len(), 3, "nothing replayed");
+
+    // Without a confirmed number, nothing either.
+    let r = s
+        .post("/console/lettres-mortes/rejouer", &[("code", "AG-CERTIF")])
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(open_dead_letters(&gw, 3).await.len(), 3, "nothing replayed");
+
+    // Confirmed again for three: the three are replayed.
+    let r = s
+        .post(
+            "/console/lettres-mortes/rejouer",
+            &[("code", "AG-CERTIF"), ("attendu", "3")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/lettres-mortes?rejouees=3"
+    );
+    gw.stop().await;
+}
+
+/// The console's CSV export holds every dossier the search selects, not only its first page: more
+/// dossiers than a page holds, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csv_export_holds_every_result_not_only_the_first_page() {
+    // Out of perimeter (category VAE): stored and searchable, never sent to AGORA, so nothing
+    // changes them while the export walks its pages.
+    const COUNT: usize = passerelle::ledger::search::MAX_LIMIT as usize + 21;
+    let gw = gateway(None, &[("PASSERELLE__SERVER__DECODE_BUDGET_MS", "60000")]).await;
+    let one = String::from_utf8(fixture("atexo_sem/valid/entre.xml")).expect("UTF-8");
+    let start = one.find("  <dossier").expect("a dossier");
+    let end = one.find("</dossier>").expect("its end") + "</dossier>\n".len();
+    let mut doc = one[..start].to_string();
+    for i in 0..COUNT {
+        doc.push_str(
+            &one[start..end]
+                .replace("PDL-2019-000102", &format!("PDL-2020-{i:06}"))
+                .replace(
+                    "numeroSession=\"1330305\"",
+                    &format!("numeroSession=\"{}\"", 2_000_000 + i),
+                )
+                .replace(
+                    "<categorie>QUALIFIANT</categorie>",
+                    "<categorie>VAE</categorie>",
+                ),
+        );
+    }
+    doc.push_str(&one[end..]);
+    let r = gw.post_atexo(doc.into_bytes()).await;
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.expect("json");
+    let statuses = accepted["dossiers"].as_array().expect("dossiers");
+    assert_eq!(statuses.len(), COUNT);
+    assert!(
+        statuses.iter().all(|d| d["status"] == "out_of_perimeter"),
+        "{accepted}"
+    );
+
+    let s = HttpSession::login(no_redirect(), &gw.url, gw.creds.admin.expose_secret()).await;
+    let r = s
+        .get("/console/dossiers.csv?q=&cursor=ignored&limit=3")
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/csv"));
+    assert_eq!(r.content_length(), None, "streamed, page after page");
+    let csv = r.text().await.expect("text");
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .is_some_and(|h| h.starts_with("dossier_id,state,delivery")));
+    let ids: std::collections::HashSet<&str> =
+        lines.map(|l| l.split(',').next().expect("an id")).collect();
+    assert_eq!(csv.lines().count(), COUNT + 1, "every dossier once");
+    assert_eq!(ids.len(), COUNT, "no dossier twice");
+    for i in [0, COUNT - 1] {
+        assert!(
+            csv.contains(&format!("atexo-sem:PDL-2020-{i:06}")),
+            "PDL-2020-{i:06} is exported"
+        );
+    }
+    assert_no_personal_data("the CSV export", &csv);
+    gw.stop().await;
+}
+
+/// The console's cookies over HTTPS: Secure, HttpOnly, SameSite=Strict (over plain HTTP there is
+/// no Secure flag: `the_console_guards_its_pages_and_posts`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_secure_under_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let ca = crate::hardening::TestCa::new("passerelle console test CA");
+    let (cert, key) = ca.issue("localhost", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().to_string()
+    };
+    let (cert_file, key_file) = (write("server.pem", &cert), write("server.key", &key));
+    let config = write(
+        "tls.toml",
+        &format!("[server]\ntls_cert_file = {cert_file:?}\ntls_key_file = {key_file:?}\n"),
+    );
+    let settings = passerelle::settings::Settings::load(
+        Some(Path::new(&config)),
+        [
+            ("PASSERELLE__SERVER__BIND", "127.0.0.1:0".to_string()),
+            ("PASSERELLE__DATA__DIR", d.clone()),
+            ("PASSERELLE__LEDGER__URL", format!("sqlite://{d}/p.db")),
+            ("PASSERELLE__QUEUE__URL", format!("embedded:{d}/q.db")),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .expect("settings");
+    let app = passerelle::startup::Application::build(settings)
+        .await
+        .expect("the gateway starts with TLS");
+    let admin = app.credentials.admin.expose_secret().to_string();
+    let base = format!("https://localhost:{}", app.port());
+    let running = app.spawn();
+    let https = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).expect("ca"))
+        .build()
+        .expect("client");
+
+    let flags = |set_cookie: &str| -> Vec<String> {
+        set_cookie
+            .split(';')
+            .skip(1)
+            .map(|f| f.trim().to_string())
+            .collect()
+    };
+    let r = https
+        .get(format!("{base}/console/login"))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), 200);
+    let login_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let f = flags(&login_cookie);
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(f.iter().any(|x| x == flag), "{login_cookie} lacks {flag}");
+    }
+    let form = csrf_of(&r.text().await.expect("html"));
+    let r = https
+        .post(format!("{base}/console/login"))
+        .header("cookie", login_cookie.split(';').next().expect("pair"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("token", &admin), ("csrf", &form)]))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("passerelle_console="))
+        .expect("a session cookie")
+        .to_string();
+    let f = flags(&session);
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Max-Age=28800"] {
+        assert!(f.iter().any(|x| x == flag), "{session} lacks {flag}");
+    }
+    running.stop().await;
 }

@@ -442,14 +442,14 @@ async fn agora_429s_do_not_consume_attempts_but_end_at_the_deadline() {
 }
 
 /// A certificate authority made for one test, and certificates it signs (nothing is committed).
-struct TestCa {
+pub(crate) struct TestCa {
     params: rcgen::CertificateParams,
     key: rcgen::KeyPair,
-    pem: String,
+    pub(crate) pem: String,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub(crate) fn new(name: &str) -> TestCa {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -465,7 +465,11 @@ impl TestCa {
     }
 
     /// A certificate for `dns_name`, with its key, as PEM.
-    fn issue(&self, dns_name: &str, purpose: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
+    pub(crate) fn issue(
+        &self,
+        dns_name: &str,
+        purpose: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(vec![dns_name.to_string()]).expect("params");
         params.extended_key_usages = vec![purpose];

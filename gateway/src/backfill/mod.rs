@@ -247,7 +247,8 @@ fn file_key(path: &Path) -> std::io::Result<String> {
     h.update(meta.len().to_le_bytes());
     h.update(mtime.to_le_bytes());
     Ok(format!(
-        "backfill:file:{}",
+        "{}{}",
+        crate::ledger::progress::FILE_CHECKPOINT_PREFIX,
         &hex::encode(h.finalize())[..32]
     ))
 }

@@ -189,35 +189,64 @@ pub async fn search(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     ))
 }
 
-/// `GET /console/dossiers.csv`: the same search as CSV (a page of up to 500 dossiers).
+/// Dossiers per keyset page of the CSV export (the search's largest page).
+const EXPORT_PAGE: u32 = crate::ledger::search::MAX_LIMIT;
+
+/// `GET /console/dossiers.csv`: every dossier the search selects, as CSV, whatever the number:
+/// read a keyset page of [`EXPORT_PAGE`] at a time and streamed, so memory stays flat. The first
+/// page is read before answering (the ledger down is a `503`, not an empty file); a failure
+/// later ends the download early, which the browser reports as failed.
 pub async fn search_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
         Err(res) => return *res,
     };
     let mut pairs = pairs(&req);
-    pairs.retain(|(k, _)| k != "limit" && k != "format");
-    pairs.push(("limit".into(), crate::ledger::search::MAX_LIMIT.to_string()));
+    pairs.retain(|(k, _)| k != "limit" && k != "format" && k != "cursor");
     let Ok(query) = search::parse(pairs) else {
         return super::redirect("/console/dossiers");
     };
-    match search::run(
-        &*state.ledger,
-        &state.credentials.dossier_salt,
-        query.filter,
-        op.personal_data,
-    )
-    .await
-    {
-        Ok(page) => super::secured(HttpResponse::Ok())
-            .content_type("text/csv; charset=utf-8")
-            .insert_header((
-                "content-disposition",
-                "attachment; filename=\"dossiers.csv\"",
-            ))
-            .body(search::csv(&page.dossiers)),
-        Err(_) => failure("Le registre ne répond pas : réessayez dans un instant."),
-    }
+    let mut filter = query.filter;
+    filter.limit = EXPORT_PAGE;
+    let ledger = state.ledger.clone();
+    let salt = state.credentials.dossier_salt.clone();
+    let personal_data = op.personal_data;
+    let first = match search::run(&*ledger, &salt, filter.clone(), personal_data).await {
+        Ok(page) => page,
+        Err(e) => {
+            tracing::warn!(error = %e, "the console's CSV export found the ledger unavailable");
+            return failure("Le registre ne répond pas : réessayez dans un instant.");
+        }
+    };
+    let mut text = String::from(search::CSV_HEADER);
+    text.push_str(&search::csv_lines(&first.dossiers));
+    let head = futures_util::stream::once(async move {
+        Ok::<_, crate::ledger::LedgerError>(bytes::Bytes::from(text))
+    });
+    // Then each next page, from where the previous one stopped.
+    let rest = futures_util::stream::try_unfold(first.next, move |cursor| {
+        let (ledger, salt, mut filter) = (ledger.clone(), salt.clone(), filter.clone());
+        async move {
+            let Some(cursor) = cursor else {
+                return Ok(None);
+            };
+            filter.cursor = Some(cursor);
+            let page = search::run(&*ledger, &salt, filter, personal_data)
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "the console's CSV export stopped: the ledger failed");
+                })?;
+            let chunk = bytes::Bytes::from(search::csv_lines(&page.dossiers));
+            Ok(Some((chunk, page.next)))
+        }
+    });
+    super::secured(HttpResponse::Ok())
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            "content-disposition",
+            "attachment; filename=\"dossiers.csv\"",
+        ))
+        .streaming(futures_util::StreamExt::chain(head, rest))
 }
 
 /// One line of a dossier's timeline.
@@ -419,7 +448,10 @@ pub async fn dossier(
                     li { span class="when" { (labels::time(e.at)) } " " strong { (e.kind) } " — " (e.what) }
                 }
             }
-            p class="hint" { "Les retours envoyés à ATEXO SEM ne sont pas encore consignés dans le registre : ils n'apparaissent pas ici." }
+            p class="hint" {
+                "Chaque retour dû à ATEXO SEM (numéro AGORA attribué, transition acceptée ou refusée) est "
+                "consigné dans le registre avant d'être envoyé : il figure ici avec son état d'envoi."
+            }
         }
         section aria-labelledby="canonique" {
             h2 id="canonique" { "Dossier canonique" @if !op.personal_data { " (données personnelles masquées)" } }

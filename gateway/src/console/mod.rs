@@ -6,12 +6,13 @@
 //!   POST carries, the security headers (a strict Content-Security-Policy) and the page layout;
 //! - [`labels`]: the French labels of states, codes and systems;
 //! - [`dossiers`]: the search and the dossier page; [`operations`]: the dead letters and their
-//!   replay, the dashboard, the backfill, the mapping.
+//!   replay, the dashboard, the mapping; [`backfill`]: the backfill's progress and reports.
 //!
 //! It is mounted by `routes::admin_scope`, so it answers on `server.admin_bind` when that is set.
 //! Sessions live in the process (one store per gateway): behind several replicas, the admin
 //! listener must reach one replica per operator (or the operator logs in again).
 
+mod backfill;
 mod dossiers;
 mod labels;
 mod operations;
@@ -345,10 +346,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/console/lettres-mortes/{id}/rejouer",
         web::post().to(operations::replay),
     )
-    .route("/console/reprises", web::get().to(operations::backfill))
+    .route("/console/reprises", web::get().to(backfill::backfill))
     .route(
         "/console/reprises/rapports/{id}",
-        web::get().to(operations::backfill_report),
+        web::get().to(backfill::backfill_report),
     )
     .route(
         "/console/correspondances",

@@ -1,5 +1,5 @@
-//! Lettres mortes (list, replay one, replay by filter after a confirmation), Tableau de bord,
-//! Reprises and Correspondances.
+//! Lettres mortes (list, replay one, replay by filter after a confirmation), Tableau de bord and
+//! Correspondances.
 
 use std::fmt::Write as _;
 
@@ -11,7 +11,7 @@ use super::{
     csrf_field, failure, html_response, labels, layout, poster, raw, redirect, viewer, Operator,
     Section,
 };
-use crate::ledger::{DeadLetterFilter, LedgerError, AGORA};
+use crate::ledger::{DeadLetterFilter, LedgerError};
 use crate::queue::Lane;
 use crate::routes::admin::publish;
 use crate::routes::AppState;
@@ -45,7 +45,7 @@ fn dead_filter(pairs: &[(String, String)], include_replayed: bool) -> DeadLetter
     }
 }
 
-fn unavailable(e: &LedgerError) -> HttpResponse {
+pub(crate) fn unavailable(e: &LedgerError) -> HttpResponse {
     tracing::warn!(error = %e, "a console page found the ledger unavailable");
     failure("Le registre ne répond pas : réessayez dans un instant.")
 }
@@ -151,6 +151,54 @@ pub async fn dead_letters(req: HttpRequest, state: web::Data<AppState>) -> HttpR
     ))
 }
 
+/// The confirmation of a bulk replay: how many dead letters it replays, and the form that does
+/// it, carrying that number (`attendu`). `changed`: the number the operator had confirmed, when
+/// it no longer holds.
+fn confirmation(
+    op: &Operator,
+    pairs: &[(String, String)],
+    filter: &DeadLetterFilter,
+    count: usize,
+    changed: Option<usize>,
+) -> Markup {
+    let body = html! {
+        @if let Some(before) = changed {
+            p class="error" role="alert" {
+                "Le nombre de lettres mortes de ce filtre a changé depuis la confirmation : "
+                (count) " au lieu de " (before) ". Rien n'a été rejoué : confirmez de nouveau."
+            }
+        }
+        p class="confirm" role="status" {
+            strong { (count) " lettre(s) morte(s) seront rejouée(s)" }
+            @if filter.is_empty() { " : toutes les lettres mortes ouvertes." } @else {
+                " : celles "
+                @if let Some(c) = &filter.code { "de code " code { (c) } " " }
+                @if let Some(d) = &filter.destination { "vers " (d) " " }
+                @if let Some(s) = filter.since { "depuis le " (s.format("%d/%m/%Y")) " " }
+                @if let Some(u) = filter.until { "avant le " (u.format("%d/%m/%Y")) " " }
+                "qui ne sont pas déjà rejouées."
+            }
+        }
+        form method="post" action="/console/lettres-mortes/rejouer" {
+            (csrf_field(op))
+            @for k in ["code", "destination", "since", "until", "all"] {
+                @if !get(pairs, k).is_empty() { input type="hidden" name=(k) value=(get(pairs, k)); }
+            }
+            input type="hidden" name="attendu" value=(count);
+            button type="submit" { "Confirmer : rejouer " (count) " lettre(s) morte(s)" }
+            " "
+            a href="/console/lettres-mortes" { "Annuler" }
+        }
+    };
+    layout(
+        op,
+        Section::DeadLetters,
+        "Rejouer des lettres mortes",
+        None,
+        body,
+    )
+}
+
 /// `GET /console/lettres-mortes/rejouer?…`: how many a bulk replay would replay, and the form
 /// that does it. Nothing changes until that form is posted.
 pub async fn confirm_bulk_replay(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -168,49 +216,47 @@ pub async fn confirm_bulk_replay(req: HttpRequest, state: web::Data<AppState>) -
         Ok(l) => l.len(),
         Err(e) => return unavailable(&e),
     };
-    let body = html! {
-        p class="confirm" role="status" {
-            strong { (count) " lettre(s) morte(s) seront rejouée(s)" }
-            @if filter.is_empty() { " : toutes les lettres mortes ouvertes." } @else {
-                " : celles "
-                @if let Some(c) = &filter.code { "de code " code { (c) } " " }
-                @if let Some(d) = &filter.destination { "vers " (d) " " }
-                @if let Some(s) = filter.since { "depuis le " (s.format("%d/%m/%Y")) " " }
-                @if let Some(u) = filter.until { "avant le " (u.format("%d/%m/%Y")) " " }
-                "qui ne sont pas déjà rejouées."
-            }
-        }
-        form method="post" action="/console/lettres-mortes/rejouer" {
-            (csrf_field(&op))
-            @for k in ["code", "destination", "since", "until", "all"] {
-                @if !get(&pairs, k).is_empty() { input type="hidden" name=(k) value=(get(&pairs, k)); }
-            }
-            input type="hidden" name="attendu" value=(count);
-            button type="submit" { "Confirmer : rejouer " (count) " lettre(s) morte(s)" }
-            " "
-            a href="/console/lettres-mortes" { "Annuler" }
-        }
-    };
-    html_response(layout(
-        &op,
-        Section::DeadLetters,
-        "Rejouer des lettres mortes",
-        None,
-        body,
-    ))
+    html_response(confirmation(&op, &pairs, &filter, count, None))
 }
 
-/// `POST /console/lettres-mortes/rejouer`: the confirmed bulk replay.
+/// `POST /console/lettres-mortes/rejouer`: the confirmed bulk replay. It replays exactly the
+/// number confirmed (`attendu`) or nothing: when the filter selects another number by now (a new
+/// dead letter, another operator's replay), the confirmation is shown again with the new number
+/// (`409`).
 pub async fn bulk_replay(req: HttpRequest, state: web::Data<AppState>, form: Form) -> HttpResponse {
-    if let Err(res) = poster(&req, &state, &form) {
-        return *res;
-    }
+    let op = match poster(&req, &state, &form) {
+        Ok(op) => op,
+        Err(res) => return *res,
+    };
     let filter = dead_filter(&form, false);
     if filter.is_empty() && get(&form, "all") != "true" {
         return redirect("/console/lettres-mortes");
     }
-    let replayed = match state.ledger.replay_matching(&filter).await {
+    let expected = get(&form, "attendu").parse::<usize>().ok();
+    let outcome = match expected {
+        Some(n) => state.ledger.replay_counted(&filter, Some(n)).await,
+        // Not confirmed with a number: nothing is replayed before it is.
+        None => Err(LedgerError::CountChanged {
+            expected: 0,
+            found: 0,
+        }),
+    };
+    let replayed = match outcome {
         Ok(r) => r,
+        Err(LedgerError::CountChanged { .. }) => {
+            let count = match state.ledger.dead_letters(&filter).await {
+                Ok(l) => l.len(),
+                Err(e) => return unavailable(&e),
+            };
+            tracing::info!(
+                confirmed = expected,
+                count,
+                "a bulk replay from the console was refused: the count changed since its confirmation"
+            );
+            return super::secured(HttpResponse::Conflict())
+                .content_type("text/html; charset=utf-8")
+                .body(confirmation(&op, &form, &filter, count, expected).into_string());
+        }
         Err(e) => return unavailable(&e),
     };
     let request_id = crate::routes::request_id(&req);
@@ -428,102 +474,6 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
         None,
         body,
     ))
-}
-
-/// The counts of a backfill report, in the contract's order (§5).
-const REPORT_COUNTS: &[&str] = &[
-    "accepted",
-    "rejected",
-    "out_of_perimeter",
-    "nothing_owed",
-    "invalid",
-];
-
-/// `GET /console/reprises/rapports/{id}`: a backfill report, as kept (gzipped JSON).
-pub async fn backfill_report(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(res) = viewer(&req, &state) {
-        return *res;
-    }
-    let id = path.into_inner();
-    match state.ledger.backfill_report(&id).await {
-        Ok(Some(bytes)) => HttpResponse::Ok()
-            .content_type("application/gzip")
-            .insert_header((
-                "content-disposition",
-                format!("attachment; filename=\"rapport-reprise-{id}.json.gz\""),
-            ))
-            .body(bytes),
-        Ok(None) => HttpResponse::NotFound()
-            .content_type("text/plain; charset=utf-8")
-            .body("Aucun rapport de reprise de cet identifiant."),
-        Err(e) => unavailable(&e),
-    }
-}
-
-/// `GET /console/reprises`: where the backfill stands, its open lots and its reports.
-pub async fn backfill(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let op = match viewer(&req, &state) {
-        Ok(op) => op,
-        Err(res) => return *res,
-    };
-    let (progress, lots, reports) = match tokio::try_join!(
-        state.ledger.backfill_progress(AGORA),
-        state.ledger.open_lots(AGORA),
-        state.ledger.backfill_reports(20)
-    ) {
-        Ok(r) => r,
-        Err(e) => return unavailable(&e),
-    };
-    let body = html! {
-        section aria-labelledby="avancement" {
-            h2 id="avancement" { "Avancement" }
-            dl class="summary" {
-                dt { "À envoyer (hors lot)" } dd { (progress.claimable) }
-                dt { "Dans un lot en cours" } dd { (progress.in_lots) }
-                dt { "Lots en cours" } dd { (progress.open_lots) }
-                dt { "Autres dossiers de reprise en attente" } dd { (progress.pending_other) }
-                dt { "État" } dd { @if progress.is_idle() { "rien en cours" } @else { "en cours" } }
-            }
-        }
-        section aria-labelledby="lots" {
-            h2 id="lots" { "Lots en cours" }
-            @if lots.is_empty() { p { "Aucun lot en cours." } } @else {
-                table {
-                    thead { tr { th scope="col" { "Lot" } th scope="col" { "État" } th scope="col" { "Lot AGORA" } th scope="col" { "Dossiers" } th scope="col" { "Créé le" } } }
-                    tbody { @for l in &lots { tr {
-                        td { code { (l.lot_key) } }
-                        td { (match l.state { crate::ledger::LotState::Claimed => "constitué, non envoyé", crate::ledger::LotState::Submitted => "envoyé, compte rendu attendu", crate::ledger::LotState::Done => "terminé" }) }
-                        td { @if let Some(a) = &l.agora_lot { code { (a) } } @else { "—" } }
-                        td { (l.members.len()) }
-                        td { (labels::time(l.created_at)) }
-                    } } }
-                }
-            }
-        }
-        section aria-labelledby="rapports" {
-            h2 id="rapports" { "Rapports des reprises" }
-            p { "Le rapport de chaque reprise (" code { "passerelle backfill" } ") : ses comptes, et chaque dossier avec son résultat, en JSON compressé (gzip). Il ne contient aucune donnée personnelle." }
-            @if reports.is_empty() { p { "Aucune reprise terminée." } } @else {
-                table {
-                    thead { tr {
-                        th scope="col" { "Terminée le" }
-                        @for c in REPORT_COUNTS { th scope="col" { code { (c) } } }
-                        th scope="col" { "Rapport" }
-                    } }
-                    tbody { @for r in &reports { tr {
-                        td { (labels::time(r.finished_at)) }
-                        @for c in REPORT_COUNTS { td { (r.counts.get(*c).and_then(serde_json::Value::as_u64).unwrap_or(0)) } }
-                        td { a href={ "/console/reprises/rapports/" (r.report_id) } download { "Télécharger (" (r.gzip_bytes / 1024 + 1) " Kio)" } }
-                    } } }
-                }
-            }
-        }
-    };
-    html_response(layout(&op, Section::Backfill, "Reprises", None, body))
 }
 
 /// A Markdown document of headings, paragraphs and tables (what the generators write) as HTML.

@@ -1193,8 +1193,23 @@ pub async fn replay_matching_replays_what_the_filter_selects(l: Arc<dyn Ledger>)
             .collect::<Vec<_>>()
     };
 
+    // Confirmed for another number than the filter selects: refused, nothing replayed.
+    match l.replay_counted(&filter(Some("AG-CERTIF")), Some(1)).await {
+        Err(LedgerError::CountChanged { expected, found }) => {
+            assert_eq!((expected, found), (1, 2));
+        }
+        other => panic!("expected CountChanged, got {other:?}"),
+    }
+    assert_eq!(
+        l.dead_letters(&filter(Some("AG-CERTIF")))
+            .await
+            .expect("list")
+            .len(),
+        2,
+        "nothing replayed"
+    );
     let certif = l
-        .replay_matching(&filter(Some("AG-CERTIF")))
+        .replay_counted(&filter(Some("AG-CERTIF")), Some(2))
         .await
         .expect("replayed");
     assert_eq!(
@@ -2411,6 +2426,89 @@ pub async fn checkpoints_round_trip(l: Arc<dyn Ledger>) {
     assert_eq!(l.checkpoint("file-b").await.expect("read"), None);
 }
 
+/// The Reprises page's reads: each lot with what became of its members (waiting for their line,
+/// delivered, dead-lettered), newest first, done lots included; and each input file's checkpoint.
+pub async fn lot_and_input_progress_for_the_console(l: Arc<dyn Ledger>) {
+    use super::progress::FILE_CHECKPOINT_PREFIX;
+    assert!(l.lot_progress(AGORA, 10).await.expect("lots").is_empty());
+    backfill_dossiers(&*l, &["p1", "p2", "p3", "p4"]).await;
+    let first = l
+        .claim_lot(AGORA, "P1", 3)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    let m: Vec<String> = first.members.iter().map(|m| m.dossier_id.clone()).collect();
+    l.lot_submitted("P1", "AG-LOT-1").await.expect("submitted");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = l
+        .claim_lot(AGORA, "P2", 3)
+        .await
+        .expect("claim")
+        .expect("a lot");
+    assert_eq!(second.members.len(), 1);
+    let accepted = |id: &str, numero: &str| LotLine::Accepted {
+        dossier_id: id.into(),
+        numero_agora: numero.into(),
+        state: AgoraState::Cree,
+        version: 1,
+    };
+    let dead = LotLine::Dead {
+        dossier_id: m[1].clone(),
+        reason: DeadReason::Rejected {
+            anomalies: vec![Anomaly {
+                code: "AG-DOUBLON".into(),
+                champ: None,
+                libelle: None,
+            }],
+        },
+    };
+    l.settle_lot("P1", &[accepted(&m[0], "AG-1"), dead], false)
+        .await
+        .expect("settled");
+
+    let lots = l.lot_progress(AGORA, 10).await.expect("lots");
+    let keys: Vec<&str> = lots.iter().map(|p| p.lot_key.as_str()).collect();
+    assert_eq!(keys, ["P2", "P1"], "newest first");
+    let (p2, p1) = (&lots[0], &lots[1]);
+    assert_eq!(p2.state, LotState::Claimed);
+    assert_eq!(p2.agora_lot, None);
+    assert_eq!((p2.members, p2.waiting, p2.settled()), (1, 1, 0));
+    assert_eq!(p1.state, LotState::Submitted);
+    assert_eq!(p1.agora_lot.as_deref(), Some("AG-LOT-1"));
+    assert_eq!(
+        (p1.members, p1.waiting, p1.settled(), p1.delivered, p1.dead),
+        (3, 1, 2, 1, 1)
+    );
+
+    // The last line read, the lot is done: its members are kept, none waits.
+    l.settle_lot("P1", &[accepted(&m[2], "AG-3")], true)
+        .await
+        .expect("settled");
+    let lots = l.lot_progress(AGORA, 10).await.expect("lots");
+    let p1 = &lots[1];
+    assert_eq!(p1.state, LotState::Done);
+    assert_eq!(
+        (p1.members, p1.waiting, p1.settled(), p1.delivered, p1.dead),
+        (3, 0, 3, 2, 1)
+    );
+    assert_eq!(l.lot_progress(AGORA, 1).await.expect("lots").len(), 1);
+    assert!(l
+        .lot_progress("elsewhere", 10)
+        .await
+        .expect("lots")
+        .is_empty());
+
+    // The input files' checkpoints, the latest advanced first; other checkpoints are not files.
+    let file = |k: &str| format!("{FILE_CHECKPOINT_PREFIX}{k}");
+    l.set_checkpoint(&file("a"), 120).await.expect("set");
+    l.set_checkpoint("something-else", 5).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    l.set_checkpoint(&file("b"), 7).await.expect("set");
+    let inputs = l.input_progress(10).await.expect("inputs");
+    let read: Vec<(String, u64)> = inputs.iter().map(|i| (i.key.clone(), i.read)).collect();
+    assert_eq!(read, [(file("b"), 7), (file("a"), 120)]);
+}
+
 /// An ATEXO record of `state` on the session (`formation`, `action`, `session`).
 fn on_session(state: State, formation: Option<&str>, action: &str, session: &str) -> Dossier {
     let mut d = atexo(state, Some(1));
@@ -2895,6 +2993,7 @@ conformance!(
     lots_round_trip,
     settle_lot_settles_each_line,
     checkpoints_round_trip,
+    lot_and_input_progress_for_the_console,
     unreadable_messages_are_kept_once_per_item,
     sessions_of_open_in_perimeter_dossiers,
     identity_salt_is_created_once_and_guarded,

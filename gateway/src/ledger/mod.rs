@@ -56,6 +56,7 @@ pub mod fence;
 mod logic;
 pub mod outbox;
 pub mod postgres;
+pub mod progress;
 pub mod search;
 pub mod sqlite;
 
@@ -523,6 +524,10 @@ pub enum LedgerError {
     /// A fenced write ([`fence`]) whose holder no longer holds the lease: nothing was written.
     #[error("the lease on {key} is no longer held by this run; nothing was written")]
     LeaseLost { key: String },
+    /// A replay by filter confirmed for `expected` dead letters found `found`: nothing was
+    /// replayed.
+    #[error("the filter selects {found} dead letter(s), not the {expected} confirmed; nothing was replayed")]
+    CountChanged { expected: usize, found: usize },
     /// A dead letter is replayed once; this one already was.
     #[error("dead letter {id} was already replayed at {replayed_at}")]
     AlreadyReplayed {
@@ -705,6 +710,16 @@ pub trait Ledger: Send + Sync + 'static {
     async fn replay_matching(
         &self,
         filter: &DeadLetterFilter,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        self.replay_counted(filter, None).await
+    }
+
+    /// [`Ledger::replay_matching`], only if `filter` selects exactly `expected` dead letters (the
+    /// number an operator confirmed); otherwise `CountChanged` and nothing is replayed.
+    async fn replay_counted(
+        &self,
+        filter: &DeadLetterFilter,
+        expected: Option<usize>,
     ) -> Result<Vec<Replayed>, LedgerError>;
 
     /// The journal entries that shaped a dossier, oldest first.
@@ -788,6 +803,18 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Counts of the backfill flow toward `destination`.
     async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError>;
+
+    /// The latest `limit` backfill lots toward `destination`, newest first (done ones included),
+    /// each with what became of its members.
+    async fn lot_progress(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<progress::LotProgress>, LedgerError>;
+
+    /// The checkpoints of the backfill's input files, the most recently advanced first.
+    async fn input_progress(&self, limit: u32)
+        -> Result<Vec<progress::InputProgress>, LedgerError>;
 
     /// A named checkpoint (e.g. how many dossiers of an input file were committed).
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError>;

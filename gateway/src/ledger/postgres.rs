@@ -57,6 +57,7 @@ use super::{
 };
 
 mod outbox;
+mod progress;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -1101,9 +1102,10 @@ impl Ledger for PostgresLedger {
         })
     }
 
-    async fn replay_matching(
+    async fn replay_counted(
         &self,
         filter: &DeadLetterFilter,
+        expected: Option<usize>,
     ) -> Result<Vec<Replayed>, LedgerError> {
         let mut tx = self.begin("dead letters").await?;
         // Locked, so that a concurrent replay waits and then finds them replayed (READ COMMITTED
@@ -1122,6 +1124,13 @@ impl Ledger for PostgresLedger {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("dead letters", e))?;
+        if let Some(expected) = expected.filter(|n| *n != rows.len()) {
+            // Dropping the transaction rolls it back (and releases the rows it locked).
+            return Err(LedgerError::CountChanged {
+                expected,
+                found: rows.len(),
+            });
+        }
         let replayed = Self::replay_in(&mut tx, &rows, now()).await?;
         commit(tx, "dead letters").await?;
         Ok(replayed)
@@ -1587,6 +1596,21 @@ impl Ledger for PostgresLedger {
             open_lots: count(open_lots),
             pending_other: count(pending_other),
         })
+    }
+
+    async fn lot_progress(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<super::progress::LotProgress>, LedgerError> {
+        progress::lots(&self.pool, destination, limit).await
+    }
+
+    async fn input_progress(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<super::progress::InputProgress>, LedgerError> {
+        progress::inputs(&self.pool, limit).await
     }
 
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {

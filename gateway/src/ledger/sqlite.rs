@@ -71,6 +71,7 @@ pub struct SqliteLedger {
 }
 
 mod outbox;
+mod progress;
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -1263,9 +1264,10 @@ impl Ledger for SqliteLedger {
         })
     }
 
-    async fn replay_matching(
+    async fn replay_counted(
         &self,
         filter: &DeadLetterFilter,
+        expected: Option<usize>,
     ) -> Result<Vec<Replayed>, LedgerError> {
         let at = now();
         let mut tx = self.begin_write().await?;
@@ -1282,6 +1284,13 @@ impl Ledger for SqliteLedger {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("dead letters", e))?;
+        if let Some(expected) = expected.filter(|n| *n != rows.len()) {
+            // Dropping the transaction rolls it back (and releases the rows it locked).
+            return Err(LedgerError::CountChanged {
+                expected,
+                found: rows.len(),
+            });
+        }
         let replayed = Self::replay_in(&mut tx, &rows, at).await?;
         commit(tx, "dead letters").await?;
         Ok(replayed)
@@ -1737,6 +1746,21 @@ impl Ledger for SqliteLedger {
             open_lots: count("open_lots")?,
             pending_other: count("pending_other")?,
         })
+    }
+
+    async fn lot_progress(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<super::progress::LotProgress>, LedgerError> {
+        progress::lots(self, destination, limit).await
+    }
+
+    async fn input_progress(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<super::progress::InputProgress>, LedgerError> {
+        progress::inputs(self, limit).await
     }
 
     async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {

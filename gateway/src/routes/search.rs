@@ -237,11 +237,20 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// The page as CSV, one line per dossier.
+/// The first line of the CSV of a search.
+pub const CSV_HEADER: &str =
+    "dossier_id,state,delivery,numero_agora,agora_state,funders,session,sources,updated_at\r\n";
+
+/// The page as CSV, one line per dossier, after the header.
 pub fn csv(rows: &[DossierRow]) -> String {
-    let mut out = String::from(
-        "dossier_id,state,delivery,numero_agora,agora_state,funders,session,sources,updated_at\r\n",
-    );
+    let mut out = String::from(CSV_HEADER);
+    out.push_str(&csv_lines(rows));
+    out
+}
+
+/// The CSV lines of `rows`, without the header (an export written page after page).
+pub fn csv_lines(rows: &[DossierRow]) -> String {
+    let mut out = String::new();
     for row in rows {
         let agora = agora_of(row);
         let text = |v: Value| v.as_str().map(str::to_string).unwrap_or_default();

@@ -51,6 +51,8 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Run the simulators of AGORA, Pôle emploi and ATEXO SEM's return endpoint, for rehearsals.
+    /// (Absent from a build without the `sandbox` feature: production images.)
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// The port to listen on.
         #[arg(long, default_value_t = 8090)]
@@ -226,6 +228,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             },
             &mut out,
         ),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox { port, bind } => crate::commands::serve::sandbox(bind, port),
         Command::Validate {
             system,
@@ -259,6 +262,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sandbox")]
     #[test]
     fn the_sandbox_listens_on_loopback_unless_told_otherwise() {
         let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
@@ -281,6 +285,14 @@ mod tests {
             ("0.0.0.0".to_string(), 8091)
         );
         assert!(Cli::try_parse_from(["passerelle", "sandbox", "--bind", "nowhere"]).is_err());
+    }
+
+    /// A production build (`--no-default-features`) has no `sandbox` command: it says so.
+    #[cfg(not(feature = "sandbox"))]
+    #[test]
+    fn a_build_without_the_simulators_has_no_sandbox_command() {
+        let e = Cli::try_parse_from(["passerelle", "sandbox"]).expect_err("no such command");
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidSubcommand);
     }
 
     #[test]

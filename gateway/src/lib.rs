@@ -27,6 +27,7 @@ pub mod pollers;
 pub mod queue;
 pub mod returns;
 pub mod routes;
+pub mod sandbox;
 pub mod settings;
 pub mod singleton;
 pub mod startup;

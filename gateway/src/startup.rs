@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use passerelle_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use crate::sandbox::RunningSandbox;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
@@ -119,11 +119,9 @@ impl Services {
 
         // `agora.base_url = "sandbox"`: the simulators run in this process (embedded mode).
         let (sandbox, agora_url, sandbox_token) = if settings.agora.base_url == "sandbox" {
-            let sb = Sandbox::start(SandboxConfig::default())
+            let (sb, url, token) = crate::sandbox::start_embedded()
                 .await
-                .map_err(|e| StartError::Sandbox(e.to_string()))?;
-            let url = sb.agora_url();
-            let token = SecretString::from(sb.agora_token().to_string());
+                .map_err(StartError::Sandbox)?;
             info!(agora = %url, "AGORA is the built-in sandbox");
             (Some(sb), url, Some(token))
         } else {

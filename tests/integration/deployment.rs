@@ -182,7 +182,8 @@ fn compose_has_the_four_services_and_what_they_depend_on() {
             }
         }
     }
-    // The gateway and the simulators are the image this repository builds.
+    // The gateway and the simulators are the image this repository builds, with the simulators
+    // in (the sandbox service runs them, the gateway's defaults point at them).
     for name in ["passerelle", "sandbox"] {
         let build = &service(&compose, name)["build"];
         assert_eq!(scalar(&build["context"]).as_deref(), Some(".."), "{name}");
@@ -190,6 +191,11 @@ fn compose_has_the_four_services_and_what_they_depend_on() {
             scalar(&build["dockerfile"]).as_deref(),
             Some("docker/Dockerfile"),
             "{name}"
+        );
+        assert_eq!(
+            scalar(&build["args"]["CARGO_FEATURES"]).as_deref(),
+            Some("sandbox"),
+            "{name}: built without the simulators, which this file runs"
         );
     }
 }
@@ -542,6 +548,24 @@ fn the_dockerfile_passes_a_light_lint() {
             .any(|(k, a)| k == "RUN" && a.contains("cargo build --release --locked -p passerelle")),
         "the builder does not run `cargo build --release --locked -p passerelle`"
     );
+    // By default the image is a production build: the simulators left out (the gateway's
+    // `sandbox` feature off), and its label says which features it carries.
+    assert!(
+        build.iter().any(|(k, a)| k == "RUN"
+            && a.contains("--no-default-features")
+            && a.contains("$CARGO_FEATURES")),
+        "the builder does not build without the default features, then with CARGO_FEATURES"
+    );
+    assert!(
+        args.iter().any(|(k, v)| k == "CARGO_FEATURES" && v.is_empty()),
+        "CARGO_FEATURES is not a global ARG, empty by default: {args:?}"
+    );
+    assert!(
+        runtime
+            .iter()
+            .any(|(k, a)| k == "LABEL" && a.contains("cargo-features=\"${CARGO_FEATURES:-none")),
+        "the image does not say whether it carries the simulators"
+    );
 
     // The final stage: the binary copied from the builder, a user that is not root, the entry.
     assert!(
@@ -634,6 +658,11 @@ fn compose_ha_runs_two_replicas_sharing_no_disk_behind_a_balancer_over_three_bro
             scalar(&s["build"]["dockerfile"]).as_deref(),
             Some("docker/Dockerfile"),
             "{name}"
+        );
+        assert_eq!(
+            scalar(&s["build"]["args"]["CARGO_FEATURES"]).as_deref(),
+            Some("sandbox"),
+            "{name}: the file's AGORA is the sandbox service, the same image"
         );
         assert!(
             matches!(s["volumes"], Yaml::BadValue),
@@ -820,4 +849,39 @@ fn every_bench_command_named_in_the_sources_exists() {
         }
     }
     assert!(named >= 4, "only {named} bench commands found");
+}
+
+/// The code cites the interface contract by section ("contract §3"): every section it cites is
+/// in the repository's copy, `docs/contract.md`, so a reader can follow the citation.
+#[test]
+fn every_contract_section_the_code_cites_is_in_docs_contract() {
+    let contract = read("docs/contract.md");
+    let headings: BTreeSet<String> = contract
+        .lines()
+        .filter(|l| l.starts_with("## ") || l.starts_with("### "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|n| n.trim_end_matches('.').to_string())
+        .collect();
+    assert!(headings.contains("1") && headings.contains("2.1"), "{headings:?}");
+    let mut cited = BTreeSet::new();
+    for file in files_naming_commands() {
+        if file.extension().and_then(|e| e.to_str()) != Some("rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (i, _) in text.match_indices("contract §") {
+            let section: String = text[i + "contract §".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let section = section.trim_end_matches('.').to_string();
+            assert!(
+                headings.contains(&section),
+                "{}: cites contract §{section}, which docs/contract.md does not have",
+                file.display()
+            );
+            cited.insert(section);
+        }
+    }
+    assert!(cited.len() >= 5, "the code's citations were not found: {cited:?}");
 }

@@ -32,6 +32,7 @@ pub fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "sandbox")]
 /// `passerelle sandbox`: the simulators alone, on `bind:port`, until SIGINT or SIGTERM (`docker
 /// stop`).
 pub fn sandbox(bind: std::net::IpAddr, port: u16) -> anyhow::Result<ExitCode> {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
 use crate::sandbox::RunningSandbox;
+use actix_web::{web, App, HttpServer};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;

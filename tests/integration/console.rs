@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
-use serde_json::{json, Value};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::Locator;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
 
 use crate::support::{atexo_returns, fixture, gateway, gateway_on, Gateway};
 
@@ -383,11 +383,7 @@ return stops.length;
 async fn assert_accessible(d: &Driver, page: &str) {
     let faults = d.execute(ACCESSIBILITY_FAULTS).await;
     assert_eq!(faults, json!([]), "{page}: accessibility");
-    let stops = d
-        .execute(MARK_TAB_STOPS)
-        .await
-        .as_u64()
-        .expect("a count");
+    let stops = d.execute(MARK_TAB_STOPS).await.as_u64().expect("a count");
     let mut reached = std::collections::BTreeSet::new();
     for _ in 0..(2 * stops + 10) {
         d.press_tab().await;

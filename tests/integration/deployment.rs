@@ -557,7 +557,8 @@ fn the_dockerfile_passes_a_light_lint() {
         "the builder does not build without the default features, then with CARGO_FEATURES"
     );
     assert!(
-        args.iter().any(|(k, v)| k == "CARGO_FEATURES" && v.is_empty()),
+        args.iter()
+            .any(|(k, v)| k == "CARGO_FEATURES" && v.is_empty()),
         "CARGO_FEATURES is not a global ARG, empty by default: {args:?}"
     );
     assert!(
@@ -862,7 +863,10 @@ fn every_contract_section_the_code_cites_is_in_docs_contract() {
         .filter_map(|l| l.split_whitespace().nth(1))
         .map(|n| n.trim_end_matches('.').to_string())
         .collect();
-    assert!(headings.contains("1") && headings.contains("2.1"), "{headings:?}");
+    assert!(
+        headings.contains("1") && headings.contains("2.1"),
+        "{headings:?}"
+    );
     let mut cited = BTreeSet::new();
     for file in files_naming_commands() {
         if file.extension().and_then(|e| e.to_str()) != Some("rs") {
@@ -883,5 +887,8 @@ fn every_contract_section_the_code_cites_is_in_docs_contract() {
             cited.insert(section);
         }
     }
-    assert!(cited.len() >= 5, "the code's citations were not found: {cited:?}");
+    assert!(
+        cited.len() >= 5,
+        "the code's citations were not found: {cited:?}"
+    );
 }

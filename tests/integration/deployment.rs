@@ -879,6 +879,10 @@ fn every_contract_section_the_code_cites_is_in_docs_contract() {
                 .take_while(|c| c.is_ascii_digit() || *c == '.')
                 .collect();
             let section = section.trim_end_matches('.').to_string();
+            if section.is_empty() {
+                // Not a citation: this test's own messages.
+                continue;
+            }
             assert!(
                 headings.contains(&section),
                 "{}: cites contract §{section}, which docs/contract.md does not have",

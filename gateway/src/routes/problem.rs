@@ -338,4 +338,58 @@ mod tests {
             "absent when nothing is cut"
         );
     }
+
+    /// Every problem+json body the API answers, one snapshot per kind: its status, the headers
+    /// that go with it and the body clients parse. A change of wording or shape shows in review.
+    #[test]
+    fn every_problem_body_is_as_snapshotted() {
+        let violations = || {
+            vec![
+                Violation::new(
+                    "/exportSEM/dossier[1]/stagiaire/@nir",
+                    Rule::NirChecksum,
+                    "the check key does not match",
+                ),
+                Violation::new(
+                    "/exportSEM/dossier[1]/session/@dateDebut",
+                    Rule::DateFormat,
+                    "must be a real date written JJ/MM/AAAA",
+                ),
+            ]
+        };
+        for e in every_kind() {
+            let e = match e {
+                ApiError::Unparseable(_) => ApiError::Unparseable(violations()),
+                ApiError::Invalid(_) => ApiError::Invalid(violations()),
+                ApiError::AlreadyReplayed { .. } => ApiError::AlreadyReplayed {
+                    id: "dl-01".into(),
+                    dossier_id: "psl-0fd60dcd2e824f09e941".into(),
+                    replayed_at: chrono::DateTime::from_timestamp(1_780_000_000, 0)
+                        .expect("a date"),
+                },
+                e => e,
+            };
+            let (_, kind, _) = e.table();
+            let name = kind.rsplit(':').next().unwrap_or(kind).to_string();
+            let r = e.error_response();
+            let header = |h: &str| {
+                r.headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let answer = serde_json::json!({
+                "status": r.status().as_u16(),
+                "content_type": header("content-type"),
+                "retry_after": header("retry-after"),
+                "www_authenticate": header("www-authenticate"),
+            });
+            let body = r.into_body().try_into_bytes().ok().unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON problem");
+            insta::assert_json_snapshot!(
+                format!("problem_{name}"),
+                serde_json::json!({ "answer": answer, "body": body })
+            );
+        }
+    }
 }

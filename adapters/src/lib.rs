@@ -4,8 +4,8 @@
 //! - [`rules`]: the domain rules (NIR and SIRET keys, dates, codes, blocks each state requires);
 //! - [`violation`]: what a rejection says (pointer, stable rule code, detail without personal data);
 //! - one module per system, each with the same files (`mod.rs` decode/encode, `model.rs` the system's
-//!   own records, `mapping.rs` its field table, `tests.rs`): [`atexo_sem`], [`ouiform`],
-//!   [`pole_emploi`], [`agora`];
+//!   own records, `mapping.rs` its field table, `tests.rs`): each named in [`sources`],
+//!   and [`agora`];
 //! - [`planner`]: from what AGORA has to what it should have, the operations still owed;
 //! - [`sources`]: the registry of source systems, one [`sources::Source`] each;
 //! - [`merge`]: several sources of one trainee on one session, one dossier;

@@ -121,7 +121,9 @@ pub fn render(format: Format) -> String {
             .join("; ")
     };
     let mut out = String::new();
-    let headers = ["canonical", "atexo-sem", "ouiform", "pole-emploi", "agora"];
+    let headers: Vec<&str> = std::iter::once("canonical")
+        .chain(tables.iter().map(|t| t.system.as_str()))
+        .collect();
     match format {
         Format::Markdown => {
             out.push_str("# passerelle field correspondence\n\n");

@@ -1,4 +1,4 @@
-//! Merging sources (*rapprochement*): the OUIFORM orientation, the Pôle emploi registration and the
+//! Merging sources (*rapprochement*): the orientation, the Pôle emploi registration and the
 //! ATEXO SEM dossier of one trainee on one session are one canonical dossier.
 //!
 //! Records correlate on (NIR-13, `numeroSession`) ([`Dossier::key`]). The ledger keeps the latest
@@ -64,20 +64,24 @@ pub struct Precedence {
 }
 
 impl Default for Precedence {
-    /// ATEXO SEM is the Region's system of record: it owns funding, exit and cancellation, and
-    /// everything else when it has it. Pôle emploi's AES is the authority on entry when ATEXO SEM
-    /// has no entry yet; OUIFORM comes last, being an orientation rather than a funded dossier.
+    /// Each source says how much it is to be believed per group of fields
+    /// ([`crate::Source::default_rank`]): ATEXO SEM is the Region's system of record and comes
+    /// first everywhere; the others rank by what they are the authority on.
     fn default() -> Self {
-        use System::*;
+        let order = |group: FieldGroup| {
+            let mut sources: Vec<_> = crate::SOURCES.to_vec();
+            sources.sort_by_key(|s| s.default_rank(group));
+            sources.iter().map(|s| s.system()).collect::<Vec<System>>()
+        };
         Self {
-            trainee: vec![AtexoSem, PoleEmploi, Ouiform],
-            offer: vec![AtexoSem, Ouiform, PoleEmploi],
-            session: vec![AtexoSem, PoleEmploi, Ouiform],
-            funding: vec![AtexoSem, Ouiform, PoleEmploi],
-            entry: vec![AtexoSem, PoleEmploi, Ouiform],
-            exit: vec![AtexoSem, PoleEmploi, Ouiform],
-            cancellation: vec![AtexoSem, Ouiform, PoleEmploi],
-            state: vec![AtexoSem, PoleEmploi, Ouiform],
+            trainee: order(FieldGroup::Trainee),
+            offer: order(FieldGroup::Offer),
+            session: order(FieldGroup::Session),
+            funding: order(FieldGroup::Funding),
+            entry: order(FieldGroup::Entry),
+            exit: order(FieldGroup::Exit),
+            cancellation: order(FieldGroup::Cancellation),
+            state: order(FieldGroup::State),
         }
     }
 }

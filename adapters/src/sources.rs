@@ -9,10 +9,59 @@
 
 use std::io::BufRead;
 
-use crate::canonical::{Dossier, State, System};
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{Dossier, State};
 use crate::mapping::MappingTable;
+use crate::merge::FieldGroup;
 use crate::rules::Block;
 use crate::violation::Violation;
+
+/// The systems passerelle speaks with (*systèmes d'information*): a closed registry.
+///
+/// Its names are derived: [`System::as_str`] and [`Display`](std::fmt::Display) give the stable
+/// kebab-case name used in routes, CLI flags, metrics labels and the ledger's columns, and
+/// [`FromStr`](std::str::FromStr) parses it back; serde uses the snake_case form of the canonical
+/// schema. What each source system does (decode, encode, mask, mapping, rules) is its
+/// [`crate::sources::Source`].
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum System {
+    /// ATEXO SEM, the Region's training management software.
+    AtexoSem,
+    /// The orientation platform.
+    Ouiform,
+    /// Pôle emploi (France Travail) partner API.
+    PoleEmploi,
+    /// AGORA, the national hub of the Caisse des Dépôts.
+    Agora,
+}
+
+impl System {
+    /// Every system, in declaration order.
+    pub const ALL: &'static [System] = <System as strum::VariantArray>::VARIANTS;
+
+    /// The stable kebab-case name used in routes, CLI flags and metrics.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// One record of a checked file (`passerelle validate`): its id when it has one, its position in
 /// the file when the file holds several, and the canonical dossier or everything wrong with it.
@@ -61,6 +110,12 @@ pub trait Source: Send + Sync + 'static {
     /// A canonical dossier as this system would have sent it, as one payload of its own (for the
     /// simulators and the round-trip tests). What the system cannot carry is left out.
     fn encode(&self, dossier: &Dossier) -> Vec<u8>;
+
+    /// Its default rank in the merge's precedence for `group` (0 first): the lower, the more its
+    /// values win over another source's for that group of fields ([`crate::merge::Precedence`]'s
+    /// default sorts the sources by it; `merge.precedence.*` overrides it). Ties keep the order of
+    /// [`SOURCES`].
+    fn default_rank(&self, group: FieldGroup) -> u8;
 
     /// The fuzz target of its decoder (`adapters/fuzz/fuzz_targets/<system>_decode.rs`): any
     /// bytes in, a panic on failure.

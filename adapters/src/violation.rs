@@ -137,7 +137,7 @@ impl fmt::Display for Violation {
 // The limits of a hostile post, shared by every inbound format
 // ---------------------------------------------------------------------------------------------
 
-/// Violations listed per dossier (an OUIFORM orientation is one; so is each piece of an ATEXO SEM
+/// Violations listed per dossier (an orientation is one; so is each piece of an ATEXO SEM
 /// export outside its dossiers); the others are counted, and the list ends with one
 /// `xml.truncated` entry saying how many. A million unknown fields then cost a counter, not a
 /// million formatted pointers in the answer.

@@ -64,7 +64,7 @@ pub enum Command {
     /// Decode and validate a file, sending nothing; exit 1 when any dossier is invalid.
     Validate {
         /// Which system's format the file is in: a source of the registry that gives files
-        /// (`atexo-sem`, `ouiform`).
+        /// (a name it does not know is answered with the list).
         #[arg(long, value_parser = parse_file_source)]
         system: System,
         /// The file, in that system's format (an `exportSEM` XML, one orientation as JSON…).

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::settings::DEFAULT_TOML;
 
-/// The files that hold settings structs.
+/// The files that hold settings structs: the settings' own, then each posting system's section.
 const SETTINGS_RS: [&str; 2] = [
     include_str!("settings.rs"),
     include_str!("settings/agora.rs"),
@@ -123,6 +123,7 @@ fn default_of(defaults: &toml::Table, key: &str) -> String {
 pub fn keys() -> Vec<Key> {
     let structs: HashMap<String, Vec<Field>> = SETTINGS_RS
         .iter()
+        .chain(crate::systems::SETTINGS_RS.iter())
         .flat_map(|source| structs(source))
         .collect();
     let defaults: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
@@ -145,6 +146,8 @@ fn walk(
     for f in fields {
         let key = format!("{prefix}{}", f.name);
         let (inner, _) = unwrap_option(&f.ty);
+        // A section typed by its path (`crate::systems::<system>::<Section>`).
+        let inner = inner.rsplit("::").next().unwrap_or(inner);
         if structs.contains_key(inner) {
             walk(structs, defaults, inner, &format!("{key}."), keys);
             continue;

@@ -32,6 +32,7 @@ pub mod settings;
 pub mod singleton;
 pub mod startup;
 pub mod supervision;
+pub mod systems;
 pub mod telemetry;
 pub mod tls;
 pub mod worker;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
+use passerelle_adapters::canonical::System;
 use passerelle_adapters::merge::Precedence;
 use passerelle_adapters::rules::RuleSettings;
 use secrecy::{ExposeSecret, SecretString};
@@ -44,9 +45,9 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub agora: AgoraSettings,
     pub auth: AuthSettings,
-    pub ouiform: OuiformSettings,
+    pub ouiform: crate::systems::ouiform::OuiformSettings,
     pub pole_emploi: PoleEmploiSettings,
-    pub atexo_sem: AtexoSemSettings,
+    pub atexo_sem: crate::systems::atexo_sem::AtexoSemSettings,
     pub perimeter: PerimeterSettings,
     pub retry: RetrySettings,
     pub rules: RulesSettings,
@@ -160,12 +161,21 @@ pub struct TokenSettings {
     pub admin_personal_data_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OuiformSettings {
-    /// Shared secret of `X-Ouiform-Signature` (HMAC-SHA256 of the raw body).
-    pub hmac_secret: Option<SecretString>,
-    pub hmac_secret_file: Option<PathBuf>,
+impl TokenSettings {
+    /// A posting system's token, inline and as a file (`auth.tokens.<system>`).
+    pub fn of(&self, system: System) -> (&Option<SecretString>, &Option<PathBuf>) {
+        match system {
+            System::Ouiform => (&self.ouiform, &self.ouiform_file),
+            System::AtexoSem => (&self.atexo_sem, &self.atexo_sem_file),
+            // Not posting systems: they have no token (`systems::POSTING`).
+            System::PoleEmploi | System::Agora => (&None, &None),
+        }
+    }
+}
+
+/// The key of a posting system's token: `auth.tokens.<system in snake_case>`.
+pub fn token_key(system: System) -> String {
+    format!("auth.tokens.{}", system.as_str().replace('-', "_"))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,13 +202,6 @@ pub struct PoleEmploiSettings {
     pub connect_timeout_ms: u64,
     /// Time allowed for a whole call, ms.
     pub request_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AtexoSemSettings {
-    /// Where AGORA's returns are posted; off when empty.
-    pub returns_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -480,64 +483,74 @@ impl Settings {
             .validate()
             .map_err(|e| invalid("merge.precedence", e))?;
         // Secrets given twice are ambiguous: refuse rather than guess.
-        for (key, inline, file) in self.agora.secret_pairs().into_iter().chain([
+        let mut forms: Vec<(String, bool, bool)> = self
+            .agora
+            .secret_pairs()
+            .into_iter()
+            .map(|(key, inline, file)| (key.to_string(), inline, file))
+            .collect();
+        for p in crate::systems::POSTING {
+            let (inline, file) = self.auth.tokens.of(p.system());
+            forms.push((token_key(p.system()), inline.is_some(), file.is_some()));
+        }
+        for s in crate::systems::secrets(self) {
+            forms.push((s.key.to_string(), s.inline.is_some(), s.file.is_some()));
+        }
+        forms.extend([
             (
-                "auth.tokens.ouiform",
-                self.auth.tokens.ouiform.is_some(),
-                self.auth.tokens.ouiform_file.is_some(),
-            ),
-            (
-                "auth.tokens.atexo_sem",
-                self.auth.tokens.atexo_sem.is_some(),
-                self.auth.tokens.atexo_sem_file.is_some(),
-            ),
-            (
-                "auth.tokens.admin",
+                "auth.tokens.admin".to_string(),
                 self.auth.tokens.admin.is_some(),
                 self.auth.tokens.admin_file.is_some(),
             ),
             (
-                "auth.tokens.admin_personal_data",
+                "auth.tokens.admin_personal_data".to_string(),
                 self.auth.tokens.admin_personal_data.is_some(),
                 self.auth.tokens.admin_personal_data_file.is_some(),
             ),
             (
-                "ouiform.hmac_secret",
-                self.ouiform.hmac_secret.is_some(),
-                self.ouiform.hmac_secret_file.is_some(),
-            ),
-            (
-                "pole_emploi.client_secret",
+                "pole_emploi.client_secret".to_string(),
                 self.pole_emploi.client_secret.is_some(),
                 self.pole_emploi.client_secret_file.is_some(),
             ),
-        ]) {
+        ]);
+        for (key, inline, file) in forms {
             if inline && file {
                 return Err(invalid(
-                    key,
+                    &key,
                     format!("give either {key} or {key}_file, not both"),
                 ));
             }
         }
         // An empty token would let a request with an empty `Bearer` in; an empty secret signs
         // nothing. (A `_file` that is empty is refused when it is read.)
-        for (key, inline) in [
-            ("agora.token", &self.agora.token),
-            ("auth.tokens.ouiform", &self.auth.tokens.ouiform),
-            ("auth.tokens.atexo_sem", &self.auth.tokens.atexo_sem),
-            ("auth.tokens.admin", &self.auth.tokens.admin),
+        let mut inlines: Vec<(String, &Option<SecretString>)> =
+            vec![("agora.token".to_string(), &self.agora.token)];
+        for p in crate::systems::POSTING {
+            inlines.push((token_key(p.system()), self.auth.tokens.of(p.system()).0));
+        }
+        for s in crate::systems::secrets(self) {
+            inlines.push((s.key.to_string(), s.inline));
+        }
+        inlines.extend([
+            ("auth.tokens.admin".to_string(), &self.auth.tokens.admin),
             (
-                "auth.tokens.admin_personal_data",
+                "auth.tokens.admin_personal_data".to_string(),
                 &self.auth.tokens.admin_personal_data,
             ),
-            ("ouiform.hmac_secret", &self.ouiform.hmac_secret),
-            ("pole_emploi.client_secret", &self.pole_emploi.client_secret),
-        ] {
+            (
+                "pole_emploi.client_secret".to_string(),
+                &self.pole_emploi.client_secret,
+            ),
+        ]);
+        for (key, inline) in inlines {
             if inline
                 .as_ref()
                 .is_some_and(|s| s.expose_secret().trim().is_empty())
             {
-                return Err(invalid(key, "is empty: give a value, or leave the key out"));
+                return Err(invalid(
+                    &key,
+                    "is empty: give a value, or leave the key out",
+                ));
             }
         }
         Ok(())
@@ -689,12 +702,12 @@ impl Settings {
 }
 
 /// The system a `server.tls_client_names` key names (its snake_case name): one that posts to
-/// passerelle's inbound routes.
-pub fn posting_system(name: &str) -> Option<passerelle_adapters::canonical::System> {
-    use passerelle_adapters::canonical::System;
+/// passerelle's inbound routes ([`crate::systems::POSTING`]).
+pub fn posting_system(name: &str) -> Option<System> {
     serde_json::from_value::<System>(serde_json::Value::String(name.to_string()))
         .ok()
-        .filter(|s| matches!(s, System::Ouiform | System::AtexoSem))
+        .and_then(crate::systems::posting)
+        .map(|p| p.system())
 }
 
 /// A PostgreSQL URL whose host is not this machine must ask for TLS (`sslmode=require`,

@@ -237,7 +237,12 @@ impl Gateway {
         let sync_concurrency = settings.worker.sync_concurrency;
         let app = Application::build(settings).await?;
         let url = format!("http://127.0.0.1:{}", app.port());
-        let token = app.credentials.atexo_sem.expose_secret().to_string();
+        let token = app
+            .credentials
+            .token(passerelle_adapters::System::AtexoSem)
+            .expect("ATEXO SEM posts: it has a token")
+            .expose_secret()
+            .to_string();
         let sandbox_url = sandbox.base_url();
         let ledger = app.ledger.clone();
         Ok(Gateway {

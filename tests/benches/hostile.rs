@@ -173,7 +173,12 @@ async fn http(baseline: Duration) -> anyhow::Result<()> {
     ];
     let app = Application::build(Settings::load(None, env)?).await?;
     let port = app.port();
-    let token = app.credentials.atexo_sem.expose_secret().to_string();
+    let token = app
+        .credentials
+        .token(passerelle_adapters::System::AtexoSem)
+        .expect("ATEXO SEM posts: it has a token")
+        .expose_secret()
+        .to_string();
     let running = app.spawn();
     let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();

@@ -11,6 +11,7 @@
 //! Each page's screenshot is written under `$PASSERELLE_CONSOLE_SCREENSHOTS`, by default
 //! `target/tmp/console-screenshots/`.
 
+use crate::support::PostingCredentials as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -844,7 +845,7 @@ async fn the_search_api_finds_by_reference_pages_and_exports_csv() {
     let r = gw
         .http
         .get(format!("{}/v1/dossiers", gw.url))
-        .bearer_auth(gw.creds.atexo_sem.expose_secret())
+        .bearer_auth(gw.creds.atexo_sem().expose_secret())
         .send()
         .await
         .expect("answer");

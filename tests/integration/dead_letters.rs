@@ -4,6 +4,7 @@
 //! AGORA; the dossier's trace shows the lineage from each dead letter to the attempt its replay
 //! opened, and shows personal fields only to the personal-data token.
 
+use crate::support::PostingCredentials as _;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -346,7 +347,7 @@ async fn replayed_after_agora_corrects_itself(gw: Gateway) {
     let r = get(
         &gw,
         &format!("/v1/dossiers/{dossier}"),
-        gw.creds.atexo_sem.expose_secret(),
+        gw.creds.atexo_sem().expose_secret(),
     )
     .await;
     assert_eq!(r.status(), 403);

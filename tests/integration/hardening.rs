@@ -2,6 +2,7 @@
 //! driver's text in answers, the details of authentication, HTTPS and client certificates on the
 //! listeners, AGORA's 429s, and what a 400 may quote.
 
+use crate::support::PostingCredentials as _;
 use std::time::Duration;
 
 use passerelle_sandbox::{Faults, Sandbox, SandboxConfig};
@@ -342,14 +343,14 @@ async fn bearer_is_case_insensitive_and_duplicates_are_refused() {
     assert_eq!(body["type"], "urn:passerelle:problem:duplicate-header");
 
     let orientation = fixture("ouiform/valid/acceptee.json");
-    let sig = signature(gw.creds.ouiform_hmac.expose_secret(), &orientation);
+    let sig = signature(gw.creds.ouiform_hmac().expose_secret(), &orientation);
     let mut two = reqwest::header::HeaderMap::new();
     two.append("x-ouiform-signature", sig.parse().expect("header"));
     two.append("x-ouiform-signature", "sha256=00".parse().expect("header"));
     let r = gw
         .http
         .post(format!("{}/v1/inbound/ouiform/orientations", gw.url))
-        .bearer_auth(gw.creds.ouiform.expose_secret())
+        .bearer_auth(gw.creds.ouiform().expose_secret())
         .header("Content-Type", "application/json")
         .headers(two)
         .body(orientation)
@@ -553,7 +554,7 @@ async fn https_and_client_certificates_mapped_to_systems() {
     assert!(plain.map_or(true, |r| !r.status().is_success()));
 
     let orientation = fixture("ouiform/valid/acceptee.json");
-    let sig = signature(creds.ouiform_hmac.expose_secret(), &orientation);
+    let sig = signature(creds.ouiform_hmac().expose_secret(), &orientation);
     let post = |c: reqwest::Client, bearer: Option<String>| {
         let req = c
             .post(format!("{url}/v1/inbound/ouiform/orientations"))
@@ -568,7 +569,7 @@ async fn https_and_client_certificates_mapped_to_systems() {
     };
     // No certificate, no token: 401; the token alone still works.
     assert_eq!(post(anonymous.clone(), None).await.expect("answer"), 401);
-    let ouiform_token = creds.ouiform.expose_secret().to_string();
+    let ouiform_token = creds.ouiform().expose_secret().to_string();
     assert_eq!(
         post(anonymous.clone(), Some(ouiform_token.clone()))
             .await
@@ -582,7 +583,7 @@ async fn https_and_client_certificates_mapped_to_systems() {
     ));
     assert_eq!(post(ouiform.clone(), None).await.expect("answer"), 202);
     // With a token of another caller, the two disagree: 401.
-    let atexo_token = creds.atexo_sem.expose_secret().to_string();
+    let atexo_token = creds.atexo_sem().expose_secret().to_string();
     assert_eq!(post(ouiform, Some(atexo_token)).await.expect("answer"), 401);
     // ATEXO SEM's certificate on OUIFORM's route: 403.
     let atexo = client(Some(partners.issue("atexo.partner.test", purpose.clone())));

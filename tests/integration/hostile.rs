@@ -16,6 +16,7 @@
 //! Nothing here asserts a duration: what hostile bodies cost is measured by
 //! `cargo bench -p passerelle-tests --bench hostile`.
 
+use crate::support::PostingCredentials as _;
 use std::time::Duration;
 
 use passerelle_tests::hostile::{self, SHAPES};
@@ -54,8 +55,8 @@ fn ouiform_head(gw: &Gateway, body: &[u8]) -> String {
         "POST /v1/inbound/ouiform/orientations HTTP/1.1\r\nHost: 127.0.0.1\r\n\
          Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
          X-Ouiform-Signature: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        gw.creds.ouiform.expose_secret(),
-        support::signature(gw.creds.ouiform_hmac.expose_secret(), body),
+        gw.creds.ouiform().expose_secret(),
+        support::signature(gw.creds.ouiform_hmac().expose_secret(), body),
         body.len()
     )
 }
@@ -171,7 +172,7 @@ async fn hostile_posts_are_answered_while_healthz_keeps_answering() {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
-    let token = gw.creds.atexo_sem.expose_secret().to_string();
+    let token = gw.creds.atexo_sem().expose_secret().to_string();
     for shape in SHAPES {
         let body = shape.export(SIZE);
         let (sent_tx, mut sent) = tokio::sync::mpsc::channel(AT_ONCE);

@@ -13,6 +13,7 @@ mod hardening;
 mod hostile;
 mod observability;
 mod pole_emploi;
+mod registry;
 mod replicas;
 mod support;
 mod sync_flow;

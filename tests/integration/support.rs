@@ -13,7 +13,7 @@ use passerelle::startup::{Application, RunningApp};
 use passerelle_adapters::planner::{self, Target};
 use passerelle_sandbox::RunningSandbox;
 use passerelle_tests::generate::{GenOptions, Outcome, SingleExport};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
 pub fn fixture(p: &str) -> Vec<u8> {
@@ -413,7 +413,7 @@ impl Gateway {
     pub async fn post_atexo(&self, body: Vec<u8>) -> reqwest::Response {
         self.http
             .post(format!("{}/v1/inbound/atexo-sem/dossiers", self.url))
-            .bearer_auth(self.creds.atexo_sem.expose_secret())
+            .bearer_auth(self.creds.atexo_sem().expose_secret())
             .header("Content-Type", "application/xml")
             .body(body)
             .send()
@@ -455,12 +455,12 @@ impl Gateway {
         let mut req = self
             .http
             .post(format!("{}/v1/inbound/ouiform/orientations", self.url))
-            .bearer_auth(self.creds.ouiform.expose_secret())
+            .bearer_auth(self.creds.ouiform().expose_secret())
             .header("Content-Type", "application/json");
         if sign {
             req = req.header(
                 "X-Ouiform-Signature",
-                signature(self.creds.ouiform_hmac.expose_secret(), &body),
+                signature(self.creds.ouiform_hmac().expose_secret(), &body),
             );
         }
         req.body(body).send().await.expect("answer")
@@ -868,5 +868,28 @@ impl Drop for ServeProcess {
             eprintln!("passerelle serve's last lines:\n{}", self.log_tail());
         }
         self.kill();
+    }
+}
+
+/// The posting systems' secrets by name, as the tests use them.
+pub trait PostingCredentials {
+    fn ouiform(&self) -> &SecretString;
+    fn atexo_sem(&self) -> &SecretString;
+    fn ouiform_hmac(&self) -> SecretString;
+}
+
+impl PostingCredentials for passerelle::routes::Credentials {
+    fn ouiform(&self) -> &SecretString {
+        self.token(passerelle_adapters::System::Ouiform)
+            .expect("OUIFORM posts: it has a token")
+    }
+
+    fn atexo_sem(&self) -> &SecretString {
+        self.token(passerelle_adapters::System::AtexoSem)
+            .expect("ATEXO SEM posts: it has a token")
+    }
+
+    fn ouiform_hmac(&self) -> SecretString {
+        self.secret(passerelle::systems::ouiform::HMAC_SECRET)
     }
 }

@@ -1,6 +1,7 @@
 //! The synchronous flow end to end, over real HTTP: the gateway (embedded, or over RabbitMQ and
 //! PostgreSQL) with AGORA played by the sandbox it starts.
 
+use crate::support::PostingCredentials as _;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -160,7 +161,7 @@ async fn bad_input_is_refused_with_its_status_and_rule() {
     let r = gw
         .http
         .post(&url)
-        .bearer_auth(gw.creds.ouiform.expose_secret())
+        .bearer_auth(gw.creds.ouiform().expose_secret())
         .header("Content-Type", "application/xml")
         .body("<x/>")
         .send()
@@ -171,7 +172,7 @@ async fn bad_input_is_refused_with_its_status_and_rule() {
     let r = gw
         .http
         .post(&url)
-        .bearer_auth(gw.creds.atexo_sem.expose_secret())
+        .bearer_auth(gw.creds.atexo_sem().expose_secret())
         .header("Content-Type", "application/json")
         .body("{}")
         .send()

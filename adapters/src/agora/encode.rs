@@ -238,7 +238,7 @@ pub fn search_query(dossier_id: &str, d: &Dossier) -> Result<SearchQuery, Vec<Vi
 /// - cancel: the `cancellation` block. A **refused** dossier has none, so it is cancelled with:
 ///   its refusal reason (or [`REFUS_SANS_MOTIF`]); as initiator `STAGIAIRE` when Pôle emploi
 ///   registered the trainee as absent from the information meeting (`ICA`), else `ORGANISME` (a
-///   refusal is the provider's positioning decision: `ICN`, OUIFORM's `REFUSEE`); and as date the
+///   refusal is the provider's positioning decision: `ICN`, the orientation's `REFUSEE`); and as date the
 ///   latest update date its sources give, else the orientation date — the closest known dates to
 ///   the refusal, never a date invented from the clock.
 ///

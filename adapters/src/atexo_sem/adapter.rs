@@ -5,6 +5,7 @@ use std::io::BufRead;
 use super::{decode_stream, encode_export, mapping, mask_export, DecodeSettings, Flow, Perimeter};
 use crate::canonical::{Dossier, State, System};
 use crate::mapping::MappingTable;
+use crate::merge::FieldGroup;
 use crate::rules::Block;
 use crate::sources::{Checked, Source};
 
@@ -73,6 +74,11 @@ impl Source for AtexoSem {
             out = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<exportSEM version=\"1.0\">\n</exportSEM>\n".to_vec();
         }
         out
+    }
+
+    /// The Region's system of record: its values win for every group of fields.
+    fn default_rank(&self, _group: FieldGroup) -> u8 {
+        0
     }
 
     /// Any bytes as an export: the stream decoder ends cleanly with every error non-empty and

@@ -6,13 +6,7 @@ use super::*;
 
 /// Which flow a dossier arrives by: the perimeter differs (pre-2017 sessions only matter in a
 /// backfill).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// The synchronous flow (*flux au fil de l'eau*): HTTP posts from ATEXO SEM.
-    Sync,
-    /// The one-off load of existing dossiers (*reprise d'antériorité*).
-    Backfill,
-}
+pub use crate::canonical::Flow;
 
 /// AGORA's perimeter rules (configuration `perimeter.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -90,7 +90,7 @@ pub fn state_from_etat(s: &str) -> Option<State> {
 }
 
 /// The canonical state as ATEXO writes it; `None` for `prescribed`, which ATEXO has no word for
-/// (an orientation alone lives in OUIFORM).
+/// (an orientation alone lives on the orientation platform).
 pub fn etat_of(state: State) -> Option<&'static str> {
     Some(match state {
         State::Prescribed => return None,

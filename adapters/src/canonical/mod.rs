@@ -15,13 +15,11 @@ pub use state::{Advance, State, TransitionError};
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-/// The systems passerelle speaks with (*systèmes d'information*): a closed registry.
-///
-/// Its names are derived: [`System::as_str`] and [`Display`](std::fmt::Display) give the stable
-/// kebab-case name used in routes, CLI flags, metrics labels and the ledger's columns, and
-/// [`FromStr`](std::str::FromStr) parses it back; serde uses the snake_case form of the canonical
-/// schema. What each source system does (decode, encode, mask, mapping, rules) is its
-/// [`crate::sources::Source`].
+pub use crate::sources::System;
+
+/// Which flow brings a record (*flux*): the synchronous one, or the one-off load of existing
+/// dossiers. One enum for everything that differs by flow: the adapters' perimeter (pre-2017
+/// sessions only matter in a backfill), the ledger's column, the queue's lane and its metrics label.
 #[derive(
     Debug,
     Clone,
@@ -29,8 +27,6 @@ use serde::{Deserialize, Serialize};
     PartialEq,
     Eq,
     Hash,
-    PartialOrd,
-    Ord,
     Serialize,
     Deserialize,
     strum::Display,
@@ -39,25 +35,27 @@ use serde::{Deserialize, Serialize};
     strum::VariantArray,
 )]
 #[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum System {
-    /// ATEXO SEM, the Region's training management software.
-    AtexoSem,
-    /// The orientation platform.
-    Ouiform,
-    /// Pôle emploi (France Travail) partner API.
-    PoleEmploi,
-    /// AGORA, the national hub of the Caisse des Dépôts.
-    Agora,
+#[strum(serialize_all = "snake_case")]
+pub enum Flow {
+    /// The synchronous flow (*flux au fil de l'eau*): what the systems push or are polled for.
+    Sync,
+    /// The one-off load of existing dossiers (*reprise d'antériorité*), on its own lane at a lower
+    /// priority.
+    Backfill,
 }
 
-impl System {
-    /// Every system, in declaration order.
-    pub const ALL: &'static [System] = <System as strum::VariantArray>::VARIANTS;
+impl Flow {
+    /// Every flow, in priority order (the queue's lanes).
+    pub const ALL: [Flow; 2] = [Flow::Sync, Flow::Backfill];
 
-    /// The stable kebab-case name used in routes, CLI flags and metrics.
+    /// The stable name of the ledger's column, the queue's names and the metrics labels.
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The inverse of [`Flow::as_str`].
+    pub fn parse(s: &str) -> Option<Flow> {
+        s.parse().ok()
     }
 }
 
@@ -66,7 +64,7 @@ impl System {
 #[serde(deny_unknown_fields)]
 pub struct SourceRef {
     pub system: System,
-    /// The record's id in its system (ATEXO `dossier/@id`, OUIFORM `idOrientation`, PE `idInscription`).
+    /// The record's id in its system (ATEXO `dossier/@id`, an orientation's `idOrientation`, PE `idInscription`).
     pub id: String,
     /// The source's own version counter, when it has one (ATEXO `dossier/@version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,7 +352,7 @@ code_enum!(
 );
 
 code_enum!(
-    /// Prescriber kind (*type de prescripteur*), OUIFORM's spelling.
+    /// Prescriber kind (*type de prescripteur*), the orientation platform's spelling.
     PrescriberKind {
         PoleEmploi = "pole_emploi" / "POLE_EMPLOI",
         MissionLocale = "mission_locale" / "MISSION_LOCALE",
@@ -409,7 +407,7 @@ pub struct Refusal {
     pub reason: Option<String>,
 }
 
-/// The orientation that started the dossier (*orientation*, OUIFORM).
+/// The orientation that started the dossier (*orientation*), from the orientation platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Orientation {

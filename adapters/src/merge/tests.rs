@@ -243,3 +243,20 @@ fn precedence_rejects_agora_and_duplicates() {
     };
     assert!(p.validate().is_err());
 }
+
+/// The default precedence, now derived from each source's rank, is the list it always was.
+#[test]
+fn default_precedence_is_derived_from_the_sources_ranks_unchanged() {
+    use System::*;
+    let p = Precedence::default();
+    let (a, o, pe) = (AtexoSem, Ouiform, PoleEmploi);
+    assert_eq!(p.trainee, [a, pe, o]);
+    assert_eq!(p.offer, [a, o, pe]);
+    assert_eq!(p.session, [a, pe, o]);
+    assert_eq!(p.funding, [a, o, pe]);
+    assert_eq!(p.entry, [a, pe, o]);
+    assert_eq!(p.exit, [a, pe, o]);
+    assert_eq!(p.cancellation, [a, o, pe]);
+    assert_eq!(p.state, [a, pe, o]);
+    assert_eq!(p.validate(), Ok(()));
+}

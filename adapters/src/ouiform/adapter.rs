@@ -5,6 +5,7 @@ use std::io::BufRead;
 use super::{decode, encode, mapping, mask};
 use crate::canonical::{Dossier, State, System};
 use crate::mapping::MappingTable;
+use crate::merge::FieldGroup;
 use crate::rules::{Block, RuleSettings};
 use crate::sources::{Checked, Source};
 
@@ -87,6 +88,15 @@ impl Source for Ouiform {
 
     fn encode(&self, dossier: &Dossier) -> Vec<u8> {
         serde_json::to_vec(&encode(dossier)).unwrap_or_default()
+    }
+
+    /// An orientation, not a funded dossier: after ATEXO SEM on what the orientation decided (the
+    /// offer, its funding, a cancellation), last on the rest.
+    fn default_rank(&self, group: FieldGroup) -> u8 {
+        match group {
+            FieldGroup::Offer | FieldGroup::Funding | FieldGroup::Cancellation => 1,
+            _ => 2,
+        }
     }
 
     /// Any bytes as an orientation: a dossier, or violations that are never empty.

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{encode_registrations, mapping, mask};
 use crate::canonical::{Dossier, State, System};
 use crate::mapping::MappingTable;
+use crate::merge::FieldGroup;
 use crate::rules::Block;
 use crate::sources::{Checked, Source};
 
@@ -60,6 +61,15 @@ impl Source for PoleEmploi {
 
     fn encode(&self, dossier: &Dossier) -> Vec<u8> {
         serde_json::to_vec(&encode_registrations(std::slice::from_ref(dossier))).unwrap_or_default()
+    }
+
+    /// France Travail is the authority on the trainee, the session and the entry (AIS, AES) when
+    /// ATEXO SEM has none yet; last on the offer, its funding and a cancellation.
+    fn default_rank(&self, group: FieldGroup) -> u8 {
+        match group {
+            FieldGroup::Offer | FieldGroup::Funding | FieldGroup::Cancellation => 2,
+            _ => 1,
+        }
     }
 
     /// Any bytes as a Pôle emploi answer: registrations, token, error body.

@@ -116,7 +116,7 @@ fn decode_one(
     // The schema checks a date's shape; whether it is a day of the calendar is checked here, so
     // that the violation names the field rather than the whole registration.
     add_uncovered(&mut violations, date_violations(index, &item));
-    // As for OUIFORM: read what can be read even after a schema violation, so the rules' findings
+    // As for orientations: read what can be read even after a schema violation, so the rules' findings
     // join the same list.
     let inscription: model::Inscription = match serde_json::from_value(item) {
         Ok(i) => i,

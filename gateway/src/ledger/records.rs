@@ -9,30 +9,7 @@ use super::*;
 pub const AGORA: &str = "agora";
 
 /// Which flow brought a record: the backfill runs on its own queue at a lower priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Flow {
-    Sync,
-    Backfill,
-}
-
-impl Flow {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flow::Sync => "sync",
-            Flow::Backfill => "backfill",
-        }
-    }
-
-    /// The inverse of [`Flow::as_str`].
-    pub fn parse(s: &str) -> Option<Flow> {
-        match s {
-            "sync" => Some(Flow::Sync),
-            "backfill" => Some(Flow::Backfill),
-            _ => None,
-        }
-    }
-}
+pub use passerelle_adapters::canonical::Flow;
 
 /// One single-source canonical record of an inbound message, already decoded and validated.
 #[derive(Debug, Clone)]

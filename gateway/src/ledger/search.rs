@@ -24,8 +24,8 @@ pub const MAX_LIMIT: u32 = 500;
 /// What a search selects. Every filter given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchFilter {
-    /// An ATEXO SEM reference, an OUIFORM orientation id, a Pôle emploi `idInscription`, an AGORA
-    /// number or a dossier id, matched exactly.
+    /// A source record's id in its system (an ATEXO SEM reference, an orientation id, a Pôle
+    /// emploi `idInscription`), an AGORA number or a dossier id, matched exactly.
     pub q: Option<String>,
     /// More dossier ids `q` stands for (a NIR's dossiers, see `routes::search`).
     pub q_ids: Vec<String>,

@@ -24,23 +24,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-/// The two lanes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lane {
-    Sync,
-    Backfill,
-}
-
-impl Lane {
-    pub const ALL: [Lane; 2] = [Lane::Sync, Lane::Backfill];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lane::Sync => "sync",
-            Lane::Backfill => "backfill",
-        }
-    }
-}
+/// The two lanes: one per flow, the sync flow's at the higher priority.
+pub use passerelle_adapters::canonical::Flow as Lane;
 
 /// A task: reconcile this dossier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,6 @@
-//! Inbound routes: OUIFORM orientations and ATEXO SEM dossiers.
+//! What every inbound route shares: the caller's check, the body's reading, decoding on the
+//! blocking pool within its budget, the commit and its answers. The routes themselves are each
+//! system's, in [`crate::systems`].
 //!
 //! A post is decoded and validated whole before anything is stored; then it is committed to the
 //! ledger, a task is published for each dossier with the broker's confirm, and only then does the
@@ -6,27 +8,27 @@
 //! caller retries, the ledger recognises the payload, and the tasks are published again (a task is
 //! harmless twice).
 //!
-//! Every post (an ATEXO SEM export, an OUIFORM orientation) is decoded on the blocking pool, within
+//! Every post (an export, an orientation) is decoded on the blocking pool, within
 //! `server.decode_budget_ms`: decoding is CPU work, and a costly body on an HTTP worker would hold
 //! up every request queued behind it on that worker, `/healthz` included.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
-use passerelle_adapters::atexo_sem::{self, Flow as SemFlow, Perimeter};
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::violation::DocumentError;
-use passerelle_adapters::{ouiform, Rule, Violation};
-use secrecy::ExposeSecret;
-use serde_json::json;
+use passerelle_adapters::{Rule, Violation};
 use sha2::{Digest, Sha256};
 
 use super::problem::ApiError;
-use super::{authenticate, request_id, AppState, Caller};
+use super::{authenticate, AppState, Caller};
 use crate::intake::{self, IntakeError, Publish};
-use crate::ledger::{Accepted, Flow, Inbound, InboundRecord};
+use crate::ledger::{Accepted, Inbound};
 
-fn require_caller(req: &HttpRequest, state: &AppState, system: System) -> Result<(), ApiError> {
+pub(crate) fn require_caller(
+    req: &HttpRequest,
+    state: &AppState,
+    system: System,
+) -> Result<(), ApiError> {
     match authenticate(req, &state.credentials)? {
         Caller::System(s) if s == system => {}
         _ => return Err(ApiError::Forbidden),
@@ -37,7 +39,7 @@ fn require_caller(req: &HttpRequest, state: &AppState, system: System) -> Result
     Ok(())
 }
 
-pub(super) fn require_content_type(
+pub(crate) fn require_content_type(
     req: &HttpRequest,
     accepted: &[&str],
     expected: &'static str,
@@ -62,7 +64,7 @@ pub(super) fn require_content_type(
 }
 
 /// Reads the body up to the configured limit (413 past it, before reading the rest).
-pub(super) async fn read_body(
+pub(crate) async fn read_body(
     mut payload: web::Payload,
     limit: usize,
     syntax: Rule,
@@ -84,7 +86,7 @@ pub(super) async fn read_body(
     Ok(body)
 }
 
-fn hash(body: &[u8]) -> String {
+pub(crate) fn hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
@@ -113,7 +115,7 @@ fn rejected(state: &AppState, system: System, violations: Vec<Violation>) -> Api
 }
 
 /// Commits to the ledger, then publishes a task per in-perimeter dossier and waits for confirms.
-async fn commit(state: &AppState, inbound: Inbound) -> Result<Accepted, ApiError> {
+pub(crate) async fn commit(state: &AppState, inbound: Inbound) -> Result<Accepted, ApiError> {
     let system = inbound.system;
     let accepted = intake::accept_and_publish(
         &*state.ledger,
@@ -144,143 +146,21 @@ async fn commit(state: &AppState, inbound: Inbound) -> Result<Accepted, ApiError
     Ok(accepted)
 }
 
-/// `POST /v1/inbound/ouiform/orientations`
-pub async fn ouiform_orientation(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let started = std::time::Instant::now();
-    require_caller(&req, &state, System::Ouiform)?;
-    require_content_type(&req, &["application/json"], "application/json")?;
-    let body = read_body(payload, state.body_limit, Rule::JsonSyntax).await?;
-    verify_signature(&req, &body, state.credentials.ouiform_hmac.expose_secret())?;
-    let DecodedPost {
-        dossiers: dossier,
-        payload_hash,
-        masked_payload,
-    } = decode_on_pool(&state, System::Ouiform, move |shared, deadline| {
-        ouiform::decode_within(&body, &shared.rules, Some(deadline)).map(|dossier| DecodedPost {
-            dossiers: dossier,
-            payload_hash: hash(&body),
-            masked_payload: shared
-                .keep_payloads
-                .then(|| ouiform::mask::mask_payload(&body))
-                .flatten(),
-        })
-    })
-    .await?;
-    let dossier_id = dossier
-        .key()
-        .dossier_id(state.credentials.dossier_salt.expose_secret().as_bytes());
-    let inbound = Inbound {
-        system: System::Ouiform,
-        flow: Flow::Sync,
-        payload_hash,
-        masked_payload,
-        request_id: Some(request_id(&req)),
-        records: vec![InboundRecord {
-            dossier_id: dossier_id.clone(),
-            record: dossier,
-            in_perimeter: true,
-        }],
-    };
-    let accepted = commit(&state, inbound).await?;
-    state
-        .metrics
-        .ingress_latency
-        .observe(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Accepted().json(json!({
-        "message_id": accepted.message_id,
-        "dossier_id": dossier_id,
-        "status": "accepted",
-    })))
-}
-
-/// `POST /v1/inbound/atexo-sem/dossiers`
-pub async fn atexo_sem_dossiers(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let started = std::time::Instant::now();
-    require_caller(&req, &state, System::AtexoSem)?;
-    require_content_type(&req, &["application/xml", "text/xml"], "application/xml")?;
-    let body = read_body(payload, state.body_limit, Rule::XmlSyntax).await?;
-    let DecodedPost {
-        dossiers: decoded,
-        payload_hash,
-        masked_payload,
-    } = decode_on_pool(&state, System::AtexoSem, move |shared, deadline| {
-        atexo_sem::decode_document_within(&body, SemFlow::Sync, &shared.decode, deadline).map(
-            |dossiers| DecodedPost {
-                dossiers,
-                payload_hash: hash(&body),
-                masked_payload: shared
-                    .keep_payloads
-                    .then(|| mask_atexo_sem(&body))
-                    .flatten(),
-            },
-        )
-    })
-    .await?;
-    let salt = state
-        .credentials
-        .dossier_salt
-        .expose_secret()
-        .as_bytes()
-        .to_vec();
-    let records: Vec<InboundRecord> = decoded
-        .into_iter()
-        .map(|d| InboundRecord {
-            dossier_id: d.dossier.key().dossier_id(&salt),
-            in_perimeter: d.perimeter == Perimeter::In,
-            record: d.dossier,
-        })
-        .collect();
-    let statuses: Vec<_> = records
-        .iter()
-        .map(|r| {
-            json!({
-                "dossier_id": r.dossier_id,
-                "status": if r.in_perimeter { "accepted" } else { "out_of_perimeter" },
-            })
-        })
-        .collect();
-    let inbound = Inbound {
-        system: System::AtexoSem,
-        flow: Flow::Sync,
-        payload_hash,
-        masked_payload,
-        request_id: Some(request_id(&req)),
-        records,
-    };
-    let accepted = commit(&state, inbound).await?;
-    state
-        .metrics
-        .ingress_latency
-        .observe(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Accepted().json(json!({
-        "message_id": accepted.message_id,
-        "dossiers": statuses,
-    })))
-}
-
-/// A post once decoded (its dossiers: an export's `Vec<SemDossier>`, or an orientation's one
-/// `Dossier`), with what the journal keeps of its body.
-struct DecodedPost<T> {
-    dossiers: T,
-    payload_hash: String,
-    masked_payload: Option<Vec<u8>>,
+/// A post once decoded (its dossiers: an export's several, or an orientation's one), with what the journal keeps of its body.
+pub(crate) struct DecodedPost<T> {
+    pub(crate) dossiers: T,
+    pub(crate) payload_hash: String,
+    pub(crate) masked_payload: Option<Vec<u8>>,
 }
 
 /// Runs `decode` on the blocking pool with the deadline `server.decode_budget_ms` from now (time
 /// waiting for a blocking thread counts), and turns what stops it into the answer: the violations
 /// found (400 or 422), or `413 too-costly` when the budget ran out before anything was found
 /// wrong. The body's hash and masked copy are made there too: both read the whole body.
-async fn decode_on_pool<T: Send + 'static>(
+pub(crate) async fn decode_on_pool<T: Send + 'static>(
     state: &web::Data<AppState>,
     system: System,
+    counts_dossiers: bool,
     decode: impl FnOnce(&AppState, std::time::Instant) -> Result<DecodedPost<T>, DocumentError>
         + Send
         + 'static,
@@ -308,42 +188,9 @@ async fn decode_on_pool<T: Send + 'static>(
             );
             ApiError::TooCostly {
                 budget_ms: budget.as_millis(),
-                // An orientation is one dossier: how far into it decoding got says nothing.
-                dossiers_read: (system != System::Ouiform).then_some(dossiers_read),
+                // A post of one dossier: how far into it decoding got says nothing.
+                dossiers_read: counts_dossiers.then_some(dossiers_read),
             }
         }
     })
-}
-
-/// `X-Ouiform-Signature: sha256=<hex HMAC-SHA256 of the raw body>`; 401 when missing or wrong.
-pub fn verify_signature(req: &HttpRequest, body: &[u8], secret: &str) -> Result<(), ApiError> {
-    let header = super::single_header(req, "x-ouiform-signature")?
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::Unauthorized(
-            "the X-Ouiform-Signature header is required",
-        ))?;
-    let sig = header
-        .strip_prefix("sha256=")
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or(ApiError::Unauthorized(
-            "X-Ouiform-Signature must be sha256=<hex>",
-        ))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| ApiError::Unauthorized("the signature cannot be checked"))?;
-    mac.update(body);
-    // verify_slice compares in constant time.
-    mac.verify_slice(&sig)
-        .map_err(|_| ApiError::Unauthorized("the X-Ouiform-Signature does not match the body"))
-}
-
-/// The export with the trainees' personal values masked, for the journal. Masking refuses nothing
-/// the decoder just accepted; should that ever change, the message is journalled without its
-/// payload rather than refused, and the warning says why.
-fn mask_atexo_sem(body: &[u8]) -> Option<Vec<u8>> {
-    atexo_sem::mask_export(body)
-        .map_err(|e| {
-            // MaskError's messages quote nothing of the document.
-            tracing::warn!(error = %e, "the ATEXO SEM payload could not be masked; none is kept");
-        })
-        .ok()
 }

@@ -37,17 +37,36 @@ pub enum Caller {
 /// The secrets the API checks, resolved at start-up.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub ouiform: SecretString,
-    pub atexo_sem: SecretString,
+    /// Each posting system's bearer token (`auth.tokens.<system>`), in the order of
+    /// [`crate::systems::POSTING`].
+    pub tokens: Vec<(System, SecretString)>,
     pub admin: SecretString,
     /// The operators' token that may see personal data; `None`: nobody may.
     pub admin_personal_data: Option<SecretString>,
-    pub ouiform_hmac: SecretString,
+    /// The posting systems' other secrets, by key (`<system>.<key>`).
+    pub secrets: std::collections::BTreeMap<&'static str, SecretString>,
     /// Salt of the dossier ids: stable for an installation, never shown.
     pub dossier_salt: SecretString,
 }
 
 impl Credentials {
+    /// A posting system's bearer token.
+    pub fn token(&self, system: System) -> Option<&SecretString> {
+        self.tokens
+            .iter()
+            .find(|(s, _)| *s == system)
+            .map(|(_, t)| t)
+    }
+
+    /// A posting system's other secret, by its key; an empty one (which authenticates nothing)
+    /// when it was not resolved at start-up.
+    pub fn secret(&self, key: &str) -> SecretString {
+        self.secrets
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| SecretString::from(String::new()))
+    }
+
     /// The caller a bearer token belongs to. Tokens are compared by digest with `subtle`, every
     /// one of them each time: neither how much of a token matches nor which one does shows in
     /// the time taken.
@@ -55,31 +74,31 @@ impl Credentials {
         use subtle::{ConditionallySelectable, ConstantTimeEq};
         let d = |s: &str| Sha256::digest(s.as_bytes());
         let t = d(token);
-        let candidates = [
-            (Some(&self.ouiform), 1u8),
-            (Some(&self.atexo_sem), 2),
-            (Some(&self.admin), 3),
-            (self.admin_personal_data.as_ref(), 4),
-        ];
+        // Index 0 is nobody; then each posting system, the operators, the personal-data scope.
+        let mut callers = vec![None];
+        let mut candidates = Vec::new();
+        for (system, secret) in &self.tokens {
+            callers.push(Some(Caller::System(*system)));
+            candidates.push(Some(secret));
+        }
+        callers.push(Some(Caller::Admin {
+            personal_data: false,
+        }));
+        candidates.push(Some(&self.admin));
+        callers.push(Some(Caller::Admin {
+            personal_data: true,
+        }));
+        candidates.push(self.admin_personal_data.as_ref());
         let mut found = 0u8;
-        for (secret, index) in candidates {
+        for (index, secret) in candidates.into_iter().enumerate() {
             let Some(secret) = secret else { continue };
+            let index = u8::try_from(index + 1).unwrap_or(0);
             // An empty token is nobody's (settings refuse one; this is the belt to those braces).
             let usable = subtle::Choice::from(u8::from(!secret.expose_secret().is_empty()));
             let equal = d(secret.expose_secret()).as_slice().ct_eq(t.as_slice()) & usable;
             found.conditional_assign(&index, equal);
         }
-        match found {
-            1 => Some(Caller::System(System::Ouiform)),
-            2 => Some(Caller::System(System::AtexoSem)),
-            3 => Some(Caller::Admin {
-                personal_data: false,
-            }),
-            4 => Some(Caller::Admin {
-                personal_data: true,
-            }),
-            _ => None,
-        }
+        callers.get(usize::from(found)).copied().flatten()
     }
 }
 
@@ -113,14 +132,7 @@ pub fn main_listener(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/openapi.json", web::get().to(health::openapi))
-        .route(
-            "/v1/inbound/ouiform/orientations",
-            web::post().to(inbound::ouiform_orientation),
-        )
-        .route(
-            "/v1/inbound/atexo-sem/dossiers",
-            web::post().to(inbound::atexo_sem_dossiers),
-        );
+        .configure(crate::systems::routes);
 }
 
 /// The operators' surface: `/metrics`, the admin routes (and the console, which mounts itself
@@ -295,11 +307,13 @@ mod tests {
     fn creds(personal_data: Option<&str>) -> Credentials {
         let secret = |s: &str| SecretString::from(s.to_string());
         Credentials {
-            ouiform: secret("o"),
-            atexo_sem: secret("a"),
+            tokens: vec![
+                (System::AtexoSem, secret("a")),
+                (System::Ouiform, secret("o")),
+            ],
             admin: secret("admin"),
             admin_personal_data: personal_data.map(secret),
-            ouiform_hmac: secret("h"),
+            secrets: [("ouiform.hmac_secret", secret("h"))].into(),
             dossier_salt: secret("s"),
         }
     }
@@ -320,6 +334,7 @@ mod tests {
             })
         );
         assert_eq!(c.caller("o"), Some(Caller::System(System::Ouiform)));
+        assert_eq!(c.caller("a"), Some(Caller::System(System::AtexoSem)));
         assert_eq!(c.caller("nope"), None);
         // Unset: nobody can unmask, and an empty token is nobody's.
         let c = creds(None);

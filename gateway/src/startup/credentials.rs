@@ -14,28 +14,19 @@ pub(super) fn load_credentials(
     settings: &Settings,
 ) -> Result<(Credentials, Option<std::path::PathBuf>), StartError> {
     let t = &settings.auth.tokens;
-    let given = [
-        (
-            "auth.tokens.ouiform",
-            resolve_secret("auth.tokens.ouiform", &t.ouiform, &t.ouiform_file)?,
-        ),
-        (
-            "auth.tokens.atexo_sem",
-            resolve_secret("auth.tokens.atexo_sem", &t.atexo_sem, &t.atexo_sem_file)?,
-        ),
-        (
-            "auth.tokens.admin",
-            resolve_secret("auth.tokens.admin", &t.admin, &t.admin_file)?,
-        ),
-        (
-            "ouiform.hmac_secret",
-            resolve_secret(
-                "ouiform.hmac_secret",
-                &settings.ouiform.hmac_secret,
-                &settings.ouiform.hmac_secret_file,
-            )?,
-        ),
-    ];
+    // Each posting system's token, then its other secrets: given, else stored, else generated.
+    let mut given = Vec::new();
+    for p in crate::systems::POSTING {
+        let key = crate::settings::token_key(p.system());
+        let (inline, file) = t.of(p.system());
+        let value = resolve_secret(&key, inline, file)?;
+        given.push((Some(p.system()), key, value));
+    }
+    for s in crate::systems::secrets(settings) {
+        let value = resolve_secret(s.key, s.inline, s.file)?;
+        given.push((None, s.key.to_string(), value));
+    }
+    let admin = resolve_secret("auth.tokens.admin", &t.admin, &t.admin_file)?;
     let path = settings.data.dir.join("credentials");
     let mut stored = read_credentials_file(&path)?;
     let mut generated = false;
@@ -53,24 +44,43 @@ pub(super) fn load_credentials(
         generated = true;
         SecretString::from(v)
     };
-    let [(k1, v1), (k2, v2), (k3, v3), (k4, v4)] = given;
+    let mut tokens = Vec::new();
+    let mut secrets = std::collections::BTreeMap::new();
+    let keys: Vec<&'static str> = crate::systems::secrets(settings)
+        .iter()
+        .map(|s| s.key)
+        .collect();
+    for (system, key, value) in given {
+        let secret = get(&key, value);
+        match system {
+            Some(system) => tokens.push((system, secret)),
+            None => {
+                if let Some(k) = keys.iter().find(|k| **k == key) {
+                    secrets.insert(*k, secret);
+                }
+            }
+        }
+    }
+    let admin = get("auth.tokens.admin", admin);
     let creds = Credentials {
-        ouiform: get(k1, v1),
-        atexo_sem: get(k2, v2),
-        admin: get(k3, v3),
+        tokens,
+        admin,
         admin_personal_data: resolve_secret(
             "auth.tokens.admin_personal_data",
             &t.admin_personal_data,
             &t.admin_personal_data_file,
         )?,
-        ouiform_hmac: get(k4, v4),
+        secrets,
         // Settled with the ledger by `Services::connect` (see `salt_offer`).
         dossier_salt: SecretString::from(String::new()),
     };
     // A token shared with another caller would make the personal-data scope ambiguous.
     if let Some(pd) = &creds.admin_personal_data {
-        let taken = [&creds.ouiform, &creds.atexo_sem, &creds.admin]
+        let taken = creds
+            .tokens
             .iter()
+            .map(|(_, t)| t)
+            .chain([&creds.admin])
             .any(|other| other.expose_secret() == pd.expose_secret());
         if taken {
             return Err(StartError::Settings(

@@ -1,0 +1,128 @@
+//! ATEXO SEM in the gateway: its settings section (`atexo_sem.*`) and its inbound route (an
+//! export of dossiers per post, contract §1). AGORA's returns to it are posted by
+//! [`crate::returns`]; what an export is and how it maps to the canonical dossier is the adapters'
+//! [`passerelle_adapters::atexo_sem`].
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use passerelle_adapters::atexo_sem::{self, Perimeter};
+use passerelle_adapters::canonical::System;
+use passerelle_adapters::Rule;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{PostingSystem, SecretSetting};
+use crate::ledger::{Flow, Inbound, InboundRecord};
+use crate::routes::inbound::{
+    commit, decode_on_pool, hash, read_body, require_caller, require_content_type, DecodedPost,
+};
+use crate::routes::problem::ApiError;
+use crate::routes::{request_id, AppState};
+use crate::settings::Settings;
+
+/// The `atexo_sem` section of the settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtexoSemSettings {
+    /// Where AGORA's returns are posted; off when empty.
+    pub returns_url: String,
+}
+
+/// ATEXO SEM, which posts exports of dossiers.
+#[derive(Debug, Clone, Copy)]
+pub struct AtexoSem;
+
+impl PostingSystem for AtexoSem {
+    fn system(&self) -> System {
+        System::AtexoSem
+    }
+
+    fn routes(&self, cfg: &mut web::ServiceConfig) {
+        cfg.route("/v1/inbound/atexo-sem/dossiers", web::post().to(dossiers));
+    }
+
+    fn secrets<'a>(&self, _settings: &'a Settings) -> Vec<SecretSetting<'a>> {
+        Vec::new()
+    }
+}
+
+/// `POST /v1/inbound/atexo-sem/dossiers`
+pub async fn dossiers(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    require_caller(&req, &state, System::AtexoSem)?;
+    require_content_type(&req, &["application/xml", "text/xml"], "application/xml")?;
+    let body = read_body(payload, state.body_limit, Rule::XmlSyntax).await?;
+    let DecodedPost {
+        dossiers: decoded,
+        payload_hash,
+        masked_payload,
+    } = decode_on_pool(&state, System::AtexoSem, true, move |shared, deadline| {
+        atexo_sem::decode_document_within(&body, Flow::Sync, &shared.decode, deadline).map(
+            |dossiers| DecodedPost {
+                dossiers,
+                payload_hash: hash(&body),
+                masked_payload: shared
+                    .keep_payloads
+                    .then(|| mask_atexo_sem(&body))
+                    .flatten(),
+            },
+        )
+    })
+    .await?;
+    let salt = state
+        .credentials
+        .dossier_salt
+        .expose_secret()
+        .as_bytes()
+        .to_vec();
+    let records: Vec<InboundRecord> = decoded
+        .into_iter()
+        .map(|d| InboundRecord {
+            dossier_id: d.dossier.key().dossier_id(&salt),
+            in_perimeter: d.perimeter == Perimeter::In,
+            record: d.dossier,
+        })
+        .collect();
+    let statuses: Vec<_> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "dossier_id": r.dossier_id,
+                "status": if r.in_perimeter { "accepted" } else { "out_of_perimeter" },
+            })
+        })
+        .collect();
+    let inbound = Inbound {
+        system: System::AtexoSem,
+        flow: Flow::Sync,
+        payload_hash,
+        masked_payload,
+        request_id: Some(request_id(&req)),
+        records,
+    };
+    let accepted = commit(&state, inbound).await?;
+    state
+        .metrics
+        .ingress_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Accepted().json(json!({
+        "message_id": accepted.message_id,
+        "dossiers": statuses,
+    })))
+}
+
+/// The export with the trainees' personal values masked, for the journal. Masking refuses nothing
+/// the decoder just accepted; should that ever change, the message is journalled without its
+/// payload rather than refused, and the warning says why.
+fn mask_atexo_sem(body: &[u8]) -> Option<Vec<u8>> {
+    atexo_sem::mask_export(body)
+        .map_err(|e| {
+            // MaskError's messages quote nothing of the document.
+            tracing::warn!(error = %e, "the ATEXO SEM payload could not be masked; none is kept");
+        })
+        .ok()
+}

@@ -1,0 +1,84 @@
+//! The systems that post to passerelle, one module each (*systèmes émetteurs*): its settings
+//! section as a documented struct, its inbound routes built from it, the secrets it adds to the
+//! bearer token every posting system has (`auth.tokens.<system>`). The registry is closed:
+//! [`POSTING`] lists them, and the listener, the credentials, the settings' checks and the
+//! client-certificate names iterate over it (`docs/adding-a-system.md`).
+//!
+//! Pôle emploi is polled, not posting: its client and poller are [`crate::clients::pole_emploi`]
+//! and [`crate::pollers`]; AGORA, the destination, is [`crate::clients::agora`].
+
+pub mod atexo_sem;
+pub mod ouiform;
+
+use std::path::PathBuf;
+
+use actix_web::web;
+use passerelle_adapters::canonical::System;
+use secrecy::SecretString;
+
+use crate::settings::Settings;
+
+/// A secret of a system's settings section, given inline or as `<key>_file`; generated into
+/// `data.dir/credentials` on first start when neither is given.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretSetting<'a> {
+    /// Its full key (`ouiform.hmac_secret`), which the credentials file uses too.
+    pub key: &'static str,
+    pub inline: &'a Option<SecretString>,
+    pub file: &'a Option<PathBuf>,
+}
+
+/// A system that posts to passerelle's inbound routes.
+pub trait PostingSystem: Send + Sync + 'static {
+    /// Which system this is: its bearer token is `auth.tokens.<system>`, its rate limit its own.
+    fn system(&self) -> System;
+
+    /// Its inbound routes, on the main listener.
+    fn routes(&self, cfg: &mut web::ServiceConfig);
+
+    /// The secrets of its settings section besides its bearer token.
+    fn secrets<'a>(&self, settings: &'a Settings) -> Vec<SecretSetting<'a>>;
+}
+
+/// The source of each module, whose settings section the configuration reference reads.
+pub const SETTINGS_RS: [&str; 2] = [include_str!("atexo_sem.rs"), include_str!("ouiform.rs")];
+
+/// Every posting system.
+pub static POSTING: [&dyn PostingSystem; 2] = [&atexo_sem::AtexoSem, &ouiform::Ouiform];
+
+/// The posting system behind `system`, if it posts.
+pub fn posting(system: System) -> Option<&'static dyn PostingSystem> {
+    POSTING.iter().copied().find(|p| p.system() == system)
+}
+
+/// Every posting system's routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for system in POSTING {
+        system.routes(cfg);
+    }
+}
+
+/// Every posting system's secrets besides the bearer tokens.
+pub fn secrets(settings: &Settings) -> Vec<SecretSetting<'_>> {
+    POSTING.iter().flat_map(|p| p.secrets(settings)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_posting_system_is_registered_once_and_is_a_source() {
+        for p in POSTING {
+            let n = POSTING.iter().filter(|q| q.system() == p.system()).count();
+            assert_eq!(n, 1, "{} twice", p.system());
+            assert!(
+                passerelle_adapters::sources::source(p.system()).is_some(),
+                "{} posts but has no adapter",
+                p.system()
+            );
+            assert_eq!(posting(p.system()).map(|q| q.system()), Some(p.system()));
+        }
+        assert!(posting(System::Agora).is_none());
+    }
+}

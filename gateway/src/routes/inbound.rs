@@ -145,6 +145,24 @@ async fn commit(state: &AppState, inbound: Inbound) -> Result<Accepted, ApiError
 }
 
 /// `POST /v1/inbound/ouiform/orientations`
+#[utoipa::path(
+    post,
+    path = "/v1/inbound/ouiform/orientations",
+    summary = "OUIFORM pushes one orientation (contract §2.2)",
+    security(("bearer" = [], "ouiformSignature" = [])),
+    request_body(content = crate::routes::openapi::bodies::OuiformOrientation, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted, durable", body = crate::routes::openapi::bodies::OrientationAccepted),
+        (status = 400, response = inline(crate::routes::openapi::bodies::Unparseable)),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 413, description = "Not accepted, nothing enqueued; do not retry the same body. `type` `urn:passerelle:problem:too-large`: the body is over `server.body_limit_bytes`. `type` `urn:passerelle:problem:too-costly`: decoding it (on the blocking pool) did not finish within `server.decode_budget_ms` and nothing wrong was found before (e.g. millions of properties).", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, response = inline(crate::routes::openapi::bodies::WrongContentType)),
+        (status = 422, description = "Parsed but invalid: every violation listed, nothing enqueued. Each property the schema does not define is a violation at its own pointer; past 100 violations the list is cut short (`truncated`, and a last entry of rule `xml.truncated` saying how many more, or that decoding stopped at `server.decode_budget_ms`)", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = inline(crate::routes::openapi::bodies::RateLimited)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn ouiform_orientation(
     req: HttpRequest,
     payload: web::Payload,
@@ -198,6 +216,24 @@ pub async fn ouiform_orientation(
 }
 
 /// `POST /v1/inbound/atexo-sem/dossiers`
+#[utoipa::path(
+    post,
+    path = "/v1/inbound/atexo-sem/dossiers",
+    summary = "ATEXO SEM pushes an exportSEM document with 1..n dossiers (contract §2.1), accepted or rejected whole",
+    security(("bearer" = [])),
+    request_body(content = String, content_type = "application/xml"),
+    responses(
+        (status = 202, description = "Accepted, durable", body = crate::routes::openapi::bodies::DossiersAccepted),
+        (status = 400, response = inline(crate::routes::openapi::bodies::Unparseable)),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 413, description = "Not accepted, nothing enqueued; do not retry the same body. `type` `urn:passerelle:problem:too-large`: the body is over `server.body_limit_bytes`. `type` `urn:passerelle:problem:too-costly`: decoding it did not finish within `server.decode_budget_ms` (e.g. millions of attributes); split the export.", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, response = inline(crate::routes::openapi::bodies::WrongContentType)),
+        (status = 422, description = "Parsed but invalid: every violation listed (with `truncated` when the list is cut short), nothing enqueued", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = inline(crate::routes::openapi::bodies::RateLimited)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn atexo_sem_dossiers(
     req: HttpRequest,
     payload: web::Payload,

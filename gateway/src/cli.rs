@@ -83,6 +83,9 @@ pub enum Command {
     /// The configuration reference (every key, its type, default and meaning), generated from
     /// the settings structs; kept as docs/configuration.md.
     ConfigReference,
+    /// The OpenAPI 3.1 document of the HTTP API (as `GET /openapi.json` serves it), generated
+    /// from the routes and their bodies; kept as schemas/openapi.json.
+    Openapi,
     /// The dead letters (*lettres mortes*): list them, or replay them so that their dossiers are
     /// reconciled again. Works on the configured ledger and queue; no running `serve` is needed
     /// (the replayed dossiers are delivered by whichever `serve` consumes the queue).
@@ -241,6 +244,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             .write_all(crate::config_reference::markdown().as_bytes())
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
+        Command::Openapi => crate::routes::openapi::json()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|doc| out.write_all(doc.as_bytes()).map_err(anyhow::Error::from))
+            .map(|()| ExitCode::SUCCESS),
         Command::DeadLetters { command } => crate::commands::dead_letters::run(command, &mut out),
     };
     use std::io::Write;

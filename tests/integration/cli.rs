@@ -51,6 +51,17 @@ fn docs_configuration_md_is_the_generated_reference() {
 }
 
 #[test]
+fn schemas_openapi_json_is_the_generated_document() {
+    let committed =
+        std::fs::read_to_string(root().join("schemas/openapi.json")).unwrap_or_default();
+    let generated = passerelle::routes::openapi::json().expect("the document assembles");
+    assert!(
+        committed == generated,
+        "schemas/openapi.json is stale: run `cargo run -- openapi > schemas/openapi.json`"
+    );
+}
+
+#[test]
 fn docs_rules_md_is_the_generated_list() {
     let committed = std::fs::read_to_string(root().join("docs/rules.md")).unwrap_or_default();
     assert!(

@@ -12,6 +12,7 @@ mod faults;
 mod hardening;
 mod hostile;
 mod observability;
+mod openapi;
 mod pole_emploi;
 mod registry;
 mod replicas;

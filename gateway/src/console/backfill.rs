@@ -24,6 +24,20 @@ const REPORT_COUNTS: &[&str] = &[
 ];
 
 /// `GET /console/reprises/rapports/{id}`: a backfill report, as kept (gzipped JSON).
+#[utoipa::path(
+    get,
+    path = "/console/reprises/rapports/{id}",
+    params(("id" = String, Path, description = "The report's id")),
+    tag = "console",
+    operation_id = "console_backfill_report",
+    summary = "A backfill report, as kept (gzipped JSON)",
+    responses(
+        (status = 200, description = "A download", content_type = "application/gzip", body = Vec<u8>),
+        (status = 303, description = "No session: to the login form"),
+        (status = 404, description = "No such report", content_type = "text/plain", body = String),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn backfill_report(
     req: HttpRequest,
     path: web::Path<String>,
@@ -49,6 +63,18 @@ pub async fn backfill_report(
 }
 
 /// `GET /console/reprises`.
+#[utoipa::path(
+    get,
+    path = "/console/reprises",
+    tag = "console",
+    operation_id = "console_backfill",
+    summary = "The backfill's progress and reports",
+    responses(
+        (status = 200, description = "A console page", content_type = "text/html", body = String),
+        (status = 303, description = "No session: to the login form"),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn backfill(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,

@@ -99,6 +99,18 @@ fn filters(pairs: &[(String, String)]) -> Markup {
 }
 
 /// `GET /console/dossiers`: the search box's results, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/console/dossiers",
+    tag = "console",
+    operation_id = "console_search",
+    summary = "The search box's results, a page at a time (the parameters of `GET /v1/dossiers`)",
+    responses(
+        (status = 200, description = "A console page", content_type = "text/html", body = String),
+        (status = 303, description = "No session: to the login form"),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn search(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
@@ -196,6 +208,18 @@ const EXPORT_PAGE: u32 = crate::ledger::search::MAX_LIMIT;
 /// read a keyset page of [`EXPORT_PAGE`] at a time and streamed, so memory stays flat. The first
 /// page is read before answering (the ledger down is a `503`, not an empty file); a failure
 /// later ends the download early, which the browser reports as failed.
+#[utoipa::path(
+    get,
+    path = "/console/dossiers.csv",
+    tag = "console",
+    operation_id = "console_search_csv",
+    summary = "Every dossier the search selects, as CSV, streamed",
+    responses(
+        (status = 200, description = "A download", content_type = "text/csv", body = String),
+        (status = 303, description = "No session: to the login form"),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn search_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
@@ -257,6 +281,19 @@ struct Event {
 }
 
 /// `GET /console/dossiers/{id}`.
+#[utoipa::path(
+    get,
+    path = "/console/dossiers/{id}",
+    params(("id" = String, Path, description = "The dossier's id")),
+    tag = "console",
+    operation_id = "console_dossier",
+    summary = "A dossier and its timeline",
+    responses(
+        (status = 200, description = "The dossier's page (or that there is none)", content_type = "text/html", body = String),
+        (status = 303, description = "No session: to the login form"),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn dossier(
     req: HttpRequest,
     path: web::Path<String>,

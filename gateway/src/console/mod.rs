@@ -317,54 +317,80 @@ fn search_hint() -> String {
 }
 
 /// Everything the console serves.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/console",
-        web::get().to(|| async { redirect("/console/") }),
-    )
-    .route("/console/", web::get().to(operations::dashboard))
-    .route("/console/assets/console.css", web::get().to(stylesheet))
-    .route("/console/login", web::get().to(login_form))
-    .route("/console/login", web::post().to(login))
-    .route("/console/logout", web::post().to(logout))
-    .route("/console/dossiers", web::get().to(dossiers::search))
-    .route("/console/dossiers.csv", web::get().to(dossiers::search_csv))
-    .route("/console/dossiers/{id}", web::get().to(dossiers::dossier))
-    .route(
-        "/console/lettres-mortes",
-        web::get().to(operations::dead_letters),
-    )
-    .route(
-        "/console/lettres-mortes/rejouer",
-        web::get().to(operations::confirm_bulk_replay),
-    )
-    .route(
-        "/console/lettres-mortes/rejouer",
-        web::post().to(operations::bulk_replay),
-    )
-    .route(
-        "/console/lettres-mortes/{id}/rejouer",
-        web::post().to(operations::replay),
-    )
-    .route("/console/reprises", web::get().to(backfill::backfill))
-    .route(
-        "/console/reprises/rapports/{id}",
-        web::get().to(backfill::backfill_report),
-    )
-    .route(
-        "/console/correspondances",
-        web::get().to(operations::mapping),
-    )
-    .route(
-        "/console/correspondances.md",
-        web::get().to(operations::mapping_markdown),
-    )
-    .route(
-        "/console/correspondances.csv",
-        web::get().to(operations::mapping_csv),
-    );
+pub fn routes(routes: &mut crate::routes::Routes<'_>) {
+    routes
+        .get("/console", to_dashboard)
+        .get("/console/", operations::dashboard)
+        .get("/console/assets/console.css", stylesheet)
+        .get("/console/login", login_form)
+        .post("/console/login", login)
+        .post("/console/logout", logout)
+        .get("/console/dossiers", dossiers::search)
+        .get("/console/dossiers.csv", dossiers::search_csv)
+        .get("/console/dossiers/{id}", dossiers::dossier)
+        .get("/console/lettres-mortes", operations::dead_letters)
+        .get(
+            "/console/lettres-mortes/rejouer",
+            operations::confirm_bulk_replay,
+        )
+        .post("/console/lettres-mortes/rejouer", operations::bulk_replay)
+        .post("/console/lettres-mortes/{id}/rejouer", operations::replay)
+        .get("/console/reprises", backfill::backfill)
+        .get("/console/reprises/rapports/{id}", backfill::backfill_report)
+        .get("/console/correspondances", operations::mapping)
+        .get("/console/correspondances.md", operations::mapping_markdown)
+        .get("/console/correspondances.csv", operations::mapping_csv);
 }
 
+/// The console's operations in the OpenAPI document (see `routes::openapi`): HTML pages for a
+/// browser, under the `console` tag.
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(paths(
+        to_dashboard,
+        operations::dashboard,
+        stylesheet,
+        login_form,
+        login,
+        logout,
+        dossiers::search,
+        dossiers::search_csv,
+        dossiers::dossier,
+        operations::dead_letters,
+        operations::confirm_bulk_replay,
+        operations::bulk_replay,
+        operations::replay,
+        backfill::backfill,
+        backfill::backfill_report,
+        operations::mapping,
+        operations::mapping_markdown,
+        operations::mapping_csv,
+    ))]
+    struct ConsoleDoc;
+    ConsoleDoc::openapi()
+}
+
+#[utoipa::path(
+    get,
+    path = "/console",
+    tag = "console",
+    operation_id = "console_root",
+    summary = "To the console's home page",
+    responses((status = 303, description = "To `/console/`")),
+)]
+async fn to_dashboard() -> HttpResponse {
+    redirect("/console/")
+}
+
+#[utoipa::path(
+    get,
+    path = "/console/assets/console.css",
+    tag = "console",
+    operation_id = "console_stylesheet",
+    summary = "The console's one stylesheet",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String)),
+)]
 async fn stylesheet() -> HttpResponse {
     secured(HttpResponse::Ok())
         .content_type("text/css; charset=utf-8")
@@ -403,6 +429,17 @@ fn login_page(req: &HttpRequest, message: Option<&str>) -> HttpResponse {
     .body(page.into_string())
 }
 
+#[utoipa::path(
+    get,
+    path = "/console/login",
+    tag = "console",
+    operation_id = "console_login_form",
+    summary = "The login form",
+    responses(
+        (status = 200, description = "The form (with its own CSRF cookie)", content_type = "text/html", body = String),
+        (status = 303, description = "Already logged in: to `/console/`"),
+    ),
+)]
 async fn login_form(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if operator(&req, &state).is_some() {
         return redirect("/console/");
@@ -410,6 +447,18 @@ async fn login_form(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     login_page(&req, None)
 }
 
+#[utoipa::path(
+    post,
+    path = "/console/login",
+    tag = "console",
+    operation_id = "console_login",
+    summary = "Log in with `auth.tokens.admin` or `auth.tokens.admin_personal_data`",
+    responses(
+        (status = 303, description = "Logged in: the session cookie is set, to `/console/`"),
+        (status = 401, description = "Not an admin token: the form again", content_type = "text/html", body = String),
+        (status = 403, description = "No valid CSRF token in the form", content_type = "text/html", body = String),
+    ),
+)]
 async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -445,6 +494,17 @@ async fn login(
         .finish()
 }
 
+#[utoipa::path(
+    post,
+    path = "/console/logout",
+    tag = "console",
+    operation_id = "console_logout",
+    summary = "Close the session",
+    responses(
+        (status = 303, description = "Logged out: to the login form"),
+        (status = 403, description = "No session, or no valid CSRF token in the form", content_type = "text/html", body = String),
+    ),
+)]
 async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,

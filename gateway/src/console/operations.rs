@@ -78,6 +78,18 @@ fn dead_filters_form(pairs: &[(String, String)]) -> Markup {
 }
 
 /// `GET /console/lettres-mortes`.
+#[utoipa::path(
+    get,
+    path = "/console/lettres-mortes",
+    tag = "console",
+    operation_id = "console_dead_letters",
+    summary = "The dead letters, with their filters",
+    responses(
+        (status = 200, description = "A console page", content_type = "text/html", body = String),
+        (status = 303, description = "No session: to the login form"),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn dead_letters(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
@@ -201,6 +213,18 @@ fn confirmation(
 
 /// `GET /console/lettres-mortes/rejouer?…`: how many a bulk replay would replay, and the form
 /// that does it. Nothing changes until that form is posted.
+#[utoipa::path(
+    get,
+    path = "/console/lettres-mortes/rejouer",
+    tag = "console",
+    operation_id = "console_confirm_bulk_replay",
+    summary = "How many dead letters a bulk replay would replay, and the form that does it",
+    responses(
+        (status = 200, description = "A console page", content_type = "text/html", body = String),
+        (status = 303, description = "No session: to the login form"),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn confirm_bulk_replay(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
@@ -223,6 +247,19 @@ pub async fn confirm_bulk_replay(req: HttpRequest, state: web::Data<AppState>) -
 /// number confirmed (`attendu`) or nothing: when the filter selects another number by now (a new
 /// dead letter, another operator's replay), the confirmation is shown again with the new number
 /// (`409`).
+#[utoipa::path(
+    post,
+    path = "/console/lettres-mortes/rejouer",
+    tag = "console",
+    operation_id = "console_bulk_replay",
+    summary = "The confirmed bulk replay: exactly the number confirmed, or nothing",
+    responses(
+        (status = 303, description = "Replayed: to the dead letters"),
+        (status = 409, description = "The filter selects another number by now: the confirmation again", content_type = "text/html", body = String),
+        (status = 403, description = "No session, or no valid CSRF token in the form", content_type = "text/html", body = String),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn bulk_replay(req: HttpRequest, state: web::Data<AppState>, form: Form) -> HttpResponse {
     let op = match poster(&req, &state, &form) {
         Ok(op) => op,
@@ -274,6 +311,19 @@ pub async fn bulk_replay(req: HttpRequest, state: web::Data<AppState>, form: For
 }
 
 /// `POST /console/lettres-mortes/{id}/rejouer`.
+#[utoipa::path(
+    post,
+    path = "/console/lettres-mortes/{id}/rejouer",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    tag = "console",
+    operation_id = "console_replay",
+    summary = "Replay one dead letter",
+    responses(
+        (status = 303, description = "Replayed: to its dossier"),
+        (status = 403, description = "No session, or no valid CSRF token in the form", content_type = "text/html", body = String),
+        (status = 503, description = "The ledger does not answer", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn replay(
     req: HttpRequest,
     path: web::Path<String>,
@@ -376,6 +426,18 @@ fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
 }
 
 /// `GET /console/`: the dashboard.
+#[utoipa::path(
+    get,
+    path = "/console/",
+    tag = "console",
+    operation_id = "console_dashboard",
+    summary = "The operator console, in French: search, dossier, lettres mortes, tableau de bord, reprises, correspondances",
+    description = "HTML for a browser. Without a session it redirects (303) to `/console/login`, a form taking `auth.tokens.admin` or `auth.tokens.admin_personal_data`; the session cookie is HttpOnly, SameSite=Strict, Secure under TLS and expires after 8 hours; every POST carries the session's CSRF token. On `server.admin_bind` when it is set.",
+    responses(
+        (status = 200, description = "A console page", content_type = "text/html", body = String),
+        (status = 303, description = "No session: to the login form"),
+    ),
+)]
 pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
@@ -535,6 +597,17 @@ fn markdown_tables(md: &str) -> Markup {
 
 /// `GET /console/correspondances`: the mapping document and the rule codes, as `passerelle
 /// mapping` and `passerelle rules` generate them.
+#[utoipa::path(
+    get,
+    path = "/console/correspondances",
+    tag = "console",
+    operation_id = "console_mapping",
+    summary = "The field correspondence and the rule codes",
+    responses(
+        (status = 200, description = "A console page", content_type = "text/html", body = String),
+        (status = 303, description = "No session: to the login form"),
+    ),
+)]
 pub async fn mapping(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let op = match viewer(&req, &state) {
         Ok(op) => op,
@@ -573,6 +646,17 @@ fn download(
         .body(body)
 }
 
+#[utoipa::path(
+    get,
+    path = "/console/correspondances.md",
+    tag = "console",
+    operation_id = "console_mapping_markdown",
+    summary = "The field correspondence, as `passerelle mapping` writes it",
+    responses(
+        (status = 200, description = "A download", content_type = "text/markdown", body = String),
+        (status = 303, description = "No session: to the login form"),
+    ),
+)]
 pub async fn mapping_markdown(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     download(
         viewer(&req, &state),
@@ -582,6 +666,17 @@ pub async fn mapping_markdown(req: HttpRequest, state: web::Data<AppState>) -> H
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/console/correspondances.csv",
+    tag = "console",
+    operation_id = "console_mapping_csv",
+    summary = "The field correspondence as CSV",
+    responses(
+        (status = 200, description = "A download", content_type = "text/csv", body = String),
+        (status = 303, description = "No session: to the login form"),
+    ),
+)]
 pub async fn mapping_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     download(
         viewer(&req, &state),

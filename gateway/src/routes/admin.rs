@@ -49,6 +49,21 @@ pub(crate) fn unavailable(e: LedgerError) -> ApiError {
 /// `GET /v1/dossiers/{id}`: the merged dossier (personal fields masked unless the token may see
 /// them), its delivery state, and its trace: the source messages that shaped it, each AGORA call
 /// with its answer, and its dead letters with their replay lineage.
+#[utoipa::path(
+    get,
+    path = "/v1/dossiers/{dossier_id}",
+    summary = "A dossier's trace: canonical state, delivery state, source messages, AGORA calls, dead letters and their replay lineage",
+    description = "The merged canonical dossier with its trainee's personal fields (NIR, names, birth date) masked, unless the bearer token is `auth.tokens.admin_personal_data` (`personal_data` says which). The history lists each source message that shaped the dossier (the journal), each AGORA call with its answer, and the dossier's dead letters: a replayed one has `replayed_at` and the `replay_id` of the attempt it opened; the AGORA calls of that attempt carry the same `replay_id`, and a dead letter that ended it names it in `after_replay`.",
+    security(("bearer" = [])),
+    params(("dossier_id" = String, Path)),
+    responses(
+        (status = 200, description = "The dossier", body = crate::routes::openapi::bodies::DossierTrace),
+        (status = 404, description = "No such dossier", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn dossier(
     req: HttpRequest,
     path: web::Path<String>,
@@ -186,6 +201,21 @@ pub(super) fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, Ap
 /// `GET /v1/dead-letters?destination=&code=&since=&until=&dossier_id=&include_replayed=`: the
 /// dead letters, oldest failure first. An unknown parameter is refused rather than ignored: a
 /// misspelt filter would otherwise list everything.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters",
+    summary = "Dead letters, oldest failure first: id, dossier_id, destination, reason, attempts, first/last failure, replay lineage",
+    description = "Every filter given must match; an unknown parameter is refused (422) rather than ignored. Replayed dead letters are left out unless `include_replayed=true`.",
+    security(("bearer" = [])),
+    params(crate::routes::openapi::bodies::DeadLetterQuery),
+    responses(
+        (status = 200, description = "The list", body = Vec<crate::routes::openapi::bodies::DeadLetter>),
+        (status = 422, description = "A filter is invalid or unknown: each one named with its rule", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn dead_letters(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -278,6 +308,22 @@ fn replayed_json(r: &Replayed, failed: &std::collections::HashSet<String>) -> Va
 
 /// `POST /v1/dead-letters/{id}/replay`: the dossier is reconciled again under a new replay id.
 /// `409` when this dead letter was already replayed, `404` when there is no such dead letter.
+#[utoipa::path(
+    post,
+    path = "/v1/dead-letters/{id}/replay",
+    summary = "Reconcile the dossier again under a new replay id; the dead letter stays, marked replayed",
+    description = "Committed to the ledger, then the dossier's task is published with the broker's confirm. `queued: false` means the broker did not confirm: the replay is recorded all the same and the gateway's sweeper enqueues the dossier later. A dead letter is replayed once: if the dossier fails again, that is a new dead letter, to replay in turn.",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, description = "Replaying", body = crate::routes::openapi::bodies::Replayed),
+        (status = 404, description = "No such dead letter", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This dead letter was already replayed (the detail says when, and where to find a newer one)", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn replay(
     req: HttpRequest,
     path: web::Path<String>,
@@ -379,6 +425,24 @@ fn bulk_filter(body: &[u8]) -> Result<DeadLetterFilter, ApiError> {
 
 /// `POST /v1/dead-letters/replay` with a filter (see [`bulk_filter`]): replays every dead letter
 /// not yet replayed that it selects; `202` with how many and which.
+#[utoipa::path(
+    post,
+    path = "/v1/dead-letters/replay",
+    summary = "Replay every dead letter not yet replayed that a filter selects",
+    description = "The body names the filter (the list's filters, all of which must match) or says `{\"all\": true}`: an empty filter is refused (422 on `/all`), so that nobody replays every dead letter by accident. Each dead letter is replayed as `POST /v1/dead-letters/{id}/replay` does, in one ledger transaction, oldest first.",
+    security(("bearer" = [])),
+    request_body(content = crate::routes::openapi::bodies::ReplayFilter, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Replaying: how many and which", body = crate::routes::openapi::bodies::ReplayedMany),
+        (status = 400, response = inline(crate::routes::openapi::bodies::Unparseable)),
+        (status = 413, description = "Body too large", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The content type must be application/json", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid or unknown filter field, or an empty filter without `all: true`", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn replay_matching(
     req: HttpRequest,
     payload: web::Payload,
@@ -415,6 +479,20 @@ pub async fn replay_matching(
 /// (a Pôle emploi registration with a field of the wrong type, say), most recently seen first,
 /// each with its violations and its item masked (no personal value, whatever the token). The same
 /// item seen at every poll is one entry with its count.
+#[utoipa::path(
+    get,
+    path = "/v1/unreadable",
+    summary = "What polled sources sent that could not be read (e.g. a Pôle emploi registration with a field of the wrong type), masked, with its violations; the same item seen at every poll is one entry",
+    security(("bearer" = [])),
+    params(crate::routes::openapi::bodies::UnreadableQuery),
+    responses(
+        (status = 200, description = "The unreadable messages, most recently seen first", body = Vec<crate::routes::openapi::bodies::Unreadable>),
+        (status = 422, description = "A filter is invalid or unknown: each one named with its rule", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn unreadable(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//! `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Probes are cheap whatever their rate: `/readyz` answers from a result at most
 //! [`READY_FOR`] old (one probe at a time refreshes it, the others wait for it), and AGORA is
@@ -16,9 +16,6 @@ use tokio::sync::watch;
 use super::AppState;
 use crate::clients::agora::{AgoraClient, Health};
 use crate::queue::Lane;
-
-/// The OpenAPI 3.1 description of contract §1.
-pub const OPENAPI: &str = include_str!("../../../schemas/openapi.json");
 
 /// How long a `/readyz` result is served again.
 pub const READY_FOR: Duration = Duration::from_secs(1);
@@ -84,6 +81,14 @@ pub async fn watch_agora(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    summary = "200 when the process runs",
+    responses(
+        (status = 200, description = "Running"),
+    ),
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -92,6 +97,15 @@ pub async fn healthz() -> HttpResponse {
 /// failing part. AGORA is reported, with
 /// the authenticator in use and when its current token expires (never the token), and so is Pôle
 /// emploi: neither gates.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    summary = "200 when the ledger and the queue answer and every long-running task runs; 503 naming the failing part. AGORA and Pôle emploi are reported, not gating.",
+    responses(
+        (status = 200, description = "Ready", body = crate::routes::openapi::bodies::Readiness),
+        (status = 503, description = "Not ready: `status` is `not_ready`, the failing part says so", body = crate::routes::openapi::bodies::Readiness),
+    ),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut last = state.readiness.last.lock().await;
     let fresh = last
@@ -142,6 +156,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus text",
+    responses(
+        (status = 200, description = "Metrics", content_type = "text/plain", body = String),
+    ),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     for lane in Lane::ALL {
         if let Ok(depth) = state.queue.depth(lane).await {
@@ -157,10 +179,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.encode())
-}
-
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI)
 }

@@ -3,13 +3,15 @@
 pub mod admin;
 pub mod health;
 pub mod inbound;
+pub mod openapi;
 pub mod problem;
 pub mod search;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{web, HttpMessage, HttpRequest};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, Handler, HttpMessage, HttpRequest, Responder};
 use passerelle_adapters::atexo_sem::DecodeSettings;
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::merge::Precedence;
@@ -126,40 +128,119 @@ impl RateLimiter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CertifiedSystem(pub System);
 
-/// What the main listener (`server.bind`) serves: the probes, the OpenAPI document and the inbound
-/// routes. The admin routes join it only when `server.admin_bind` is empty.
+/// Where every route is registered. It lists each one too, so that a test can compare what the
+/// listeners serve with the OpenAPI document (see [`openapi`]): the listeners below register
+/// nothing on the `ServiceConfig` but through here.
+pub struct Routes<'c> {
+    /// `None`: only listing.
+    cfg: Option<&'c mut web::ServiceConfig>,
+    listed: Vec<(Method, &'static str)>,
+}
+
+impl std::fmt::Debug for Routes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("listed", &self.listed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> Routes<'c> {
+    fn on(cfg: &'c mut web::ServiceConfig) -> Self {
+        Self {
+            cfg: Some(cfg),
+            listed: Vec::new(),
+        }
+    }
+
+    /// `handler` answers `method` on `path`.
+    pub fn route<F, Args>(&mut self, method: Method, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        if let Some(cfg) = self.cfg.as_deref_mut() {
+            cfg.route(path, web::method(method.clone()).to(handler));
+        }
+        self.listed.push((method, path));
+        self
+    }
+
+    pub fn get<F, Args>(&mut self, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::GET, path, handler)
+    }
+
+    pub fn post<F, Args>(&mut self, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::POST, path, handler)
+    }
+}
+
+/// The (method, path) of every route `listener` registers (one of the `*_routes` below), in order.
+pub fn listed(listener: fn(&mut Routes<'_>)) -> Vec<(Method, &'static str)> {
+    let mut routes = Routes {
+        cfg: None,
+        listed: Vec::new(),
+    };
+    listener(&mut routes);
+    routes.listed
+}
+
+/// What the main listener (`server.bind`) serves: see [`main_routes`].
 pub fn main_listener(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/openapi.json", web::get().to(health::openapi))
-        .configure(crate::systems::routes);
+    main_routes(&mut Routes::on(cfg));
 }
 
-/// The operators' surface: `/metrics`, the admin routes (and the console, which mounts itself
-/// here). On the admin listener when `server.admin_bind` is set, so that it answers only there
-/// (404 on the main listener); beside the rest otherwise. Full paths, no `/v1` scope: actix does
-/// not fall through from one scope to another of the same prefix.
+/// The operators' surface: see [`admin_routes`].
 pub fn admin_scope(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(health::metrics))
-        .route("/v1/dossiers", web::get().to(search::dossiers))
-        .route("/v1/dossiers/{dossier_id}", web::get().to(admin::dossier))
-        .route("/v1/dead-letters", web::get().to(admin::dead_letters))
-        .route("/v1/unreadable", web::get().to(admin::unreadable))
-        .route(
-            "/v1/dead-letters/replay",
-            web::post().to(admin::replay_matching),
-        )
-        .route(
-            "/v1/dead-letters/{id}/replay",
-            web::post().to(admin::replay),
-        )
-        .configure(crate::console::routes);
+    admin_routes(&mut Routes::on(cfg));
 }
 
-/// What the admin listener serves: the operators' surface and the liveness probe.
+/// What the admin listener (`server.admin_bind`) serves: see [`admin_listener_routes`].
 pub fn admin_listener(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz));
-    admin_scope(cfg);
+    admin_listener_routes(&mut Routes::on(cfg));
+}
+
+/// The probes, the OpenAPI document and the inbound routes. The admin routes join them only when
+/// `server.admin_bind` is empty.
+pub fn main_routes(routes: &mut Routes<'_>) {
+    routes
+        .get("/healthz", health::healthz)
+        .get("/readyz", health::readyz)
+        .get("/openapi.json", openapi::openapi);
+    crate::systems::routes(routes);
+}
+
+/// `/metrics`, the admin routes and the console. On the admin listener when `server.admin_bind`
+/// is set, so that it answers only there (404 on the main listener); beside the rest otherwise.
+/// Full paths, no `/v1` scope: actix does not fall through from one scope to another of the same
+/// prefix.
+pub fn admin_routes(routes: &mut Routes<'_>) {
+    routes
+        .get("/metrics", health::metrics)
+        .get("/v1/dossiers", search::dossiers)
+        .get("/v1/dossiers/{dossier_id}", admin::dossier)
+        .get("/v1/dead-letters", admin::dead_letters)
+        .get("/v1/unreadable", admin::unreadable)
+        .post("/v1/dead-letters/replay", admin::replay_matching)
+        .post("/v1/dead-letters/{id}/replay", admin::replay);
+    crate::console::routes(routes);
+}
+
+/// The operators' surface and the liveness probe.
+pub fn admin_listener_routes(routes: &mut Routes<'_>) {
+    routes.get("/healthz", health::healthz);
+    admin_routes(routes);
 }
 
 /// Everything the handlers share, built once by [`crate::startup`].

@@ -46,18 +46,25 @@ pub enum ApiError {
     },
 }
 
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
+/// The body of every error (RFC 9457), `application/problem+json`.
+// Its docs are the OpenAPI document's descriptions (`routes::openapi`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// A URN naming the problem, `urn:passerelle:problem:<name>`: `unparseable` and `duplicate-header` (400), `unauthorized` (401), `forbidden` (403), `not-found` (404), `already-replayed` (409), `too-large` (413, over `server.body_limit_bytes`), `too-costly` (413, decoding did not finish within `server.decode_budget_ms`), `unsupported-media-type` (415), `invalid` (422), `rate-limited` (429), `unavailable` (503).
     #[serde(rename = "type")]
     kind: &'a str,
     title: &'a str,
+    #[schema(value_type = i64)]
     status: u16,
     detail: String,
     #[serde(skip_serializing_if = "<[Violation]>::is_empty")]
+    #[schema(value_type = Vec<super::openapi::bodies::Violation>)]
     errors: &'a [Violation],
-    /// The list of `errors` is cut short: its last entry (rule `xml.truncated`) says how many
-    /// more violations were found, or where decoding stopped. Absent otherwise.
+    // The list of `errors` is cut short: its last entry (rule `xml.truncated`) says how many more
+    // violations were found, or where decoding stopped. Absent otherwise. Documented by the
+    // schema it is given.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(schema_with = super::openapi::bodies::truncated)]
     truncated: bool,
 }
 
@@ -263,12 +270,16 @@ mod tests {
     }
 
     fn openapi() -> serde_json::Value {
-        serde_json::from_str(super::super::health::OPENAPI).expect("the OpenAPI document is JSON")
+        serde_json::from_str(document()).expect("the OpenAPI document is JSON")
+    }
+
+    fn document() -> &'static str {
+        super::super::openapi::json().expect("the OpenAPI document assembles")
     }
 
     #[test]
     fn the_openapi_document_names_every_problem_type() {
-        let doc = super::super::health::OPENAPI;
+        let doc = document();
         for e in every_kind() {
             let (_, kind, _) = e.table();
             let name = kind.rsplit(':').next().unwrap_or(kind);

@@ -290,6 +290,20 @@ fn wants_csv(req: &HttpRequest) -> bool {
 }
 
 /// `GET /v1/dossiers`.
+#[utoipa::path(
+    get,
+    path = "/v1/dossiers",
+    summary = "Search the dossiers: by an identifier a system gave them, by state, delivery, funder, session, dead-letter code and dates; keyset pages, most recently changed first; JSON or CSV",
+    security(("bearer" = [])),
+    params(crate::routes::openapi::bodies::SearchQuery),
+    responses(
+        (status = 200, description = "A page of matching dossiers, with no personal value whatever the token", content((crate::routes::openapi::bodies::DossierPage = "application/json"), (crate::routes::openapi::bodies::DossiersCsv = "text/csv")), headers(("X-Next-Cursor" = String, description = "With CSV: the next page's `cursor`, absent on the last page"))),
+        (status = 422, description = "A parameter is invalid or unknown: each one named with its rule", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn dossiers(
     req: HttpRequest,
     state: web::Data<AppState>,

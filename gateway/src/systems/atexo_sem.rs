@@ -17,7 +17,7 @@ use crate::routes::inbound::{
     commit, decode_on_pool, hash, read_body, require_caller, require_content_type, DecodedPost,
 };
 use crate::routes::problem::ApiError;
-use crate::routes::{request_id, AppState};
+use crate::routes::{request_id, AppState, Routes};
 use crate::settings::Settings;
 
 /// The `atexo_sem` section of the settings.
@@ -37,16 +37,45 @@ impl PostingSystem for AtexoSem {
         System::AtexoSem
     }
 
-    fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.route("/v1/inbound/atexo-sem/dossiers", web::post().to(dossiers));
+    fn routes(&self, routes: &mut Routes<'_>) {
+        routes.post("/v1/inbound/atexo-sem/dossiers", dossiers);
     }
 
     fn secrets<'a>(&self, _settings: &'a Settings) -> Vec<SecretSetting<'a>> {
         Vec::new()
     }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        <Api as utoipa::OpenApi>::openapi()
+    }
 }
 
+/// ATEXO SEM's part of the OpenAPI document: its route.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(dossiers))]
+struct Api;
+
 /// `POST /v1/inbound/atexo-sem/dossiers`
+#[utoipa::path(
+    post,
+    operation_id = "atexo_sem_dossiers",
+    tag = "inbound",
+    path = "/v1/inbound/atexo-sem/dossiers",
+    summary = "ATEXO SEM pushes an exportSEM document with 1..n dossiers (contract §2.1), accepted or rejected whole",
+    security(("bearer" = [])),
+    request_body(content = String, content_type = "application/xml"),
+    responses(
+        (status = 202, description = "Accepted, durable", body = crate::routes::openapi::bodies::DossiersAccepted),
+        (status = 400, response = inline(crate::routes::openapi::bodies::Unparseable)),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 413, description = "Not accepted, nothing enqueued; do not retry the same body. `type` `urn:passerelle:problem:too-large`: the body is over `server.body_limit_bytes`. `type` `urn:passerelle:problem:too-costly`: decoding it did not finish within `server.decode_budget_ms` (e.g. millions of attributes); split the export.", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, response = inline(crate::routes::openapi::bodies::WrongContentType)),
+        (status = 422, description = "Parsed but invalid: every violation listed (with `truncated` when the list is cut short), nothing enqueued", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = inline(crate::routes::openapi::bodies::RateLimited)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn dossiers(
     req: HttpRequest,
     payload: web::Payload,

@@ -12,10 +12,10 @@ pub mod ouiform;
 
 use std::path::PathBuf;
 
-use actix_web::web;
 use passerelle_adapters::canonical::System;
 use secrecy::SecretString;
 
+use crate::routes::Routes;
 use crate::settings::Settings;
 
 /// A secret of a system's settings section, given inline or as `<key>_file`; generated into
@@ -34,10 +34,20 @@ pub trait PostingSystem: Send + Sync + 'static {
     fn system(&self) -> System;
 
     /// Its inbound routes, on the main listener.
-    fn routes(&self, cfg: &mut web::ServiceConfig);
+    fn routes(&self, routes: &mut Routes<'_>);
 
     /// The secrets of its settings section besides its bearer token.
     fn secrets<'a>(&self, settings: &'a Settings) -> Vec<SecretSetting<'a>>;
+
+    /// Its part of the OpenAPI document: its routes' operations, their bodies, its security
+    /// schemes (merged into [`crate::routes::openapi`]'s).
+    fn openapi(&self) -> utoipa::openapi::OpenApi;
+
+    /// The components of its part whose schema is a file of `passerelle-schemas`, by name: the
+    /// file's text replaces the placeholder.
+    fn schema_files(&self) -> Vec<(&'static str, passerelle_schemas::SchemaId)> {
+        Vec::new()
+    }
 }
 
 /// The source of each module, whose settings section the configuration reference reads.
@@ -52,9 +62,9 @@ pub fn posting(system: System) -> Option<&'static dyn PostingSystem> {
 }
 
 /// Every posting system's routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub fn routes(routes: &mut Routes<'_>) {
     for system in POSTING {
-        system.routes(cfg);
+        system.routes(routes);
     }
 }
 

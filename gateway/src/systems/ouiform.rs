@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::{ouiform, Rule};
+use passerelle_schemas::SchemaId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +20,7 @@ use crate::routes::inbound::{
     commit, decode_on_pool, hash, read_body, require_caller, require_content_type, DecodedPost,
 };
 use crate::routes::problem::ApiError;
-use crate::routes::{request_id, AppState};
+use crate::routes::{request_id, AppState, Routes};
 use crate::settings::Settings;
 
 /// The key of the orientations' signing secret, as settings and the credentials file name it.
@@ -43,11 +44,8 @@ impl PostingSystem for Ouiform {
         System::Ouiform
     }
 
-    fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.route(
-            "/v1/inbound/ouiform/orientations",
-            web::post().to(orientation),
-        );
+    fn routes(&self, routes: &mut Routes<'_>) {
+        routes.post("/v1/inbound/ouiform/orientations", orientation);
     }
 
     fn secrets<'a>(&self, settings: &'a Settings) -> Vec<SecretSetting<'a>> {
@@ -57,9 +55,89 @@ impl PostingSystem for Ouiform {
             file: &settings.ouiform.hmac_secret_file,
         }]
     }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        <Api as utoipa::OpenApi>::openapi()
+    }
+
+    fn schema_files(&self) -> Vec<(&'static str, SchemaId)> {
+        vec![("OuiformOrientation", SchemaId::OuiformOrientation)]
+    }
+}
+
+/// OUIFORM's part of the OpenAPI document: its route, its bodies, its signature.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(orientation),
+    components(schemas(OuiformOrientation, OrientationAccepted)),
+    modifiers(&Signature)
+)]
+struct Api;
+
+/// The orientation's schema: a placeholder, replaced by `schemas/json/ouiform/orientation.schema.json`
+/// when the document is assembled, so that the file stays the one source of it.
+#[derive(Debug)]
+pub struct OuiformOrientation;
+
+impl utoipa::PartialSchema for OuiformOrientation {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .description(Some(SchemaId::OuiformOrientation.file()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for OuiformOrientation {}
+
+/// `202` to OUIFORM.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OrientationAccepted {
+    pub message_id: String,
+    pub dossier_id: String,
+    #[schema(inline)]
+    pub status: crate::routes::openapi::bodies::Accepted,
+}
+
+/// `X-Ouiform-Signature`, beside the bearer token (contract §1, *Authentication*).
+struct Signature;
+
+impl utoipa::Modify for Signature {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "ouiformSignature",
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "X-Ouiform-Signature",
+                    "sha256=<hex HMAC-SHA256 of the raw body with the shared secret>",
+                ))),
+            );
+    }
 }
 
 /// `POST /v1/inbound/ouiform/orientations`
+#[utoipa::path(
+    post,
+    operation_id = "ouiform_orientation",
+    tag = "inbound",
+    path = "/v1/inbound/ouiform/orientations",
+    summary = "OUIFORM pushes one orientation (contract §2.2)",
+    security(("bearer" = [], "ouiformSignature" = [])),
+    request_body(content = OuiformOrientation, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted, durable", body = OrientationAccepted),
+        (status = 400, response = inline(crate::routes::openapi::bodies::Unparseable)),
+        (status = 401, response = inline(crate::routes::openapi::bodies::Unauthorized)),
+        (status = 403, response = inline(crate::routes::openapi::bodies::Forbidden)),
+        (status = 413, description = "Not accepted, nothing enqueued; do not retry the same body. `type` `urn:passerelle:problem:too-large`: the body is over `server.body_limit_bytes`. `type` `urn:passerelle:problem:too-costly`: decoding it (on the blocking pool) did not finish within `server.decode_budget_ms` and nothing wrong was found before (e.g. millions of properties).", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, response = inline(crate::routes::openapi::bodies::WrongContentType)),
+        (status = 422, description = "Parsed but invalid: every violation listed, nothing enqueued. Each property the schema does not define is a violation at its own pointer; past 100 violations the list is cut short (`truncated`, and a last entry of rule `xml.truncated` saying how many more, or that decoding stopped at `server.decode_budget_ms`)", body = crate::routes::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = inline(crate::routes::openapi::bodies::RateLimited)),
+        (status = 503, response = inline(crate::routes::openapi::bodies::Unavailable)),
+    ),
+)]
 pub async fn orientation(
     req: HttpRequest,
     payload: web::Payload,

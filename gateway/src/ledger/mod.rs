@@ -25,8 +25,8 @@
 //!   backfill's lots), `checkpoints.rs` (checkpoints and the payload purge), `outbox.rs` and
 //!   `progress.rs` (each backend's side of the modules below); each backend's `mod.rs` says
 //!   where the borderline operations went;
-//! - `logic.rs`: what both backends compute without I/O (how a message plans its changes to its
-//!   dossiers, how a lot's lines are sorted) and the decoding and error helpers they share;
+//! - `planning.rs`: what both backends compute without I/O (how a message plans its changes to its
+//!   dossiers, how a lot's lines are sorted), and the decoding and error helpers they share;
 //! - [`outbox`] (the returns to ATEXO SEM and the backfill reports), [`progress`] (the console's
 //!   view of the backfill), [`search`] (the operators' reads, both dialects in one file),
 //!   [`fence`] (writes fenced by a lease): concerns across the roles, with their own types;
@@ -75,8 +75,8 @@ pub use records::*;
 #[cfg(test)]
 mod conformance;
 pub mod fence;
-mod logic;
 pub mod outbox;
+mod planning;
 pub mod postgres;
 pub mod progress;
 pub mod search;

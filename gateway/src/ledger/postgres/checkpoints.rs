@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::PostgresLedger;
-use crate::ledger::logic::{self, db_error, now};
+use crate::ledger::planning::{self, db_error, now};
 use crate::ledger::LedgerError;
 
 pub(super) async fn checkpoint(l: &PostgresLedger, key: &str) -> Result<Option<i64>, LedgerError> {
@@ -38,7 +38,7 @@ pub(super) async fn purge_payloads(
     l: &PostgresLedger,
     retention: Duration,
 ) -> Result<u64, LedgerError> {
-    let cutoff = now() - logic::capped(retention);
+    let cutoff = now() - planning::capped(retention);
     sqlx::query(
         "UPDATE journal SET masked_payload = NULL \
              WHERE masked_payload IS NOT NULL AND received_at < $1",

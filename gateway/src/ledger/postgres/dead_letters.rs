@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger, Tx};
-use crate::ledger::logic::{self, db_error, from_json, now, to_json};
+use crate::ledger::planning::{self, db_error, from_json, now, to_json};
 use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed};
 
 impl PostgresLedger {
@@ -43,7 +43,7 @@ impl PostgresLedger {
         let mut codes = Vec::with_capacity(dead.len());
         let mut reasons = Vec::with_capacity(dead.len());
         for (dossier_id, reason) in dead {
-            ids.push(logic::new_id());
+            ids.push(planning::new_id());
             dossier_ids.push(*dossier_id);
             codes.push(reason.code());
             reasons.push(to_json(&format!("dossier {dossier_id}"), reason)?);
@@ -96,7 +96,7 @@ impl PostgresLedger {
             replayed.push(Replayed {
                 dossier_id: get(r, &what, "dossier_id")?,
                 destination: get(r, &what, "destination")?,
-                replay_id: logic::new_id(),
+                replay_id: planning::new_id(),
                 replayed_at: at,
                 dead_letter_id: id,
             });

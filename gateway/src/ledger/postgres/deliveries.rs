@@ -11,7 +11,9 @@ use passerelle_adapters::Violation;
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, outbox, PostgresLedger, MAX_ERROR_CHARS};
-use crate::ledger::logic::{self, clip, corrupt, db_error, from_json, now, parse_status, to_json};
+use crate::ledger::planning::{
+    self, clip, corrupt, db_error, from_json, now, parse_status, to_json,
+};
 use crate::ledger::{DeliveryRow, DeliveryStatus, Lease, LedgerError, OperationRecord};
 
 impl PostgresLedger {
@@ -53,11 +55,11 @@ pub(super) async fn try_lease(
     )
     .bind(dossier_id)
     .bind(holder)
-    .bind(logic::capped(ttl).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6)
+    .bind(planning::capped(ttl).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6)
     .fetch_optional(&l.pool)
     .await
     .map_err(|e| db_error("lease", e))?;
-    Ok(logic::lease(taken.map(|(prev,)| prev), holder))
+    Ok(planning::lease(taken.map(|(prev,)| prev), holder))
 }
 
 pub(super) async fn release(
@@ -202,7 +204,7 @@ pub(super) async fn operations(
         let operation: String = get(r, &what, "operation")?;
         let status: Option<i32> = get(r, &what, "http_status")?;
         Ok(OperationRecord {
-            operation: logic::parse_operation(&what, &operation)?,
+            operation: planning::parse_operation(&what, &operation)?,
             status: status
                 .map(|s| u16::try_from(s).map_err(|_| corrupt(&what, "bad HTTP status")))
                 .transpose()?,
@@ -221,7 +223,7 @@ pub(super) async fn pending(
     quiet_for: Duration,
     limit: i64,
 ) -> Result<Vec<String>, LedgerError> {
-    let cutoff = now() - logic::capped(quiet_for);
+    let cutoff = now() - planning::capped(quiet_for);
     // Lot members and claimable backfill dossiers are the lots' to deliver.
     sqlx::query_scalar(concat!(
         "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \
@@ -256,7 +258,7 @@ pub(super) async fn sessions(
     .fetch_all(&l.pool)
     .await
     .map_err(|e| db_error("sessions", e))?;
-    Ok(logic::sessions(rows))
+    Ok(planning::sessions(rows))
 }
 
 pub(super) async fn deliveries(

@@ -12,7 +12,7 @@ use passerelle_adapters::Violation;
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger, Tx};
-use crate::ledger::logic::{
+use crate::ledger::planning::{
     self, corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json, Loaded, Plan,
     PlanError, SourceWrite, StoredSource,
 };
@@ -360,7 +360,7 @@ pub(super) async fn accept(
     inbound: Inbound,
     precedence: &Precedence,
 ) -> Result<Accepted, LedgerError> {
-    let message_id = logic::new_id();
+    let message_id = planning::new_id();
     let at = now();
     let mut tx = l.begin("accept").await?;
     let inserted = sqlx::query(
@@ -444,7 +444,7 @@ pub(super) async fn accept(
     for (position, rec) in inbound.records.iter().enumerate() {
         let id = rec.dossier_id.as_str();
         let slot = current.entry(id).or_default();
-        let plan = match logic::plan(id, slot.as_ref(), rec, inbound.flow, precedence) {
+        let plan = match planning::plan(id, slot.as_ref(), rec, inbound.flow, precedence) {
             Ok(plan) => plan,
             Err(PlanError::Refused(v)) => {
                 refused.push(v);

@@ -6,7 +6,7 @@ use passerelle_adapters::planner::Operation;
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger};
-use crate::ledger::logic::{self, db_error, now};
+use crate::ledger::planning::{self, db_error, now};
 use crate::ledger::{
     BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow, LotState,
 };
@@ -21,7 +21,7 @@ impl PostgresLedger {
         let versions: Vec<i64> = get(r, &what, "member_versions")?;
         Ok(LotRow {
             destination: get(r, &what, "destination")?,
-            state: logic::parse_lot_state(&what, &state)?,
+            state: planning::parse_lot_state(&what, &state)?,
             agora_lot: get(r, &what, "agora_lot")?,
             members: ids
                 .into_iter()
@@ -187,7 +187,7 @@ pub(super) async fn settle_lot(
         .ok_or(LedgerError::NotFound { what: "lot" })?;
     let destination: String = get(&row, &what, "destination")?;
     let agora_lot: Option<String> = get(&row, &what, "agora_lot")?;
-    let lines = logic::lot_lines(agora_lot.as_deref().unwrap_or(lot_key), lines)?;
+    let lines = planning::lot_lines(agora_lot.as_deref().unwrap_or(lot_key), lines)?;
     // (dossier id, status afterwards) of every member settled or released.
     let mut left: Vec<(String, String)> = Vec::new();
 

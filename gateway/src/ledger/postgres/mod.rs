@@ -16,7 +16,7 @@
 //!    The ids go in sorted order, so two messages naming the same dossiers cannot deadlock.
 //! 3. The dossiers that existed are read with their sources, by a new statement: its snapshot
 //!    shows what the previous holders of the locks committed.
-//! 4. Every record is planned in memory (`logic::plan`), in order, each against the dossier as
+//! 4. Every record is planned in memory (`planning::plan`), in order, each against the dossier as
 //!    the previous records of the message left it.
 //! 5. One statement writes it all over `UNNEST`ed arrays: dossiers, sources, deliveries and the
 //!    journal's links. The delivery's revival from `dead` is decided there, at write time, since
@@ -68,7 +68,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::logic::db_error;
+use super::planning::db_error;
 use super::{
     mask_url, Accepted, BackfillProgress, DeadLetter, DeadLetterFilter, DeadReason, DeliveryRow,
     DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, LotLine, LotRow,
@@ -92,7 +92,7 @@ pub struct PostgresLedger {
 type Tx = Transaction<'static, Postgres>;
 
 /// A delivery (`deliveries v`) whose delivered state is not `Present`: AGORA never confirmed it.
-/// The texts are `logic::DELIVERED_NOT_PRESENT`, as serde writes them (a test checks).
+/// The texts are `planning::DELIVERED_NOT_PRESENT`, as serde writes them (a test checks).
 macro_rules! not_present {
     () => {
         r#"v.delivered IN ('{"kind":"unknown"}'::jsonb, '{"kind":"absent"}'::jsonb)"#
@@ -508,7 +508,7 @@ impl Ledger for PostgresLedger {
 
 #[cfg(test)]
 mod tests {
-    use crate::ledger::logic::DELIVERED_NOT_PRESENT;
+    use crate::ledger::planning::DELIVERED_NOT_PRESENT;
 
     #[test]
     fn not_present_spells_the_stored_texts() {

@@ -6,10 +6,10 @@ use std::time::Duration;
 use sqlx::postgres::PgPool;
 
 use super::{get, Tx};
-use crate::ledger::logic::{self, db_error};
 use crate::ledger::outbox::{
     DueReturn, PendingReturn, ReportMeta, ReturnAttempt, ReturnRow, ReturnStatus,
 };
+use crate::ledger::planning::{self, db_error};
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "returns outbox";
@@ -53,7 +53,7 @@ pub(super) async fn claim(
          RETURNING return_id, dossier_id, body, attempts",
     )
     .bind(i64::from(limit))
-    .bind(logic::capped(claim).num_milliseconds() as f64 / 1000.0)
+    .bind(planning::capped(claim).num_milliseconds() as f64 / 1000.0)
     .fetch_all(pool)
     .await
     .map_err(|e| db_error(WHAT, e))?;
@@ -125,7 +125,7 @@ pub(super) async fn of_dossier(
                 etat: get(r, WHAT, "etat")?,
                 anomaly_codes: codes.0,
                 status: ReturnStatus::parse(&status)
-                    .ok_or_else(|| logic::corrupt(WHAT, "status"))?,
+                    .ok_or_else(|| planning::corrupt(WHAT, "status"))?,
                 attempts: get(r, WHAT, "attempts")?,
                 created_at: get(r, WHAT, "created_at")?,
                 sent_at: get(r, WHAT, "sent_at")?,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{commit, ts, SqliteLedger};
-use crate::ledger::logic::{self, db_error, now};
+use crate::ledger::planning::{self, db_error, now};
 use crate::ledger::LedgerError;
 
 pub(super) async fn checkpoint(l: &SqliteLedger, key: &str) -> Result<Option<i64>, LedgerError> {
@@ -39,7 +39,7 @@ pub(super) async fn purge_payloads(
     l: &SqliteLedger,
     retention: Duration,
 ) -> Result<u64, LedgerError> {
-    let cutoff = now() - logic::capped(retention);
+    let cutoff = now() - planning::capped(retention);
     let mut tx = l.begin_write().await?;
     let purged = sqlx::query(
         "UPDATE journal SET masked_payload = NULL \

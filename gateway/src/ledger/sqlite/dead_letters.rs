@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 
 use super::{commit, get, parse_opt_ts, parse_ts, ts, SqliteLedger, Tx};
-use crate::ledger::logic::{self, db_error, from_json, now, to_json};
+use crate::ledger::planning::{self, db_error, from_json, now, to_json};
 use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed};
 
 impl SqliteLedger {
@@ -54,7 +54,7 @@ impl SqliteLedger {
             .map(|(dossier_id, reason)| {
                 Ok(Letter {
                     dossier: dossier_id,
-                    id: logic::new_id(),
+                    id: planning::new_id(),
                     code: reason.code(),
                     reason: to_json(&format!("dossier {dossier_id}"), reason)?,
                 })
@@ -116,7 +116,7 @@ impl SqliteLedger {
             let what = format!("dead letter {id}");
             let dossier_id: String = get(r, &what, "dossier_id")?;
             let destination: String = get(r, &what, "destination")?;
-            let replay_id = logic::new_id();
+            let replay_id = planning::new_id();
             sqlx::query(
                 "UPDATE dead_letters SET replayed_at = $2, replay_id = $3 \
                  WHERE id = $1 AND replayed_at IS NULL",

@@ -14,7 +14,9 @@ use super::{
     commit, get, outbox, parse_opt_ts, parse_ts, ts, SqliteLedger, IDS_PER_STATEMENT,
     MAX_ERROR_CHARS,
 };
-use crate::ledger::logic::{self, clip, corrupt, db_error, from_json, now, parse_status, to_json};
+use crate::ledger::planning::{
+    self, clip, corrupt, db_error, from_json, now, parse_status, to_json,
+};
 use crate::ledger::{DeliveryRow, DeliveryStatus, Lease, LedgerError, OperationRecord};
 
 impl SqliteLedger {
@@ -43,7 +45,7 @@ pub(super) async fn try_lease(
     ttl: Duration,
 ) -> Result<Lease, LedgerError> {
     let at = now();
-    let expires = at + logic::capped(ttl);
+    let expires = at + planning::capped(ttl);
     let mut tx = l.begin_unfenced().await?;
     let prev: Option<(String,)> = sqlx::query_as("SELECT holder FROM leases WHERE dossier_id = $1")
         .bind(dossier_id)
@@ -65,7 +67,7 @@ pub(super) async fn try_lease(
     .map_err(|e| db_error("lease", e))?
     .rows_affected();
     commit(tx, "lease").await?;
-    Ok(logic::lease(
+    Ok(planning::lease(
         (taken == 1).then(|| prev.map(|(h,)| h)),
         holder,
     ))
@@ -230,7 +232,7 @@ pub(super) async fn operations(
         let status: Option<i32> = get(r, &what, "http_status")?;
         let at: String = get(r, &what, "at")?;
         Ok(OperationRecord {
-            operation: logic::parse_operation(&what, &operation)?,
+            operation: planning::parse_operation(&what, &operation)?,
             status: status
                 .map(|s| u16::try_from(s).map_err(|_| corrupt(&what, "bad HTTP status")))
                 .transpose()?,
@@ -249,7 +251,7 @@ pub(super) async fn pending(
     quiet_for: Duration,
     limit: i64,
 ) -> Result<Vec<String>, LedgerError> {
-    let cutoff = now() - logic::capped(quiet_for);
+    let cutoff = now() - planning::capped(quiet_for);
     // Lot members and claimable backfill dossiers are the lots' to deliver.
     sqlx::query_scalar(concat!(
         "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.seq = v.dossier_seq \
@@ -284,7 +286,7 @@ pub(super) async fn sessions(
     .fetch_all(&l.pool)
     .await
     .map_err(|e| db_error("sessions", e))?;
-    Ok(logic::sessions(rows))
+    Ok(planning::sessions(rows))
 }
 
 pub(super) async fn deliveries(

@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::SqliteConnection;
 
 use super::{commit, get, parse_ts, ts, SqliteLedger, Tx, IDS_PER_STATEMENT};
-use crate::ledger::logic::{
+use crate::ledger::planning::{
     self, corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json, Loaded, Plan,
     StoredSource,
 };
@@ -393,7 +393,7 @@ pub(super) async fn accept(
     let mut tx = l.begin_write().await?;
     // The journal entry first, unless this payload was accepted before: one statement for
     // the common case.
-    let message_id = logic::new_id();
+    let message_id = planning::new_id();
     let at = now();
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO journal (message_id, system, flow, payload_hash, received_at, request_id, \
@@ -440,7 +440,7 @@ pub(super) async fn accept(
     distinct.sort_unstable();
     distinct.dedup();
     let held = SqliteLedger::load_many(&mut tx, &to_json("dossier ids", &distinct)?).await?;
-    let plans = match logic::plan_inbound(&inbound, precedence, held) {
+    let plans = match planning::plan_inbound(&inbound, precedence, held) {
         Ok(plans) => plans,
         Err(e) => {
             tx.rollback().await.map_err(|e| db_error("accept", e))?;

@@ -5,7 +5,7 @@ use passerelle_adapters::planner::Operation;
 use sqlx::SqliteConnection;
 
 use super::{commit, get, parse_ts, ts, SqliteLedger, Tx};
-use crate::ledger::logic::{self, db_error, now, to_json};
+use crate::ledger::planning::{self, db_error, now, to_json};
 use crate::ledger::{BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow};
 
 /// A lot member to settle (see [`SqliteLedger::settle_members`]).
@@ -96,7 +96,7 @@ impl SqliteLedger {
         Ok(Some(LotRow {
             lot_key: lot_key.to_string(),
             destination: get(&row, &what, "destination")?,
-            state: logic::parse_lot_state(&what, &state)?,
+            state: planning::parse_lot_state(&what, &state)?,
             agora_lot: get(&row, &what, "agora_lot")?,
             members,
             created_at: parse_ts(&what, &created_at)?,
@@ -234,7 +234,7 @@ pub(super) async fn settle_lot(
         .ok_or(LedgerError::NotFound { what: "lot" })?;
     let destination: String = get(&row, &what, "destination")?;
     let agora_lot: Option<String> = get(&row, &what, "agora_lot")?;
-    let lines = logic::lot_lines(agora_lot.as_deref().unwrap_or(lot_key), lines)?;
+    let lines = planning::lot_lines(agora_lot.as_deref().unwrap_or(lot_key), lines)?;
     let mut pending = Vec::new();
 
     // Accepted and nothing-owed lines: one statement settles them all.

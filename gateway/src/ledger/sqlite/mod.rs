@@ -53,7 +53,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::logic::{corrupt, db_error, now};
+use super::planning::{corrupt, db_error, now};
 use super::{
     mask_url, Accepted, BackfillProgress, DeadLetter, DeadLetterFilter, DeadReason, DeliveryRow,
     DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, LotLine, LotRow,
@@ -95,7 +95,7 @@ type Tx = Transaction<'static, Sqlite>;
 const IDS_PER_STATEMENT: usize = 500;
 
 /// A delivery (`deliveries v`) whose delivered state is not `Present`: AGORA never confirmed it.
-/// The texts are `logic::DELIVERED_NOT_PRESENT`, as serde writes them (a test checks).
+/// The texts are `planning::DELIVERED_NOT_PRESENT`, as serde writes them (a test checks).
 macro_rules! not_present {
     () => {
         r#"v.delivered IN ('{"kind":"unknown"}', '{"kind":"absent"}')"#

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use super::super::conformance::{inbound, ouiform, p, record};
 use super::{Ledger, SqliteLedger};
-use crate::ledger::logic::DELIVERED_NOT_PRESENT;
+use crate::ledger::planning::DELIVERED_NOT_PRESENT;
 
 /// A ledger written before the dossier sequence numbers keeps its journal, its operations, its
 /// lots, its sources and its deliveries readable by dossier after the migrations (4 and 5),

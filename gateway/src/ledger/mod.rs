@@ -27,6 +27,7 @@
 //!   where the borderline operations went;
 //! - `planning.rs`: what both backends compute without I/O (how a message plans its changes to its
 //!   dossiers, how a lot's lines are sorted), and the decoding and error helpers they share;
+//! - `sql.rs`: the statements whose text is the same in both dialects, written once;
 //! - [`outbox`] (the returns to ATEXO SEM and the backfill reports), [`progress`] (the console's
 //!   view of the backfill), [`search`] (the operators' reads, both dialects in one file),
 //!   [`fence`] (writes fenced by a lease): concerns across the roles, with their own types;
@@ -80,6 +81,7 @@ mod planning;
 pub mod postgres;
 pub mod progress;
 pub mod search;
+mod sql;
 pub mod sqlite;
 
 /// The ledger's operations. Each is one transaction.

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use super::PostgresLedger;
 use crate::ledger::planning::{self, db_error, now};
+use crate::ledger::sql;
 use crate::ledger::LedgerError;
 
 pub(super) async fn checkpoint(l: &PostgresLedger, key: &str) -> Result<Option<i64>, LedgerError> {
-    sqlx::query_scalar("SELECT value FROM checkpoints WHERE key = $1")
+    sqlx::query_scalar(sql::CHECKPOINT)
         .bind(key)
         .fetch_optional(&l.pool)
         .await
@@ -20,18 +21,14 @@ pub(super) async fn set_checkpoint(
     key: &str,
     value: i64,
 ) -> Result<(), LedgerError> {
-    sqlx::query(
-        "INSERT INTO checkpoints (key, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at",
-    )
-    .bind(key)
-    .bind(value)
-    .bind(now())
-    .execute(&l.pool)
-    .await
-    .map(|_| ())
-    .map_err(|e| db_error("checkpoint", e))
+    sqlx::query(sql::SET_CHECKPOINT)
+        .bind(key)
+        .bind(value)
+        .bind(now())
+        .execute(&l.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| db_error("checkpoint", e))
 }
 
 pub(super) async fn purge_payloads(
@@ -39,13 +36,10 @@ pub(super) async fn purge_payloads(
     retention: Duration,
 ) -> Result<u64, LedgerError> {
     let cutoff = now() - planning::capped(retention);
-    sqlx::query(
-        "UPDATE journal SET masked_payload = NULL \
-             WHERE masked_payload IS NOT NULL AND received_at < $1",
-    )
-    .bind(cutoff)
-    .execute(&l.pool)
-    .await
-    .map(|r| r.rows_affected())
-    .map_err(|e| db_error("purge", e))
+    sqlx::query(sql::PURGE_PAYLOADS)
+        .bind(cutoff)
+        .execute(&l.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| db_error("purge", e))
 }

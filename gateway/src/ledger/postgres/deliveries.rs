@@ -14,6 +14,7 @@ use super::{commit, get, outbox, PostgresLedger, MAX_ERROR_CHARS};
 use crate::ledger::planning::{
     self, clip, corrupt, db_error, from_json, now, parse_status, to_json,
 };
+use crate::ledger::sql;
 use crate::ledger::{DeliveryRow, DeliveryStatus, Lease, LedgerError, OperationRecord};
 
 impl PostgresLedger {
@@ -67,7 +68,7 @@ pub(super) async fn release(
     dossier_id: &str,
     holder: &str,
 ) -> Result<(), LedgerError> {
-    sqlx::query("DELETE FROM leases WHERE dossier_id = $1 AND holder = $2")
+    sqlx::query(sql::RELEASE_LEASE)
         .bind(dossier_id)
         .bind(holder)
         .execute(&l.pool)

@@ -16,6 +16,7 @@ use crate::ledger::planning::{
     self, corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json, Loaded, Plan,
     PlanError, SourceWrite, StoredSource,
 };
+use crate::ledger::sql;
 use crate::ledger::{
     Accepted, AcceptedDossier, DeliveryStatus, DossierRow, Flow, Inbound, JournalEntry,
     LedgerError, Unreadable, UnreadableRow, AGORA,
@@ -279,25 +280,21 @@ impl PostgresLedger {
         message_id: &str,
     ) -> Result<Vec<AcceptedDossier>, LedgerError> {
         let what = format!("journal entry {message_id}");
-        sqlx::query(
-            "SELECT d.dossier_id, d.in_perimeter, d.desired_version FROM journal_dossiers jd \
-             JOIN dossiers d ON d.dossier_id = jd.dossier_id \
-             WHERE jd.message_id = $1 ORDER BY jd.position",
-        )
-        .bind(message_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| db_error(&what, e))?
-        .iter()
-        .map(|r| {
-            Ok(AcceptedDossier {
-                dossier_id: get(r, &what, "dossier_id")?,
-                in_perimeter: get(r, &what, "in_perimeter")?,
-                changed: false,
-                desired_version: get(r, &what, "desired_version")?,
+        sqlx::query(sql::LINKED_DOSSIERS)
+            .bind(message_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error(&what, e))?
+            .iter()
+            .map(|r| {
+                Ok(AcceptedDossier {
+                    dossier_id: get(r, &what, "dossier_id")?,
+                    in_perimeter: get(r, &what, "in_perimeter")?,
+                    changed: false,
+                    desired_version: get(r, &what, "desired_version")?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     /// Decodes a row of `select_dossiers!()`.
@@ -337,20 +334,16 @@ pub(super) async fn identity_salt(
     };
     let mut tx = l.pool.begin().await.map_err(|e| db_error(what, e))?;
     // Concurrent first starts: the second waits on the key, then inserts nothing.
-    sqlx::query(
-        "INSERT INTO identity (name, value) SELECT 'dossier_salt', $1 \
-             WHERE $2 OR NOT EXISTS (SELECT 1 FROM dossiers) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(value)
-    .bind(configured)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(what, e))?;
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT value FROM identity WHERE name = 'dossier_salt'")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| db_error(what, e))?;
+    sqlx::query(sql::IDENTITY_OFFER)
+        .bind(value)
+        .bind(configured)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(what, e))?;
+    let stored: Option<String> = sqlx::query_scalar(sql::IDENTITY_SALT)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| db_error(what, e))?;
     tx.commit().await.map_err(|e| db_error(what, e))?;
     offer.settle(stored)
 }
@@ -382,14 +375,12 @@ pub(super) async fn accept(
     if inserted == 0 {
         // Already accepted (possibly by a concurrent request that just committed).
         tx.rollback().await.map_err(|e| db_error("journal", e))?;
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT message_id FROM journal WHERE system = $1 AND payload_hash = $2",
-        )
-        .bind(inbound.system.as_str())
-        .bind(&inbound.payload_hash)
-        .fetch_optional(&l.pool)
-        .await
-        .map_err(|e| db_error("journal", e))?;
+        let existing: Option<String> = sqlx::query_scalar(sql::JOURNAL_ENTRY_OF_PAYLOAD)
+            .bind(inbound.system.as_str())
+            .bind(&inbound.payload_hash)
+            .fetch_optional(&l.pool)
+            .await
+            .map_err(|e| db_error("journal", e))?;
         let message_id = existing.ok_or_else(|| {
             LedgerError::Unavailable("journal: a concurrent entry vanished; retry".into())
         })?;
@@ -557,23 +548,18 @@ pub(super) async fn record_unreadable(
     u: &Unreadable,
 ) -> Result<(), LedgerError> {
     let what = "unreadable message";
-    sqlx::query(
-        "INSERT INTO unreadable (id, system, digest, context, masked_item, violations, \
-             first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-             ON CONFLICT (system, digest) DO UPDATE SET last_seen = excluded.last_seen, \
-             seen = unreadable.seen + 1",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(u.system.as_str())
-    .bind(u.digest())
-    .bind(sqlx::types::Json(&u.context))
-    .bind(u.masked_item.as_ref().map(sqlx::types::Json))
-    .bind(sqlx::types::Json(&u.violations))
-    .bind(now())
-    .execute(&l.pool)
-    .await
-    .map(|_| ())
-    .map_err(|e| db_error(what, e))
+    sqlx::query(sql::RECORD_UNREADABLE)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(u.system.as_str())
+        .bind(u.digest())
+        .bind(sqlx::types::Json(&u.context))
+        .bind(u.masked_item.as_ref().map(sqlx::types::Json))
+        .bind(sqlx::types::Json(&u.violations))
+        .bind(now())
+        .execute(&l.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| db_error(what, e))
 }
 
 pub(super) async fn unreadable(

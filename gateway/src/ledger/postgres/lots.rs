@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger};
 use crate::ledger::planning::{self, db_error, now};
+use crate::ledger::sql;
 use crate::ledger::{
     BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow, LotState,
 };
@@ -48,16 +49,13 @@ pub(super) async fn claim_lot(
     let at = now();
     let mut tx = l.begin(&what).await?;
     // The lot first: deliveries.lot refers to it.
-    sqlx::query(
-        "INSERT INTO lots (lot_key, destination, state, agora_lot, created_at, updated_at) \
-             VALUES ($1, $2, 'claimed', NULL, $3, $3)",
-    )
-    .bind(lot_key)
-    .bind(destination)
-    .bind(at)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(&what, e))?;
+    sqlx::query(sql::OPEN_LOT)
+        .bind(lot_key)
+        .bind(destination)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
     // SKIP LOCKED: a concurrent claim takes other dossiers instead of waiting for these.
     let mut claimed: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(concat!(
             "WITH picked AS MATERIALIZED ( \
@@ -152,17 +150,14 @@ pub(super) async fn lot_submitted(
 ) -> Result<(), LedgerError> {
     let what = format!("lot {lot_key}");
     let mut tx = l.begin(&what).await?;
-    let updated = sqlx::query(
-        "UPDATE lots SET state = 'submitted', agora_lot = $2, updated_at = $3 \
-             WHERE lot_key = $1",
-    )
-    .bind(lot_key)
-    .bind(agora_lot)
-    .bind(now())
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(&what, e))?
-    .rows_affected();
+    let updated = sqlx::query(sql::LOT_SUBMITTED)
+        .bind(lot_key)
+        .bind(agora_lot)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?
+        .rows_affected();
     if updated == 0 {
         return Err(LedgerError::NotFound { what: "lot" });
     }
@@ -301,16 +296,13 @@ pub(super) async fn settle_lot(
             .map_err(|e| db_error(&what, e))?,
         );
     }
-    sqlx::query(
-        "UPDATE lots SET state = CASE WHEN $2 THEN 'done' ELSE state END, updated_at = $3 \
-             WHERE lot_key = $1",
-    )
-    .bind(lot_key)
-    .bind(done)
-    .bind(at)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(&what, e))?;
+    sqlx::query(sql::LOT_SETTLED)
+        .bind(lot_key)
+        .bind(done)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
     commit(tx, &what).await?;
     let mut pending: Vec<String> = left
         .into_iter()

@@ -74,6 +74,7 @@ use super::{
     DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, LotLine, LotRow,
     OperationRecord, Replayed, Unreadable, UnreadableRow,
 };
+use crate::ledger::sql;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -234,7 +235,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn health(&self) -> Result<(), LedgerError> {
-        sqlx::query("SELECT 1")
+        sqlx::query(sql::HEALTH)
             .execute(&self.pool)
             .await
             .map(|_| ())

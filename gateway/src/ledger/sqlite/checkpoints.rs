@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use super::{commit, ts, SqliteLedger};
 use crate::ledger::planning::{self, db_error, now};
+use crate::ledger::sql;
 use crate::ledger::LedgerError;
 
 pub(super) async fn checkpoint(l: &SqliteLedger, key: &str) -> Result<Option<i64>, LedgerError> {
-    sqlx::query_scalar("SELECT value FROM checkpoints WHERE key = $1")
+    sqlx::query_scalar(sql::CHECKPOINT)
         .bind(key)
         .fetch_optional(&l.pool)
         .await
@@ -21,17 +22,13 @@ pub(super) async fn set_checkpoint(
     value: i64,
 ) -> Result<(), LedgerError> {
     let mut tx = l.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO checkpoints (key, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at",
-    )
-    .bind(key)
-    .bind(value)
-    .bind(ts(now()))
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error("checkpoint", e))?;
+    sqlx::query(sql::SET_CHECKPOINT)
+        .bind(key)
+        .bind(value)
+        .bind(ts(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("checkpoint", e))?;
     commit(tx, "checkpoint").await
 }
 
@@ -41,15 +38,12 @@ pub(super) async fn purge_payloads(
 ) -> Result<u64, LedgerError> {
     let cutoff = now() - planning::capped(retention);
     let mut tx = l.begin_write().await?;
-    let purged = sqlx::query(
-        "UPDATE journal SET masked_payload = NULL \
-             WHERE masked_payload IS NOT NULL AND received_at < $1",
-    )
-    .bind(ts(cutoff))
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error("purge", e))?
-    .rows_affected();
+    let purged = sqlx::query(sql::PURGE_PAYLOADS)
+        .bind(ts(cutoff))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("purge", e))?
+        .rows_affected();
     commit(tx, "purge").await?;
     Ok(purged)
 }

@@ -17,6 +17,7 @@ use super::{
 use crate::ledger::planning::{
     self, clip, corrupt, db_error, from_json, now, parse_status, to_json,
 };
+use crate::ledger::sql;
 use crate::ledger::{DeliveryRow, DeliveryStatus, Lease, LedgerError, OperationRecord};
 
 impl SqliteLedger {
@@ -79,7 +80,7 @@ pub(super) async fn release(
     holder: &str,
 ) -> Result<(), LedgerError> {
     let mut tx = l.begin_unfenced().await?;
-    sqlx::query("DELETE FROM leases WHERE dossier_id = $1 AND holder = $2")
+    sqlx::query(sql::RELEASE_LEASE)
         .bind(dossier_id)
         .bind(holder)
         .execute(&mut *tx)

@@ -16,6 +16,7 @@ use crate::ledger::planning::{
     self, corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json, Loaded, Plan,
     StoredSource,
 };
+use crate::ledger::sql;
 use crate::ledger::{
     Accepted, AcceptedDossier, DossierRow, Inbound, InboundRecord, JournalEntry, LedgerError,
     Unreadable, UnreadableRow, AGORA,
@@ -257,25 +258,21 @@ impl SqliteLedger {
         message_id: &str,
     ) -> Result<Vec<AcceptedDossier>, LedgerError> {
         let what = format!("journal entry {message_id}");
-        sqlx::query(
-            "SELECT d.dossier_id, d.in_perimeter, d.desired_version FROM journal_dossiers jd \
-             JOIN dossiers d ON d.dossier_id = jd.dossier_id \
-             WHERE jd.message_id = $1 ORDER BY jd.position",
-        )
-        .bind(message_id)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(|e| db_error(&what, e))?
-        .iter()
-        .map(|r| {
-            Ok(AcceptedDossier {
-                dossier_id: get(r, &what, "dossier_id")?,
-                in_perimeter: get(r, &what, "in_perimeter")?,
-                changed: false,
-                desired_version: get(r, &what, "desired_version")?,
+        sqlx::query(sql::LINKED_DOSSIERS)
+            .bind(message_id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| db_error(&what, e))?
+            .iter()
+            .map(|r| {
+                Ok(AcceptedDossier {
+                    dossier_id: get(r, &what, "dossier_id")?,
+                    in_perimeter: get(r, &what, "in_perimeter")?,
+                    changed: false,
+                    desired_version: get(r, &what, "desired_version")?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     /// Dossiers with their sources and delivery toward AGORA (those found, in no given order).
@@ -367,20 +364,16 @@ pub(super) async fn identity_salt(
     };
     let mut tx = l.begin_write().await?;
     // Concurrent first starts: the second waits on the key, then inserts nothing.
-    sqlx::query(
-        "INSERT INTO identity (name, value) SELECT 'dossier_salt', $1 \
-             WHERE $2 OR NOT EXISTS (SELECT 1 FROM dossiers) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(value)
-    .bind(configured)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(what, e))?;
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT value FROM identity WHERE name = 'dossier_salt'")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| db_error(what, e))?;
+    sqlx::query(sql::IDENTITY_OFFER)
+        .bind(value)
+        .bind(configured)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(what, e))?;
+    let stored: Option<String> = sqlx::query_scalar(sql::IDENTITY_SALT)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| db_error(what, e))?;
     commit(tx, what).await?;
     offer.settle(stored)
 }
@@ -411,14 +404,12 @@ pub(super) async fn accept(
     .await
     .map_err(|e| db_error("journal", e))?;
     if inserted.is_none() {
-        let message_id: String = sqlx::query_scalar(
-            "SELECT message_id FROM journal WHERE system = $1 AND payload_hash = $2",
-        )
-        .bind(inbound.system.as_str())
-        .bind(&inbound.payload_hash)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| db_error("journal", e))?;
+        let message_id: String = sqlx::query_scalar(sql::JOURNAL_ENTRY_OF_PAYLOAD)
+            .bind(inbound.system.as_str())
+            .bind(&inbound.payload_hash)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error("journal", e))?;
         let dossiers = SqliteLedger::linked_dossiers(&mut tx, &message_id).await?;
         tx.rollback().await.map_err(|e| db_error("journal", e))?;
         return Ok(Accepted {
@@ -547,22 +538,17 @@ pub(super) async fn record_unreadable(l: &SqliteLedger, u: &Unreadable) -> Resul
     let what = "unreadable message";
     let at = ts(now());
     let mut tx = l.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO unreadable (id, system, digest, context, masked_item, violations, \
-             first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-             ON CONFLICT (system, digest) DO UPDATE SET last_seen = excluded.last_seen, \
-             seen = unreadable.seen + 1",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(u.system.as_str())
-    .bind(u.digest())
-    .bind(u.context.to_string())
-    .bind(u.masked_item.as_ref().map(serde_json::Value::to_string))
-    .bind(to_json(what, &u.violations)?)
-    .bind(at)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(what, e))?;
+    sqlx::query(sql::RECORD_UNREADABLE)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(u.system.as_str())
+        .bind(u.digest())
+        .bind(u.context.to_string())
+        .bind(u.masked_item.as_ref().map(serde_json::Value::to_string))
+        .bind(to_json(what, &u.violations)?)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(what, e))?;
     commit(tx, what).await
 }
 

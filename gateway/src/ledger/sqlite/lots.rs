@@ -6,6 +6,7 @@ use sqlx::SqliteConnection;
 
 use super::{commit, get, parse_ts, ts, SqliteLedger, Tx};
 use crate::ledger::planning::{self, db_error, now, to_json};
+use crate::ledger::sql;
 use crate::ledger::{BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow};
 
 /// A lot member to settle (see [`SqliteLedger::settle_members`]).
@@ -115,16 +116,13 @@ pub(super) async fn claim_lot(
     let at = ts(now());
     let mut tx = l.begin_write().await?;
     // The lot first: deliveries.lot refers to it.
-    sqlx::query(
-        "INSERT INTO lots (lot_key, destination, state, agora_lot, created_at, updated_at) \
-             VALUES ($1, $2, 'claimed', NULL, $3, $3)",
-    )
-    .bind(lot_key)
-    .bind(destination)
-    .bind(&at)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(&what, e))?;
+    sqlx::query(sql::OPEN_LOT)
+        .bind(lot_key)
+        .bind(destination)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
     let claimed = sqlx::query(concat!(
         "UPDATE deliveries SET lot = $1 WHERE destination = $2 AND dossier_seq IN ( \
              SELECT v.dossier_seq FROM deliveries v JOIN dossiers d ON d.seq = v.dossier_seq \
@@ -200,17 +198,14 @@ pub(super) async fn lot_submitted(
 ) -> Result<(), LedgerError> {
     let what = format!("lot {lot_key}");
     let mut tx = l.begin_write().await?;
-    let updated = sqlx::query(
-        "UPDATE lots SET state = 'submitted', agora_lot = $2, updated_at = $3 \
-             WHERE lot_key = $1",
-    )
-    .bind(lot_key)
-    .bind(agora_lot)
-    .bind(ts(now()))
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(&what, e))?
-    .rows_affected();
+    let updated = sqlx::query(sql::LOT_SUBMITTED)
+        .bind(lot_key)
+        .bind(agora_lot)
+        .bind(ts(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?
+        .rows_affected();
     if updated == 0 {
         return Err(LedgerError::NotFound { what: "lot" });
     }
@@ -332,16 +327,13 @@ pub(super) async fn settle_lot(
         .collect();
         pending.extend(left);
     }
-    sqlx::query(
-        "UPDATE lots SET state = CASE WHEN $2 THEN 'done' ELSE state END, updated_at = $3 \
-             WHERE lot_key = $1",
-    )
-    .bind(lot_key)
-    .bind(done)
-    .bind(&at)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_error(&what, e))?;
+    sqlx::query(sql::LOT_SETTLED)
+        .bind(lot_key)
+        .bind(done)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
     commit(tx, &what).await?;
     pending.sort_unstable();
     Ok(pending)

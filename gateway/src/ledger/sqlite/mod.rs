@@ -59,6 +59,7 @@ use super::{
     DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, LotLine, LotRow,
     OperationRecord, Replayed, Unreadable, UnreadableRow,
 };
+use crate::ledger::sql;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -287,7 +288,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn health(&self) -> Result<(), LedgerError> {
-        sqlx::query("SELECT 1")
+        sqlx::query(sql::HEALTH)
             .execute(&self.pool)
             .await
             .map(|_| ())

@@ -8,6 +8,7 @@ use crate::ledger::outbox::{
     DueReturn, PendingReturn, ReportMeta, ReturnAttempt, ReturnRow, ReturnStatus,
 };
 use crate::ledger::planning::{self, db_error, now, to_json};
+use crate::ledger::sql;
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "returns outbox";
@@ -113,15 +114,11 @@ pub(super) async fn of_dossier(
     l: &SqliteLedger,
     dossier_id: &str,
 ) -> Result<Vec<ReturnRow>, LedgerError> {
-    let rows = sqlx::query(
-        "SELECT return_id, atexo_dossier, numero_agora, etat, anomaly_codes, status, attempts, \
-         created_at, sent_at, last_error FROM returns_outbox WHERE dossier_id = $1 \
-         ORDER BY created_at, return_id",
-    )
-    .bind(dossier_id)
-    .fetch_all(&l.pool)
-    .await
-    .map_err(|e| db_error(WHAT, e))?;
+    let rows = sqlx::query(sql::RETURNS_OF)
+        .bind(dossier_id)
+        .fetch_all(&l.pool)
+        .await
+        .map_err(|e| db_error(WHAT, e))?;
     rows.iter()
         .map(|r| {
             let codes: String = get(r, WHAT, "anomaly_codes")?;
@@ -195,7 +192,7 @@ pub(super) async fn report(
     l: &SqliteLedger,
     report_id: &str,
 ) -> Result<Option<Vec<u8>>, LedgerError> {
-    sqlx::query_scalar("SELECT gzip_json FROM backfill_reports WHERE report_id = $1")
+    sqlx::query_scalar(sql::BACKFILL_REPORT)
         .bind(report_id)
         .fetch_optional(&l.pool)
         .await

@@ -28,6 +28,8 @@
 //! - `planning.rs`: what both backends compute without I/O (how a message plans its changes to its
 //!   dossiers, how a lot's lines are sorted), and the decoding and error helpers they share;
 //! - `sql.rs`: the statements whose text is the same in both dialects, written once;
+//! - `rows.rs`: the rows both backends decode alike (deliveries, dead letters), one `FromRow`
+//!   struct each, generic over how a backend stores a time;
 //! - [`outbox`] (the returns to ATEXO SEM and the backfill reports), [`progress`] (the console's
 //!   view of the backfill), [`search`] (the operators' reads, both dialects in one file),
 //!   [`fence`] (writes fenced by a lease): concerns across the roles, with their own types;
@@ -80,6 +82,7 @@ pub mod outbox;
 mod planning;
 pub mod postgres;
 pub mod progress;
+mod rows;
 pub mod search;
 mod sql;
 pub mod sqlite;

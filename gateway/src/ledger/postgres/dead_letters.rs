@@ -6,26 +6,13 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger, Tx};
-use crate::ledger::planning::{self, db_error, from_json, now, to_json};
+use crate::ledger::planning::{self, db_error, now, to_json};
+use crate::ledger::rows::DeadLetterColumns;
 use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed};
 
 impl PostgresLedger {
     pub(super) fn dead_letter_from_row(r: &PgRow) -> Result<DeadLetter, LedgerError> {
-        let id: String = get(r, "dead letter", "id")?;
-        let what = format!("dead letter {id}");
-        let reason: String = get(r, &what, "reason")?;
-        Ok(DeadLetter {
-            dossier_id: get(r, &what, "dossier_id")?,
-            destination: get(r, &what, "destination")?,
-            reason: from_json(&what, &reason)?,
-            attempts: get(r, &what, "attempts")?,
-            first_failure: get(r, &what, "first_failure")?,
-            last_failure: get(r, &what, "last_failure")?,
-            replayed_at: get(r, &what, "replayed_at")?,
-            replay_id: get(r, &what, "replay_id")?,
-            after_replay: get(r, &what, "after_replay")?,
-            id,
-        })
+        DeadLetterColumns::read(r, &|_, t| Ok(t))
     }
 
     /// Dead-letters dossiers toward `destination` (status `Dead`) in one statement, and returns

@@ -11,28 +11,14 @@ use passerelle_adapters::Violation;
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, outbox, PostgresLedger, MAX_ERROR_CHARS};
-use crate::ledger::planning::{
-    self, clip, corrupt, db_error, from_json, now, parse_status, to_json,
-};
+use crate::ledger::planning::{self, clip, corrupt, db_error, now, to_json};
+use crate::ledger::rows::DeliveryColumns;
 use crate::ledger::sql;
 use crate::ledger::{DeliveryRow, DeliveryStatus, Lease, LedgerError, OperationRecord};
 
 impl PostgresLedger {
     pub(super) fn delivery_from_row(what: &str, r: &PgRow) -> Result<DeliveryRow, LedgerError> {
-        let delivered: String = get(r, what, "delivered")?;
-        let status: String = get(r, what, "status")?;
-        let waiting_for: String = get(r, what, "waiting_for")?;
-        Ok(DeliveryRow {
-            destination: get(r, what, "destination")?,
-            delivered: from_json(what, &delivered)?,
-            delivered_version: get(r, what, "delivered_version")?,
-            status: parse_status(what, &status)?,
-            attempts: get(r, what, "attempts")?,
-            last_error: get(r, what, "last_error")?,
-            waiting_for: from_json::<Vec<Violation>>(what, &waiting_for)?,
-            last_attempt_at: get(r, what, "last_attempt_at")?,
-            replay_id: get(r, what, "replay_id")?,
-        })
+        DeliveryColumns::read(what, r, &|_, t| Ok(t))
     }
 }
 

@@ -4,28 +4,13 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 
 use super::{commit, get, parse_opt_ts, parse_ts, ts, SqliteLedger, Tx};
-use crate::ledger::planning::{self, db_error, from_json, now, to_json};
+use crate::ledger::planning::{self, db_error, now, to_json};
+use crate::ledger::rows::DeadLetterColumns;
 use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed};
 
 impl SqliteLedger {
     pub(super) fn dead_letter_from_row(r: &SqliteRow) -> Result<DeadLetter, LedgerError> {
-        let id: String = get(r, "dead letter", "id")?;
-        let what = format!("dead letter {id}");
-        let reason: String = get(r, &what, "reason")?;
-        let first: String = get(r, &what, "first_failure")?;
-        let last: String = get(r, &what, "last_failure")?;
-        Ok(DeadLetter {
-            dossier_id: get(r, &what, "dossier_id")?,
-            destination: get(r, &what, "destination")?,
-            reason: from_json(&what, &reason)?,
-            attempts: get(r, &what, "attempts")?,
-            first_failure: parse_ts(&what, &first)?,
-            last_failure: parse_ts(&what, &last)?,
-            replayed_at: parse_opt_ts(&what, get(r, &what, "replayed_at")?)?,
-            replay_id: get(r, &what, "replay_id")?,
-            after_replay: get(r, &what, "after_replay")?,
-            id,
-        })
+        DeadLetterColumns::read(r, &|what, t: String| parse_ts(what, &t))
     }
 
     /// Dead-letters dossiers toward `destination` (status `Dead`), each with its reason, in two

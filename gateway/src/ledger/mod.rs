@@ -8,11 +8,34 @@
 //! owed, so duplicates are harmless and order does not matter.
 //!
 //! Two implementations behind one trait: SQLite (embedded mode) and PostgreSQL (production). One
-//! conformance suite (`conformance.rs`, test-only) runs against both.
+//! conformance suite (`conformance/`, test-only) runs against both.
 //!
 //! - [`connect`] opens the ledger a `ledger.url` names and runs its migrations;
 //! - [`sqlite::SqliteLedger`]: one file, WAL, writers serialised by `BEGIN IMMEDIATE`;
 //! - [`postgres::PostgresLedger`]: concurrent replicas, a dossier's messages serialised by a row lock.
+//!
+//! Layout:
+//!
+//! - this file: the [`Ledger`] trait, [`connect`] and [`mask_url`]; `records.rs`: the rows,
+//!   records and errors the trait speaks in;
+//! - `sqlite/` and `postgres/`, split alike by role: `mod.rs` (connection, transactions, SQL
+//!   fragments, and the `impl Ledger` that delegates), `intake.rs` (accept, journal, dossier
+//!   reads, identity, unreadable messages), `deliveries.rs` (leases, operations, settling,
+//!   failures, pending, sessions), `dead_letters.rs` (dead letters and replays), `lots.rs` (the
+//!   backfill's lots), `checkpoints.rs` (checkpoints and the payload purge), `outbox.rs` and
+//!   `progress.rs` (each backend's side of the modules below); each backend's `mod.rs` says
+//!   where the borderline operations went;
+//! - `planning.rs`: what both backends compute without I/O (how a message plans its changes to its
+//!   dossiers, how a lot's lines are sorted), and the decoding and error helpers they share;
+//! - `sql.rs`: the statements whose text is the same in both dialects, written once;
+//! - `rows.rs`: the rows both backends decode alike (deliveries, dead letters), one `FromRow`
+//!   struct each, generic over how a backend stores a time;
+//! - [`outbox`] (the returns to ATEXO SEM and the backfill reports), [`progress`] (the console's
+//!   view of the backfill), [`search`] (the operators' reads, both dialects in one file),
+//!   [`fence`] (writes fenced by a lease): concerns across the roles, with their own types;
+//! - `conformance/` (test-only): the scenarios, by the same roles (plus `batches.rs`, messages of
+//!   several records, `leases.rs`, and `search.rs`), and the harness that runs each against both
+//!   backends.
 //!
 //! Choices the rest of the system relies on (both backends):
 //!
@@ -55,11 +78,13 @@ pub use records::*;
 #[cfg(test)]
 mod conformance;
 pub mod fence;
-mod logic;
 pub mod outbox;
+mod planning;
 pub mod postgres;
 pub mod progress;
+mod rows;
 pub mod search;
+mod sql;
 pub mod sqlite;
 
 /// The ledger's operations. Each is one transaction.

@@ -6,10 +6,11 @@ use std::time::Duration;
 use sqlx::postgres::PgPool;
 
 use super::{get, Tx};
-use crate::ledger::logic::{self, db_error};
 use crate::ledger::outbox::{
     DueReturn, PendingReturn, ReportMeta, ReturnAttempt, ReturnRow, ReturnStatus,
 };
+use crate::ledger::planning::{self, db_error};
+use crate::ledger::sql;
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "returns outbox";
@@ -53,7 +54,7 @@ pub(super) async fn claim(
          RETURNING return_id, dossier_id, body, attempts",
     )
     .bind(i64::from(limit))
-    .bind(logic::capped(claim).num_milliseconds() as f64 / 1000.0)
+    .bind(planning::capped(claim).num_milliseconds() as f64 / 1000.0)
     .fetch_all(pool)
     .await
     .map_err(|e| db_error(WHAT, e))?;
@@ -105,15 +106,11 @@ pub(super) async fn of_dossier(
     pool: &PgPool,
     dossier_id: &str,
 ) -> Result<Vec<ReturnRow>, LedgerError> {
-    let rows = sqlx::query(
-        "SELECT return_id, atexo_dossier, numero_agora, etat, anomaly_codes, status, attempts, \
-         created_at, sent_at, last_error FROM returns_outbox WHERE dossier_id = $1 \
-         ORDER BY created_at, return_id",
-    )
-    .bind(dossier_id)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| db_error(WHAT, e))?;
+    let rows = sqlx::query(sql::RETURNS_OF)
+        .bind(dossier_id)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| db_error(WHAT, e))?;
     rows.iter()
         .map(|r| {
             let codes: sqlx::types::Json<Vec<String>> = get(r, WHAT, "anomaly_codes")?;
@@ -125,7 +122,7 @@ pub(super) async fn of_dossier(
                 etat: get(r, WHAT, "etat")?,
                 anomaly_codes: codes.0,
                 status: ReturnStatus::parse(&status)
-                    .ok_or_else(|| logic::corrupt(WHAT, "status"))?,
+                    .ok_or_else(|| planning::corrupt(WHAT, "status"))?,
                 attempts: get(r, WHAT, "attempts")?,
                 created_at: get(r, WHAT, "created_at")?,
                 sent_at: get(r, WHAT, "sent_at")?,
@@ -179,7 +176,7 @@ pub(super) async fn reports(pool: &PgPool, limit: u32) -> Result<Vec<ReportMeta>
 }
 
 pub(super) async fn report(pool: &PgPool, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-    sqlx::query_scalar("SELECT gzip_json FROM backfill_reports WHERE report_id = $1")
+    sqlx::query_scalar(sql::BACKFILL_REPORT)
         .bind(report_id)
         .fetch_optional(pool)
         .await

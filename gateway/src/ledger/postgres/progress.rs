@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 
 use super::get;
-use crate::ledger::logic::{db_error, parse_lot_state};
+use crate::ledger::planning::{db_error, parse_lot_state};
 use crate::ledger::progress::{count, InputProgress, LotProgress, INPUTS, LOTS};
 use crate::ledger::LedgerError;
 

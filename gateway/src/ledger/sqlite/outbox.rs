@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use super::{commit, get, parse_opt_ts, parse_ts, ts, SqliteLedger, Tx};
-use crate::ledger::logic::{self, db_error, now, to_json};
 use crate::ledger::outbox::{
     DueReturn, PendingReturn, ReportMeta, ReturnAttempt, ReturnRow, ReturnStatus,
 };
+use crate::ledger::planning::{self, db_error, now, to_json};
+use crate::ledger::sql;
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "returns outbox";
@@ -66,7 +67,7 @@ pub(super) async fn claim(
             })
         })
         .collect::<Result<_, LedgerError>>()?;
-    let until = ts(at + logic::capped(claim));
+    let until = ts(at + planning::capped(claim));
     for d in &due {
         sqlx::query("UPDATE returns_outbox SET next_attempt_at = $2 WHERE return_id = $1")
             .bind(&d.return_id)
@@ -113,15 +114,11 @@ pub(super) async fn of_dossier(
     l: &SqliteLedger,
     dossier_id: &str,
 ) -> Result<Vec<ReturnRow>, LedgerError> {
-    let rows = sqlx::query(
-        "SELECT return_id, atexo_dossier, numero_agora, etat, anomaly_codes, status, attempts, \
-         created_at, sent_at, last_error FROM returns_outbox WHERE dossier_id = $1 \
-         ORDER BY created_at, return_id",
-    )
-    .bind(dossier_id)
-    .fetch_all(&l.pool)
-    .await
-    .map_err(|e| db_error(WHAT, e))?;
+    let rows = sqlx::query(sql::RETURNS_OF)
+        .bind(dossier_id)
+        .fetch_all(&l.pool)
+        .await
+        .map_err(|e| db_error(WHAT, e))?;
     rows.iter()
         .map(|r| {
             let codes: String = get(r, WHAT, "anomaly_codes")?;
@@ -132,9 +129,9 @@ pub(super) async fn of_dossier(
                 atexo_dossier: get(r, WHAT, "atexo_dossier")?,
                 numero_agora: get(r, WHAT, "numero_agora")?,
                 etat: get(r, WHAT, "etat")?,
-                anomaly_codes: logic::from_json(WHAT, &codes)?,
+                anomaly_codes: planning::from_json(WHAT, &codes)?,
                 status: ReturnStatus::parse(&status)
-                    .ok_or_else(|| logic::corrupt(WHAT, "status"))?,
+                    .ok_or_else(|| planning::corrupt(WHAT, "status"))?,
                 attempts: get(r, WHAT, "attempts")?,
                 created_at: parse_ts(WHAT, &created)?,
                 sent_at: parse_opt_ts(WHAT, get(r, WHAT, "sent_at")?)?,
@@ -184,7 +181,7 @@ pub(super) async fn reports(l: &SqliteLedger, limit: u32) -> Result<Vec<ReportMe
             Ok(ReportMeta {
                 report_id: get(r, REPORTS, "report_id")?,
                 finished_at: parse_ts(REPORTS, &finished)?,
-                counts: logic::from_json(REPORTS, &counts)?,
+                counts: planning::from_json(REPORTS, &counts)?,
                 gzip_bytes: get(r, REPORTS, "gzip_bytes")?,
             })
         })
@@ -195,7 +192,7 @@ pub(super) async fn report(
     l: &SqliteLedger,
     report_id: &str,
 ) -> Result<Option<Vec<u8>>, LedgerError> {
-    sqlx::query_scalar("SELECT gzip_json FROM backfill_reports WHERE report_id = $1")
+    sqlx::query_scalar(sql::BACKFILL_REPORT)
         .bind(report_id)
         .fetch_optional(&l.pool)
         .await

@@ -2,7 +2,7 @@
 //! times stored as text.
 
 use super::{get, parse_ts, SqliteLedger};
-use crate::ledger::logic::{db_error, parse_lot_state};
+use crate::ledger::planning::{db_error, parse_lot_state};
 use crate::ledger::progress::{count, InputProgress, LotProgress, INPUTS, LOTS};
 use crate::ledger::LedgerError;
 

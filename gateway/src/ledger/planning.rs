@@ -1,8 +1,11 @@
-//! What both backends share, with no I/O: how one inbound record changes its dossier (source
-//! versions, merge, lifecycle check, version bump, delivery status) and how a whole inbound is
-//! planned against the dossiers it names, how a backfill lot's lines
-//! are sorted for settling, time, ids, and the mapping of database and JSON errors to
-//! [`LedgerError`] without quoting any stored value.
+//! The planning both backends share, with no I/O: how one inbound record changes its dossier
+//! (source versions, merge, lifecycle check, version bump, delivery status), how a whole inbound
+//! is planned against the dossiers it names, and how a backfill lot's lines are sorted for
+//! settling. Each backend reads the dossiers, asks for the plan, and writes it in its own SQL.
+//!
+//! Beside the plans, the small helpers both backends need to store and read them: time, ids,
+//! parsing stored texts, and the mapping of database and JSON errors to [`LedgerError`] without
+//! quoting any stored value.
 
 use std::collections::HashMap;
 

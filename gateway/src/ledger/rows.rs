@@ -1,0 +1,96 @@
+//! The rows both backends decode alike, each one `FromRow` struct instead of two hand mappings.
+//! Their columns have the same types in both dialects but for times: SQLite keeps them as
+//! fixed-width text, PostgreSQL as `timestamptz`, so a row takes the stored time's type as `T`
+//! and the backend says how to read it (`time`).
+//!
+//! Columns are read in the order the hand mappings read them, then decoded (JSON, statuses,
+//! times) in the same order, with the same error contexts.
+
+use chrono::{DateTime, Utc};
+use passerelle_adapters::Violation;
+use sqlx::{FromRow, Row};
+
+use super::planning::{db_error, from_json, parse_status};
+use super::{DeadLetter, DeliveryRow, LedgerError};
+
+/// How a backend reads a stored time (`what` names the row, for the error).
+pub(super) type Time<'a, T> = &'a dyn Fn(&str, T) -> Result<DateTime<Utc>, LedgerError>;
+
+/// The columns of a delivery (each backend's `delivery_columns!()`).
+#[derive(Debug, FromRow)]
+pub(super) struct DeliveryColumns<T> {
+    delivered: String,
+    status: String,
+    waiting_for: String,
+    destination: String,
+    delivered_version: i64,
+    attempts: i32,
+    last_error: Option<String>,
+    last_attempt_at: Option<T>,
+    replay_id: Option<String>,
+}
+
+impl<T> DeliveryColumns<T> {
+    /// Reads and decodes a delivery from `r`.
+    pub(super) fn read<'r, R: Row>(
+        what: &str,
+        r: &'r R,
+        time: Time<'_, T>,
+    ) -> Result<DeliveryRow, LedgerError>
+    where
+        Self: FromRow<'r, R>,
+    {
+        let c = Self::from_row(r).map_err(|e| db_error(what, e))?;
+        Ok(DeliveryRow {
+            destination: c.destination,
+            delivered: from_json(what, &c.delivered)?,
+            delivered_version: c.delivered_version,
+            status: parse_status(what, &c.status)?,
+            attempts: c.attempts,
+            last_error: c.last_error,
+            waiting_for: from_json::<Vec<Violation>>(what, &c.waiting_for)?,
+            last_attempt_at: c.last_attempt_at.map(|t| time(what, t)).transpose()?,
+            replay_id: c.replay_id,
+        })
+    }
+}
+
+/// The columns of a dead letter.
+#[derive(Debug, FromRow)]
+pub(super) struct DeadLetterColumns<T> {
+    reason: String,
+    first_failure: T,
+    last_failure: T,
+    dossier_id: String,
+    destination: String,
+    attempts: i32,
+    replayed_at: Option<T>,
+    replay_id: Option<String>,
+    after_replay: Option<String>,
+}
+
+impl<T> DeadLetterColumns<T> {
+    /// Reads and decodes a dead letter from `r`; its id first, which names it in any error.
+    pub(super) fn read<'r, R: Row>(r: &'r R, time: Time<'_, T>) -> Result<DeadLetter, LedgerError>
+    where
+        Self: FromRow<'r, R>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        &'r str: sqlx::ColumnIndex<R>,
+    {
+        let id: String = r.try_get("id").map_err(|e| db_error("dead letter", e))?;
+        let what = format!("dead letter {id}");
+        let c = Self::from_row(r).map_err(|e| db_error(&what, e))?;
+        Ok(DeadLetter {
+            dossier_id: c.dossier_id,
+            destination: c.destination,
+            reason: from_json(&what, &c.reason)?,
+            attempts: c.attempts,
+            first_failure: time(&what, c.first_failure)?,
+            last_failure: time(&what, c.last_failure)?,
+            replayed_at: c.replayed_at.map(|t| time(&what, t)).transpose()?,
+            replay_id: c.replay_id,
+            after_replay: c.after_replay,
+            id,
+        })
+    }
+}

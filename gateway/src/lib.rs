@@ -10,7 +10,7 @@
 //! - [`ledger`]: desired and delivered states (SQLite, PostgreSQL);
 //! - [`queue`]: "reconcile this dossier" tasks (embedded, RabbitMQ);
 //! - [`worker`]: the reconcile worker; [`clients`]: outbound HTTP to AGORA, ATEXO SEM and Pôle
-//!   emploi;
+//!   emploi; [`retry`]: the backoff all of them share;
 //! - [`metrics`]: Prometheus metrics; [`console`]: the operator console under `/console/`.
 
 pub mod backfill;
@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod pollers;
 pub mod queue;
+pub mod retry;
 pub mod returns;
 pub mod routes;
 pub mod sandbox;

@@ -15,8 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::worker::TaskEnd;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SystemLabel {
     pub system: String,
@@ -167,17 +165,7 @@ impl Metrics {
     }
 
     pub fn agora_call(&self, op: Operation, outcome: &Outcome, took: Duration) {
-        let kind = match outcome {
-            Outcome::Found { .. } => "found",
-            Outcome::NotFound => "not_found",
-            Outcome::Created { .. } => "created",
-            Outcome::AlreadyExists { .. } => "already_exists",
-            Outcome::Accepted => "accepted",
-            Outcome::Rejected { .. } => "rejected",
-            Outcome::StateConflict => "state_conflict",
-            Outcome::Transient { .. } => "transient",
-            Outcome::Unexpected { .. } => "unexpected",
-        };
+        let kind = crate::clients::agora::outcome_kind(outcome);
         self.agora_calls
             .get_or_create(&CallLabel {
                 operation: op.name().to_string(),
@@ -187,19 +175,8 @@ impl Metrics {
         self.agora_latency.observe(took.as_secs_f64());
     }
 
-    pub fn task_end(&self, end: &TaskEnd) {
-        let label = match end {
-            TaskEnd::Delivered => "delivered",
-            TaskEnd::NothingOwed => "nothing_owed",
-            TaskEnd::Incomplete => "incomplete",
-            TaskEnd::OutOfPerimeter => "out_of_perimeter",
-            TaskEnd::Retrying(_) => "retrying",
-            TaskEnd::DeadLettered(_) => "dead_lettered",
-            TaskEnd::AwaitingOperator => "awaiting_operator",
-            TaskEnd::LeaseBusy => "lease_busy",
-            TaskEnd::Unknown => "unknown_dossier",
-            TaskEnd::InLot => "in_lot",
-        };
+    /// A task ended, under its end's label ([`crate::worker::TaskEnd::label`]).
+    pub fn task_end(&self, label: &'static str) {
         self.task_ends
             .get_or_create(&EndLabel { end: label.into() })
             .inc();

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::clients::atexo_sem::{AtexoReturnsClient, ReturnError};
 use crate::ledger::outbox::{DueReturn, ReturnAttempt};
 use crate::ledger::{Ledger, LedgerError};
-use crate::worker::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// Returns claimed at once.
 const BATCH: u32 = 32;

@@ -24,11 +24,12 @@ use crate::ledger::{self, Ledger, AGORA};
 use crate::metrics::Metrics;
 use crate::pollers::pole_emploi::{PoleEmploiPoller, PollSettings};
 use crate::queue::{self, Lane, Queue, Task};
+use crate::retry::RetryPolicy;
 use crate::returns::ReturnsSender;
 use crate::routes::{self, AppState, Credentials, RateLimiter};
 use crate::settings::{resolve_secret, Settings};
 use crate::singleton::Singleton;
-use crate::worker::{RetryPolicy, Worker};
+use crate::worker::Worker;
 mod credentials;
 use credentials::*;
 
@@ -655,15 +656,7 @@ pub async fn sweep_round(
         if stamps.0.contains_key(&id) {
             continue;
         }
-        let task = Task {
-            dossier_id: id.clone(),
-            request_id: None,
-            attempt: 0,
-            lot: None,
-            rate_limited_since: None,
-            returns: 0,
-            outages: 0,
-        };
+        let task = Task::dossier(id.clone(), None);
         if let Err(e) = queue.publish(Lane::Sync, &task).await {
             warn!(error = %e, "sweeper cannot publish; will try again");
             break;
@@ -687,7 +680,7 @@ fn pole_emploi_poller(
     queue: &Arc<dyn Queue>,
     credentials: &Credentials,
     metrics: &Arc<Metrics>,
-    retry: crate::worker::RetryPolicy,
+    retry: RetryPolicy,
 ) -> Result<Option<PoleEmploiPoller>, StartError> {
     let pe = &settings.pole_emploi;
     if pe.api_url.trim().is_empty() {

@@ -8,10 +8,11 @@
 //!    each dossier is classified (perimeter, with `--since`), validated, and merged into the
 //!    ledger as desired state (flow `backfill`), `backfill.commit_batch` dossiers a transaction.
 //!    A checkpoint per input file (dossiers committed) lets `--resume` skip what is done.
-//! 2. **Deliver** ([`lots`]): lot tasks on the `backfill` queue — a lane of its own with fewer
-//!    workers, so the synchronous flow is never behind it — claim up to `backfill.lot_size`
-//!    pending dossiers, send them as one NDJSON lot, poll the report, and settle each line
-//!    (AGORA's number, or a dead letter with its anomalies). The lot is the second checkpoint.
+//! 2. **Deliver** (the reconcile worker's lot run, [`crate::worker`], cut by the lot policy of
+//!    [`lots`]): lot tasks on the `backfill` queue — a lane of its own with fewer workers, so the
+//!    synchronous flow is never behind it — claim up to `backfill.lot_size` pending dossiers, send
+//!    them as one NDJSON lot, poll the report, and settle each line (AGORA's number, or a dead
+//!    letter with its anomalies). The lot is the second checkpoint.
 //! 3. **Report** ([`report`]): once nothing is left in flight, each dossier's outcome is taken
 //!    from the ledger, in input order, so a resumed run reports exactly what a straight one
 //!    would. What decoding said of each dossier (invalid, out of perimeter, or its dossier id)

@@ -35,7 +35,7 @@ use super::{
     millis, parse_base, read_capped, retry_after, transport_reason, ClientBuildError, Transport,
     DEFAULT_USER_AGENT,
 };
-use crate::worker::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// The most a token is refreshed ahead of its expiry (at most a tenth of its lifetime): a token
 /// checked valid must still be valid when Pôle emploi reads it.

@@ -193,15 +193,16 @@ impl Harness for Rabbit {
 // Helpers
 
 fn task(id: &str) -> Task {
-    Task {
-        dossier_id: id.to_owned(),
-        request_id: Some(format!("req-{id}")),
-        attempt: 0,
-        lot: None,
-        rate_limited_since: None,
-        returns: 0,
-        outages: 0,
-    }
+    Task::dossier(id, Some(format!("req-{id}")))
+}
+
+/// The dossier a delivered task names (every task of this suite names one).
+fn dossier_of(delivery: &Delivery) -> String {
+    delivery
+        .task
+        .dossier_id()
+        .expect("a dossier task")
+        .to_owned()
 }
 
 async fn recv(consumer: &mut Box<dyn Consumer>) -> Delivery {
@@ -398,13 +399,10 @@ pub(crate) async fn prefetch_bounds_deliveries_in_flight<H: Harness>(h: H) {
     let first = recv(&mut consumer).await;
     let second = recv(&mut consumer).await;
     assert_quiet(&mut consumer).await;
-    let mut ids = vec![
-        first.task.dossier_id.clone(),
-        second.task.dossier_id.clone(),
-    ];
+    let mut ids = vec![dossier_of(&first), dossier_of(&second)];
     first.acker.ack().await.expect("ack");
     let third = recv(&mut consumer).await;
-    ids.push(third.task.dossier_id.clone());
+    ids.push(dossier_of(&third));
     ids.sort();
     assert_eq!(ids, ["P-1", "P-2", "P-3"]);
     second.acker.ack().await.expect("ack");
@@ -502,7 +500,7 @@ pub(crate) async fn concurrent_publishers_lose_nothing<H: Harness>(h: H) {
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 200 {
         let delivery = recv(&mut consumer).await;
-        seen.insert(delivery.task.dossier_id.clone());
+        seen.insert(dossier_of(&delivery));
         delivery.acker.ack().await.expect("ack");
     }
     assert_quiet(&mut consumer).await;
@@ -686,7 +684,7 @@ async fn rabbitmq_reconnects_after_the_connection_drops() {
     let mut ids = vec![];
     for _ in 0..2 {
         let delivery = recv(&mut consumer).await;
-        ids.push(delivery.task.dossier_id.clone());
+        ids.push(dossier_of(&delivery));
         delivery.acker.ack().await.expect("ack");
     }
     ids.sort();

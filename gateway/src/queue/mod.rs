@@ -27,65 +27,137 @@ use serde::{Deserialize, Serialize};
 /// The two lanes: one per flow, the sync flow's at the higher priority.
 pub use passerelle_adapters::canonical::Flow as Lane;
 
-/// A task: reconcile this dossier.
+/// A task: reconcile this dossier, or deliver this backfill lot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WireTask", into = "WireTask")]
 pub struct Task {
-    pub dossier_id: String,
+    /// What the task is about.
+    pub target: Target,
     /// The request id of the HTTP call that caused it, for the worker's span (travels in an AMQP
     /// header with RabbitMQ).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// How many times this task was retried after a transient failure.
-    #[serde(default)]
     pub attempt: u32,
-    /// A backfill lot to deliver instead of one dossier (`dossier_id` is then empty): an open lot
-    /// of the ledger to resume, or, when the ledger has no such lot, a new one to form from the
-    /// claimable backfill dossiers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lot: Option<String>,
     /// When the first of the `429`s in a row that this task met was answered: they do not count
     /// as attempts, but stop being waited out `retry.rate_limited_deadline_s` after it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited_since: Option<chrono::DateTime<chrono::Utc>>,
     /// Unsettled returns of the deliveries this task replaces: a task republished (its dossier
     /// leased elsewhere, e.g. by a run that panicked) keeps its count toward [`DELIVERY_LIMIT`].
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub returns: u32,
     /// How many times in a row this task met the ledger or the queue down: each copy waits twice
     /// as long as the last before its next try (up to 5 s), so an outage is never a hot loop;
     /// not counted toward [`DELIVERY_LIMIT`] (the task is not at fault).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub outages: u32,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+/// What a task is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One dossier to reconcile.
+    Dossier { dossier_id: String },
+    /// A backfill lot to deliver: an open lot of the ledger to resume, or, when the ledger has no
+    /// such lot, a new one to form from the claimable backfill dossiers.
+    Lot { key: String },
 }
 
 impl Task {
     /// Reconcile this dossier.
     pub fn dossier(dossier_id: impl Into<String>, request_id: Option<String>) -> Task {
+        Task::new(
+            Target::Dossier {
+                dossier_id: dossier_id.into(),
+            },
+            request_id,
+        )
+    }
+
+    /// Deliver (or form) backfill lot `lot_key`.
+    pub fn lot(lot_key: impl Into<String>) -> Task {
+        Task::new(
+            Target::Lot {
+                key: lot_key.into(),
+            },
+            None,
+        )
+    }
+
+    fn new(target: Target, request_id: Option<String>) -> Task {
         Task {
-            dossier_id: dossier_id.into(),
+            target,
             request_id,
             attempt: 0,
-            lot: None,
             rate_limited_since: None,
             returns: 0,
             outages: 0,
         }
     }
 
-    /// Deliver (or form) backfill lot `lot_key`.
-    pub fn lot(lot_key: impl Into<String>) -> Task {
+    /// The dossier this task reconciles, if it is a dossier's.
+    pub fn dossier_id(&self) -> Option<&str> {
+        match &self.target {
+            Target::Dossier { dossier_id } => Some(dossier_id),
+            Target::Lot { .. } => None,
+        }
+    }
+}
+
+/// A task as it travels, byte for byte what the queue has always carried (tasks already waiting
+/// in a queue outlive an upgrade): a lot task is one whose `lot` is set, its `dossier_id` empty.
+#[derive(Serialize, Deserialize)]
+struct WireTask {
+    dossier_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(default)]
+    attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limited_since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    returns: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    outages: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl From<WireTask> for Task {
+    fn from(w: WireTask) -> Task {
+        // A lot wins over a dossier id, as it always did.
+        let target = match w.lot {
+            Some(key) => Target::Lot { key },
+            None => Target::Dossier {
+                dossier_id: w.dossier_id,
+            },
+        };
         Task {
-            dossier_id: String::new(),
-            request_id: None,
-            attempt: 0,
-            lot: Some(lot_key.into()),
-            rate_limited_since: None,
-            returns: 0,
-            outages: 0,
+            target,
+            request_id: w.request_id,
+            attempt: w.attempt,
+            rate_limited_since: w.rate_limited_since,
+            returns: w.returns,
+            outages: w.outages,
+        }
+    }
+}
+
+impl From<Task> for WireTask {
+    fn from(t: Task) -> WireTask {
+        let (dossier_id, lot) = match t.target {
+            Target::Dossier { dossier_id } => (dossier_id, None),
+            Target::Lot { key } => (String::new(), Some(key)),
+        };
+        WireTask {
+            dossier_id,
+            request_id: t.request_id,
+            attempt: t.attempt,
+            lot,
+            rate_limited_since: t.rate_limited_since,
+            returns: t.returns,
+            outages: t.outages,
         }
     }
 }
@@ -249,6 +321,88 @@ mod tests {
         assert_eq!(mask_url("amqp://user@rabbit"), "amqp://user@rabbit");
         assert_eq!(mask_url("amqps://u:p@h/v?x=y@z"), "amqps://u:***@h/v?x=y@z");
         assert_eq!(mask_url("embedded"), "embedded");
+    }
+
+    /// Tasks as the queue carried them before [`Task`] had a [`Target`]: each line must still
+    /// decode, and encode back to the same bytes (messages already waiting in RabbitMQ, or in an
+    /// embedded queue, outlive an upgrade).
+    const WIRE: [&str; 6] = [
+        r#"{"dossier_id":"PDL-1","attempt":0}"#,
+        r#"{"dossier_id":"PDL-1","request_id":"req-1","attempt":0}"#,
+        r#"{"dossier_id":"","attempt":0,"lot":"lot-7"}"#,
+        r#"{"dossier_id":"PDL-2","request_id":"req-2","attempt":3,"rate_limited_since":"2024-05-01T10:00:00Z","returns":2,"outages":1}"#,
+        r#"{"dossier_id":"","attempt":1,"lot":"lot-8","returns":4,"outages":2}"#,
+        r#"{"dossier_id":"","attempt":0}"#,
+    ];
+
+    #[test]
+    fn tasks_already_on_the_wire_decode_and_encode_back_byte_for_byte() {
+        for line in WIRE {
+            let task: Task = serde_json::from_str(line).expect(line);
+            assert_eq!(serde_json::to_string(&task).expect("encodes"), line);
+        }
+    }
+
+    #[test]
+    fn tasks_already_on_the_wire_decode_to_their_target() {
+        let decode = |line: &str| serde_json::from_str::<Task>(line).expect(line);
+        assert_eq!(decode(WIRE[0]), Task::dossier("PDL-1", None));
+        assert_eq!(
+            decode(WIRE[1]),
+            Task::dossier("PDL-1", Some("req-1".into()))
+        );
+        assert_eq!(decode(WIRE[2]), Task::lot("lot-7"));
+        let retried = decode(WIRE[3]);
+        assert_eq!(
+            retried.target,
+            Target::Dossier {
+                dossier_id: "PDL-2".into()
+            }
+        );
+        assert_eq!(retried.request_id.as_deref(), Some("req-2"));
+        assert_eq!(
+            (retried.attempt, retried.returns, retried.outages),
+            (3, 2, 1)
+        );
+        assert_eq!(
+            retried.rate_limited_since.map(|t| t.to_rfc3339()),
+            Some("2024-05-01T10:00:00+00:00".to_string())
+        );
+        let lot = decode(WIRE[4]);
+        assert_eq!(
+            lot.target,
+            Target::Lot {
+                key: "lot-8".into()
+            }
+        );
+        assert_eq!((lot.attempt, lot.returns, lot.outages), (1, 4, 2));
+        assert_eq!(lot.dossier_id(), None);
+        // Never published, but decodable: a dossier task without an id (the worker finds no
+        // such dossier, and sets the task aside at its delivery limit).
+        assert_eq!(decode(WIRE[5]).dossier_id(), Some(""));
+        // A lot named beside a dossier id was always a lot task.
+        assert_eq!(
+            decode(r#"{"dossier_id":"PDL-3","lot":"lot-9"}"#).target,
+            Target::Lot {
+                key: "lot-9".into()
+            }
+        );
+    }
+
+    #[test]
+    fn new_tasks_encode_as_they_always_did() {
+        assert_eq!(
+            serde_json::to_string(&Task::dossier("PDL-1", None)).expect("encodes"),
+            WIRE[0]
+        );
+        assert_eq!(
+            serde_json::to_string(&Task::dossier("PDL-1", Some("req-1".into()))).expect("encodes"),
+            WIRE[1]
+        );
+        assert_eq!(
+            serde_json::to_string(&Task::lot("lot-7")).expect("encodes"),
+            WIRE[2]
+        );
     }
 
     #[tokio::test]

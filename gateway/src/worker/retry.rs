@@ -1,29 +1,91 @@
-//! The retry policy of transient failures (`retry.*`), and the delay of tasks put back after an
-//! outage of the ledger or the queue.
+//! How a dossier's task comes back after a transient failure: published again with a delay
+//! ([`crate::retry::RetryPolicy`]), never slept on, until its attempts run out and the dossier
+//! goes to the dead letters; AGORA's `429`s are waited out without counting; and the delay of a
+//! task put back after an outage of the ledger or the queue.
 
-#[allow(unused_imports)]
-use super::*;
+use std::time::Duration;
 
-/// Backoff of transient failures (`retry.*`).
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub max: Duration,
-    pub max_attempts: u32,
-    /// How long `429`s in a row are waited out without counting as attempts
-    /// (`retry.rate_limited_deadline_s`).
-    pub rate_limited_deadline: Duration,
-}
+use passerelle_adapters::agora::TransientReason;
+use tracing::{info, warn};
 
-impl RetryPolicy {
-    /// Exponential backoff with full jitter in [d/2, d], at least what AGORA asked for.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.min(20));
-        let capped = exp.min(self.max);
-        let half = capped / 2;
-        let jitter = rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64);
-        let d = half + Duration::from_millis(jitter);
-        retry_after.map_or(d, |r| d.max(r.min(self.max)))
+use super::{TaskEnd, Worker, WorkerError};
+use crate::ledger::{DeadReason, AGORA};
+use crate::queue::{Lane, Task};
+
+impl Worker {
+    /// A `429` is AGORA's pacing, not a failure: the task comes back after the `Retry-After`
+    /// (or the backoff) without consuming an attempt, for up to `retry.rate_limited_deadline_s`
+    /// after the first `429` in a row; past it, a `429` is a failure like any other.
+    pub(super) async fn rate_limited(
+        &self,
+        lane: Lane,
+        task: &Task,
+        retry_after: Option<Duration>,
+    ) -> Result<TaskEnd, WorkerError> {
+        let now = chrono::Utc::now();
+        let since = task.rate_limited_since.unwrap_or(now);
+        let waited = (now - since).to_std().unwrap_or(Duration::ZERO);
+        let reason = TransientReason::RateLimited.to_string();
+        if waited >= self.retry.rate_limited_deadline {
+            // Still the same row of 429s: each one now counts, until the attempts run out.
+            let task = Task {
+                rate_limited_since: Some(since),
+                ..task.clone()
+            };
+            return self
+                .retry_later(
+                    lane,
+                    &task,
+                    format!("{reason}, for longer than retry.rate_limited_deadline_s"),
+                    Some(429),
+                    retry_after,
+                )
+                .await;
+        }
+        let delay = self.retry.delay(task.attempt, retry_after);
+        let next = Task {
+            attempt: task.attempt.saturating_add(1),
+            rate_limited_since: Some(since),
+            ..task.clone()
+        };
+        self.queue.publish_delayed(lane, &next, delay).await?;
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            waited_s = waited.as_secs(),
+            "AGORA asks to slow down (429); not counted as an attempt"
+        );
+        Ok(TaskEnd::Retrying(delay))
+    }
+
+    pub(super) async fn retry_later(
+        &self,
+        lane: Lane,
+        task: &Task,
+        error: String,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    ) -> Result<TaskEnd, WorkerError> {
+        let id = task.dossier_id().unwrap_or_default();
+        let attempts = self.ledger.record_failure(id, AGORA, &error).await?;
+        if attempts >= self.retry.max_attempts as i32 {
+            let reason = DeadReason::Exhausted {
+                last_error: error,
+                status,
+            };
+            let dl = self.ledger.dead_letter(id, AGORA, &reason).await?;
+            warn!(dead_letter = %dl, attempts, reason = %reason.code(), "retries exhausted");
+            return Ok(TaskEnd::DeadLettered(reason.code()));
+        }
+        let delay = self.retry.delay(attempts.max(1) as u32 - 1, retry_after);
+        let next = Task {
+            attempt: task.attempt.saturating_add(1),
+            // A failure other than a 429 ends a row of 429s.
+            rate_limited_since: task.rate_limited_since.filter(|_| status == Some(429)),
+            ..task.clone()
+        };
+        self.queue.publish_delayed(lane, &next, delay).await?;
+        info!(attempts, delay_ms = delay.as_millis() as u64, error = %error, "transient failure; retrying later");
+        Ok(TaskEnd::Retrying(delay))
     }
 }
 

@@ -17,15 +17,7 @@ use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use passerelle::queue::Task;
 
 pub fn task(i: usize) -> Task {
-    Task {
-        dossier_id: format!("PDL-2019-{i:06}"),
-        request_id: Some(format!("bench-{i}")),
-        attempt: 0,
-        lot: None,
-        rate_limited_since: None,
-        returns: 0,
-        outages: 0,
-    }
+    Task::dossier(format!("PDL-2019-{i:06}"), Some(format!("bench-{i}")))
 }
 
 pub async fn raw_lapin(url: &str, n: usize, window: usize, prefetch: u16) -> anyhow::Result<f64> {

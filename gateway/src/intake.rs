@@ -10,7 +10,7 @@ use passerelle_adapters::merge::Precedence;
 use passerelle_adapters::Violation;
 
 use crate::ledger::{Accepted, Inbound, Ledger, LedgerError};
-use crate::queue::{Lane, Queue, QueueError, Task};
+use crate::queue::{Flow, Queue, QueueError, Task};
 
 /// Which accepted dossiers get a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub async fn accept_and_publish(
         .filter(|d| d.in_perimeter && (publish == Publish::InPerimeter || d.changed))
         .map(|d| {
             let task = Task::dossier(d.dossier_id.clone(), request_id.clone());
-            async move { queue.publish(Lane::Sync, &task).await }
+            async move { queue.publish(Flow::Sync, &task).await }
         });
     for r in futures_util::future::join_all(publishes).await {
         r.map_err(IntakeError::Queue)?;

@@ -23,7 +23,7 @@ use crate::clients::pole_emploi::{PoleEmploiClient, PoleEmploiClientConfig};
 use crate::ledger::{self, Ledger, AGORA};
 use crate::metrics::Metrics;
 use crate::pollers::pole_emploi::{PoleEmploiPoller, PollSettings};
-use crate::queue::{self, Lane, Queue, Task};
+use crate::queue::{self, Flow, Queue, Task};
 use crate::retry::RetryPolicy;
 use crate::returns::ReturnsSender;
 use crate::routes::{self, AppState, Credentials, RateLimiter};
@@ -277,8 +277,8 @@ impl Application {
         let (shutdown, rx) = watch::channel(false);
         let mut workers = Vec::new();
         for (lane, n) in [
-            (Lane::Sync, settings.worker.sync_concurrency),
-            (Lane::Backfill, settings.worker.backfill_concurrency),
+            (Flow::Sync, settings.worker.sync_concurrency),
+            (Flow::Backfill, settings.worker.backfill_concurrency),
         ] {
             if n == 0 {
                 continue;
@@ -657,7 +657,7 @@ pub async fn sweep_round(
             continue;
         }
         let task = Task::dossier(id.clone(), None);
-        if let Err(e) = queue.publish(Lane::Sync, &task).await {
+        if let Err(e) = queue.publish(Flow::Sync, &task).await {
             warn!(error = %e, "sweeper cannot publish; will try again");
             break;
         }

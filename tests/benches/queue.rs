@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use passerelle::queue::amqp::{AmqpOptions, AmqpQueue};
 use passerelle::queue::embedded::{EmbeddedOptions, EmbeddedQueue};
-use passerelle::queue::{Lane, Queue};
+use passerelle::queue::{Flow, Queue};
 
 #[path = "support/raw_lapin.rs"]
 mod raw_lapin;
@@ -54,7 +54,7 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
 }
 
 async fn through_trait(queue: Arc<dyn Queue>, n: usize) -> anyhow::Result<f64> {
-    let mut consumer = queue.consume(Lane::Sync, IN_FLIGHT as u16).await?;
+    let mut consumer = queue.consume(Flow::Sync, IN_FLIGHT as u16).await?;
     let start = Instant::now();
     let consume = tokio::spawn(async move {
         let mut seen = 0;
@@ -71,7 +71,7 @@ async fn through_trait(queue: Arc<dyn Queue>, n: usize) -> anyhow::Result<f64> {
             tokio::spawn(async move {
                 let mut i = p;
                 while i < n {
-                    queue.publish(Lane::Sync, &task(i)).await?;
+                    queue.publish(Flow::Sync, &task(i)).await?;
                     i += IN_FLIGHT;
                 }
                 anyhow::Ok(())

@@ -46,7 +46,7 @@ use crate::ledger::{
     DeadLetterFilter, DeadReason, DeliveryRow, DeliveryStatus, Flow, Inbound, InboundRecord,
     Ledger, LedgerError, AGORA,
 };
-use crate::queue::{Lane, QueueError, Task};
+use crate::queue::{QueueError, Task};
 use crate::settings::Settings;
 use crate::startup::{Services, StartError};
 use report::{Entry, Outcome, ReportError, ReportWriter};
@@ -173,7 +173,7 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
     // reason instead of waiting forever for lots nobody delivers. A panic drops the sender.
     let (ended, mut workers_ended) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let workers = tokio::spawn(async move {
-        let run = worker.run(Lane::Backfill, lots_in_flight, stopped).await;
+        let run = worker.run(Flow::Backfill, lots_in_flight, stopped).await;
         let _ = ended.send(run.map_err(|e| e.to_string()));
     });
     let workers_stopped = |ended: Result<Result<(), String>, _>| {
@@ -188,7 +188,7 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
     // Open lots of an earlier run first: their members are not claimable until settled.
     for lot in ledger.open_lots(AGORA).await? {
         queue
-            .publish(Lane::Backfill, &Task::lot(lot.lot_key))
+            .publish(Flow::Backfill, &Task::lot(lot.lot_key))
             .await?;
     }
     let ingest = Ingest {
@@ -361,7 +361,7 @@ impl Ingest<'_> {
             if since_hint >= self.lot_size {
                 since_hint = 0;
                 self.queue
-                    .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+                    .publish(Flow::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
                     .await?;
             }
             self.progress.tick(self.ledger).await;
@@ -377,7 +377,7 @@ impl Ingest<'_> {
                 source: std::io::Error::other("the decoder stopped before the end of the input"),
             })?;
         self.queue
-            .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+            .publish(Flow::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
             .await?;
         info!(file = %path.display(), "input read and committed");
         Ok(spill)
@@ -465,14 +465,14 @@ async fn drain(
             && last_hint.elapsed() > Duration::from_secs(2)
         {
             queue
-                .publish(Lane::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
+                .publish(Flow::Backfill, &Task::lot(uuid::Uuid::now_v7().to_string()))
                 .await?;
             last_hint = Instant::now();
         }
         if last_redrive.elapsed() > redrive_every {
             for lot in ledger.open_lots(AGORA).await? {
                 queue
-                    .publish(Lane::Backfill, &Task::lot(lot.lot_key))
+                    .publish(Flow::Backfill, &Task::lot(lot.lot_key))
                     .await?;
             }
             last_redrive = Instant::now();

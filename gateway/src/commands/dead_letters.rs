@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 
 use crate::cli::{DeadLetterFilterArgs, DeadLettersCommand, ListFormat};
 use crate::ledger::{self, DeadLetter, DeadLetterFilter, Ledger, LedgerError, Replayed};
-use crate::queue::{self, Lane, Queue, Task};
+use crate::queue::{self, Flow, Queue, Task};
 use crate::settings::Settings;
 
 pub fn run(command: DeadLettersCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
@@ -153,7 +153,7 @@ async fn publish(queue: &dyn Queue, replayed: &[Replayed]) -> HashSet<String> {
         }
         // The replay id as request id: the worker's logs of this attempt carry it.
         let task = Task::dossier(r.dossier_id.clone(), Some(r.replay_id.clone()));
-        if let Err(e) = queue.publish(Lane::Sync, &task).await {
+        if let Err(e) = queue.publish(Flow::Sync, &task).await {
             eprintln!(
                 "passerelle: dossier {} is replayed in the ledger but its task was not confirmed: {e}",
                 r.dossier_id

@@ -12,7 +12,7 @@ use super::{
     Section,
 };
 use crate::ledger::{DeadLetterFilter, LedgerError};
-use crate::queue::Lane;
+use crate::queue::Flow;
 use crate::routes::admin::publish;
 use crate::routes::AppState;
 
@@ -449,7 +449,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
         Err(e) => return unavailable(&e),
     };
     let mut depths = Vec::new();
-    for lane in Lane::ALL {
+    for lane in Flow::ALL {
         depths.push((lane, state.queue.depth(lane).await.ok()));
     }
     let metrics = state.metrics.encode();
@@ -483,7 +483,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
                 table {
                     thead { tr { th scope="col" { "Voie" } th scope="col" { "Tâches en attente" } } }
                     tbody { @for (lane, depth) in &depths {
-                        tr { td { (match lane { Lane::Sync => "Flux synchrone", Lane::Backfill => "Reprise" }) }
+                        tr { td { (match lane { Flow::Sync => "Flux synchrone", Flow::Backfill => "Reprise" }) }
                              td { @match depth { Some(d) => { (d) }, None => { "indisponible" } } } }
                     } }
                 }

@@ -41,7 +41,7 @@ use lapin::{
 };
 use tokio::sync::RwLock;
 
-use super::{mask_url, Acker, Consumer, Delivery, Lane, Queue, QueueError, Task};
+use super::{mask_url, Acker, Consumer, Delivery, Flow, Queue, QueueError, Task};
 
 /// The exchange tasks are published to, with the lane as routing key.
 pub const EXCHANGE: &str = "passerelle";
@@ -60,12 +60,12 @@ pub const DELAY_BUCKETS_MS: [u64; 12] = [
 ];
 
 /// The queue of a lane.
-pub fn queue_name(lane: Lane) -> String {
+pub fn queue_name(lane: Flow) -> String {
     format!("{EXCHANGE}.{}", lane.as_str())
 }
 
 /// The delay queue of a lane and bucket.
-pub fn delay_queue_name(lane: Lane, bucket_ms: u64) -> String {
+pub fn delay_queue_name(lane: Flow, bucket_ms: u64) -> String {
     format!("{EXCHANGE}.delay.{}.{bucket_ms}ms", lane.as_str())
 }
 
@@ -191,7 +191,7 @@ pub fn queue_specs() -> Vec<QueueSpec> {
         arguments: vec![("x-queue-type", ArgValue::Str("quorum".into()))],
         binding: Some((DEAD_EXCHANGE, DEAD_ROUTING_KEY.to_owned())),
     }];
-    for lane in Lane::ALL {
+    for lane in Flow::ALL {
         let mut arguments = quorum_args(DEAD_EXCHANGE, DEAD_ROUTING_KEY);
         // Past it the broker dead-letters the task (see `DELIVERY_LIMIT`).
         arguments.push((
@@ -410,7 +410,7 @@ impl AmqpQueue {
 
     /// Publishes raw bytes to a lane (tests: a message that is not a task).
     #[doc(hidden)]
-    pub async fn publish_raw(&self, lane: Lane, payload: &[u8]) -> Result<(), QueueError> {
+    pub async fn publish_raw(&self, lane: Flow, payload: &[u8]) -> Result<(), QueueError> {
         let properties = BasicProperties::default().with_delivery_mode(2);
         self.publish_bytes(EXCHANGE, lane.as_str(), payload, properties)
             .await
@@ -468,17 +468,17 @@ fn encode(task: &Task) -> Result<Vec<u8>, QueueError> {
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn health(&self) -> Result<(), QueueError> {
-        self.queue_depth(&queue_name(Lane::Sync)).await.map(|_| ())
+        self.queue_depth(&queue_name(Flow::Sync)).await.map(|_| ())
     }
 
-    async fn publish(&self, lane: Lane, task: &Task) -> Result<(), QueueError> {
+    async fn publish(&self, lane: Flow, task: &Task) -> Result<(), QueueError> {
         self.publish_bytes(EXCHANGE, lane.as_str(), &encode(task)?, properties(task))
             .await
     }
 
     async fn publish_delayed(
         &self,
-        lane: Lane,
+        lane: Flow,
         task: &Task,
         delay: Duration,
     ) -> Result<(), QueueError> {
@@ -497,7 +497,7 @@ impl Queue for AmqpQueue {
         }
     }
 
-    async fn consume(&self, lane: Lane, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
+    async fn consume(&self, lane: Flow, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let link = self.link(&self.consumers).await?;
         let channel = link
             .connection
@@ -528,7 +528,7 @@ impl Queue for AmqpQueue {
         }))
     }
 
-    async fn depth(&self, lane: Lane) -> Result<u64, QueueError> {
+    async fn depth(&self, lane: Flow) -> Result<u64, QueueError> {
         self.queue_depth(&queue_name(lane)).await
     }
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::amqp::{self, AmqpOptions, AmqpQueue};
 use super::embedded::{EmbeddedOptions, EmbeddedQueue};
-use super::{Consumer, Delivery, Lane, Queue, QueueError, Task};
+use super::{Consumer, Delivery, Flow, Queue, QueueError, Task};
 
 /// How long a check waits for something that must happen.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -28,7 +28,7 @@ pub(crate) trait Harness: Send + Sync + Sized + 'static {
     async fn start() -> Self;
     fn queue(&self) -> Arc<dyn Queue>;
     /// Writes bytes that are not a task to a lane.
-    async fn inject_raw(&self, lane: Lane, body: &[u8]);
+    async fn inject_raw(&self, lane: Flow, body: &[u8]);
     /// How many tasks were dead-lettered.
     async fn dead_count(&self) -> u64;
     /// Closes the queue and opens it again on the same storage (a restart).
@@ -71,7 +71,7 @@ impl Harness for Embedded {
         self.queue.clone()
     }
 
-    async fn inject_raw(&self, lane: Lane, body: &[u8]) {
+    async fn inject_raw(&self, lane: Flow, body: &[u8]) {
         self.queue
             .publish_raw(lane, body)
             .await
@@ -166,7 +166,7 @@ impl Harness for Rabbit {
         self.queue.clone()
     }
 
-    async fn inject_raw(&self, lane: Lane, body: &[u8]) {
+    async fn inject_raw(&self, lane: Flow, body: &[u8]) {
         self.queue
             .publish_raw(lane, body)
             .await
@@ -244,7 +244,7 @@ where
     }
 }
 
-async fn depth(queue: &Arc<dyn Queue>, lane: Lane) -> u64 {
+async fn depth(queue: &Arc<dyn Queue>, lane: Flow) -> u64 {
     queue.depth(lane).await.expect("depth")
 }
 
@@ -255,31 +255,31 @@ pub(crate) async fn publish_consume_ack<H: Harness>(h: H) {
     let queue = h.queue();
     queue.health().await.expect("healthy");
     let sent = task("D-1");
-    queue.publish(Lane::Sync, &sent).await.expect("publish");
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    queue.publish(Flow::Sync, &sent).await.expect("publish");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let delivery = recv(&mut consumer).await;
     assert_eq!(delivery.task, sent);
     assert!(!delivery.redelivered);
     delivery.acker.ack().await.expect("ack");
     drop(consumer);
-    let mut again = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut again = queue.consume(Flow::Sync, 10).await.expect("consume");
     assert_quiet(&mut again).await;
-    assert_eq!(depth(&queue, Lane::Sync).await, 0);
+    assert_eq!(depth(&queue, Flow::Sync).await, 0);
 }
 
 pub(crate) async fn unacked_is_redelivered_after_consumer_drop<H: Harness>(h: H) {
     let queue = h.queue();
     queue
-        .publish(Lane::Sync, &task("D-2"))
+        .publish(Flow::Sync, &task("D-2"))
         .await
         .expect("publish");
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let delivery = recv(&mut consumer).await;
     assert!(!delivery.redelivered);
     // The consumer goes away first, as when a worker dies holding the task.
     drop(consumer);
     drop(delivery);
-    let mut next = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut next = queue.consume(Flow::Sync, 10).await.expect("consume");
     let delivery = recv(&mut next).await;
     assert_eq!(delivery.task, task("D-2"));
     assert!(delivery.redelivered, "redelivered must be true");
@@ -290,10 +290,10 @@ pub(crate) async fn unacked_is_redelivered_after_consumer_drop<H: Harness>(h: H)
 pub(crate) async fn requeue_delivers_again<H: Harness>(h: H) {
     let queue = h.queue();
     queue
-        .publish(Lane::Sync, &task("D-3"))
+        .publish(Flow::Sync, &task("D-3"))
         .await
         .expect("publish");
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let first = recv(&mut consumer).await;
     first.acker.requeue().await.expect("requeue");
     let second = recv(&mut consumer).await;
@@ -310,10 +310,10 @@ pub(crate) async fn past_its_delivery_limit_a_task_is_set_aside<H: Harness>(h: H
     let queue = h.queue();
     assert_eq!(h.dead_count().await, 0);
     queue
-        .publish(Lane::Sync, &task("D-LIMIT"))
+        .publish(Flow::Sync, &task("D-LIMIT"))
         .await
         .expect("publish");
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let mut deliveries = 0u32;
     loop {
         match tokio::time::timeout(QUIET, consumer.next()).await {
@@ -341,36 +341,36 @@ pub(crate) async fn past_its_delivery_limit_a_task_is_set_aside<H: Harness>(h: H
         "delivered up to its limit"
     );
     eventually("dead letters", 1, || h.dead_count()).await;
-    assert_eq!(depth(&queue, Lane::Sync).await, 0);
+    assert_eq!(depth(&queue, Flow::Sync).await, 0);
 }
 
 pub(crate) async fn dead_letter_is_not_redelivered<H: Harness>(h: H) {
     let queue = h.queue();
     assert_eq!(h.dead_count().await, 0);
     queue
-        .publish(Lane::Sync, &task("D-4"))
+        .publish(Flow::Sync, &task("D-4"))
         .await
         .expect("publish");
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let delivery = recv(&mut consumer).await;
     delivery.acker.dead_letter().await.expect("dead-letter");
     eventually("dead letters", 1, || h.dead_count()).await;
     assert_quiet(&mut consumer).await;
-    assert_eq!(depth(&queue, Lane::Sync).await, 0);
+    assert_eq!(depth(&queue, Flow::Sync).await, 0);
 }
 
 pub(crate) async fn delayed_publish_arrives_after_its_delay_in_its_lane<H: Harness>(h: H) {
     let queue = h.queue();
     let delay = Duration::from_millis(1_000);
-    let mut backfill = queue.consume(Lane::Backfill, 10).await.expect("consume");
-    let mut sync = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut backfill = queue.consume(Flow::Backfill, 10).await.expect("consume");
+    let mut sync = queue.consume(Flow::Sync, 10).await.expect("consume");
     let start = Instant::now();
     queue
-        .publish_delayed(Lane::Backfill, &task("D-late"), delay)
+        .publish_delayed(Flow::Backfill, &task("D-late"), delay)
         .await
         .expect("publish delayed");
     queue
-        .publish(Lane::Backfill, &task("D-now"))
+        .publish(Flow::Backfill, &task("D-now"))
         .await
         .expect("publish");
     let first = recv(&mut backfill).await;
@@ -393,9 +393,9 @@ pub(crate) async fn delayed_publish_arrives_after_its_delay_in_its_lane<H: Harne
 pub(crate) async fn prefetch_bounds_deliveries_in_flight<H: Harness>(h: H) {
     let queue = h.queue();
     for id in ["P-1", "P-2", "P-3"] {
-        queue.publish(Lane::Sync, &task(id)).await.expect("publish");
+        queue.publish(Flow::Sync, &task(id)).await.expect("publish");
     }
-    let mut consumer = queue.consume(Lane::Sync, 2).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 2).await.expect("consume");
     let first = recv(&mut consumer).await;
     let second = recv(&mut consumer).await;
     assert_quiet(&mut consumer).await;
@@ -412,19 +412,19 @@ pub(crate) async fn prefetch_bounds_deliveries_in_flight<H: Harness>(h: H) {
 pub(crate) async fn lanes_are_separate<H: Harness>(h: H) {
     let queue = h.queue();
     queue
-        .publish(Lane::Sync, &task("S-1"))
+        .publish(Flow::Sync, &task("S-1"))
         .await
         .expect("publish");
     queue
-        .publish(Lane::Backfill, &task("B-1"))
+        .publish(Flow::Backfill, &task("B-1"))
         .await
         .expect("publish");
-    let mut sync = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut sync = queue.consume(Flow::Sync, 10).await.expect("consume");
     let delivery = recv(&mut sync).await;
     assert_eq!(delivery.task, task("S-1"));
     delivery.acker.ack().await.expect("ack");
     assert_quiet(&mut sync).await;
-    let mut backfill = queue.consume(Lane::Backfill, 10).await.expect("consume");
+    let mut backfill = queue.consume(Flow::Backfill, 10).await.expect("consume");
     let delivery = recv(&mut backfill).await;
     assert_eq!(delivery.task, task("B-1"));
     delivery.acker.ack().await.expect("ack");
@@ -432,13 +432,13 @@ pub(crate) async fn lanes_are_separate<H: Harness>(h: H) {
 
 pub(crate) async fn malformed_message_is_dead_lettered<H: Harness>(h: H) {
     let queue = h.queue();
-    h.inject_raw(Lane::Sync, b"{\"nir\": \"185077512345608\"")
+    h.inject_raw(Flow::Sync, b"{\"nir\": \"185077512345608\"")
         .await;
     queue
-        .publish(Lane::Sync, &task("M-1"))
+        .publish(Flow::Sync, &task("M-1"))
         .await
         .expect("publish");
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     match tokio::time::timeout(PATIENCE, consumer.next()).await {
         Ok(Some(Err(QueueError::Malformed(reason)))) => {
             assert!(
@@ -460,12 +460,12 @@ pub(crate) async fn malformed_message_is_dead_lettered<H: Harness>(h: H) {
 
 pub(crate) async fn confirmed_task_survives_a_restart<H: Harness>(mut h: H) {
     h.queue()
-        .publish(Lane::Sync, &task("R-1"))
+        .publish(Flow::Sync, &task("R-1"))
         .await
         .expect("publish");
     h.reopen().await;
     let queue = h.queue();
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let delivery = recv(&mut consumer).await;
     assert_eq!(delivery.task, task("R-1"));
     delivery.acker.ack().await.expect("ack");
@@ -474,15 +474,15 @@ pub(crate) async fn confirmed_task_survives_a_restart<H: Harness>(mut h: H) {
 pub(crate) async fn depth_counts_ready_tasks_per_lane<H: Harness>(h: H) {
     let queue = h.queue();
     for id in ["Q-1", "Q-2", "Q-3"] {
-        queue.publish(Lane::Sync, &task(id)).await.expect("publish");
+        queue.publish(Flow::Sync, &task(id)).await.expect("publish");
     }
-    eventually("sync depth", 3, || depth(&queue, Lane::Sync)).await;
-    assert_eq!(depth(&queue, Lane::Backfill).await, 0);
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    eventually("sync depth", 3, || depth(&queue, Flow::Sync)).await;
+    assert_eq!(depth(&queue, Flow::Backfill).await, 0);
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     for _ in 0..3 {
         recv(&mut consumer).await.acker.ack().await.expect("ack");
     }
-    eventually("sync depth", 0, || depth(&queue, Lane::Sync)).await;
+    eventually("sync depth", 0, || depth(&queue, Flow::Sync)).await;
 }
 
 pub(crate) async fn concurrent_publishers_lose_nothing<H: Harness>(h: H) {
@@ -490,13 +490,13 @@ pub(crate) async fn concurrent_publishers_lose_nothing<H: Harness>(h: H) {
     let publishers: Vec<_> = (0..200)
         .map(|i| {
             let queue = queue.clone();
-            tokio::spawn(async move { queue.publish(Lane::Sync, &task(&format!("C-{i}"))).await })
+            tokio::spawn(async move { queue.publish(Flow::Sync, &task(&format!("C-{i}"))).await })
         })
         .collect();
     for publisher in publishers {
         publisher.await.expect("joined").expect("publish");
     }
-    let mut consumer = queue.consume(Lane::Sync, 50).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 50).await.expect("consume");
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 200 {
         let delivery = recv(&mut consumer).await;
@@ -582,7 +582,7 @@ async fn embedded_lease_of_a_dead_process_expires() {
         .await
         .expect("opens");
     queue
-        .publish(Lane::Sync, &task("L-1"))
+        .publish(Flow::Sync, &task("L-1"))
         .await
         .expect("publish");
     // Another process claims it, then dies without releasing it.
@@ -603,7 +603,7 @@ async fn embedded_lease_of_a_dead_process_expires() {
         .await
         .expect("claim");
     let start = Instant::now();
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let delivery = recv(&mut consumer).await;
     assert!(start.elapsed() >= Duration::from_millis(500));
     assert!(delivery.redelivered);
@@ -616,12 +616,12 @@ async fn embedded_live_consumer_keeps_its_lease() {
     let h = Embedded::start().await;
     let queue = h.queue();
     queue
-        .publish(Lane::Sync, &task("K-1"))
+        .publish(Flow::Sync, &task("K-1"))
         .await
         .expect("publish");
-    let mut slow = queue.consume(Lane::Sync, 1).await.expect("consume");
+    let mut slow = queue.consume(Flow::Sync, 1).await.expect("consume");
     let held = recv(&mut slow).await;
-    let mut other = queue.consume(Lane::Sync, 1).await.expect("consume");
+    let mut other = queue.consume(Flow::Sync, 1).await.expect("consume");
     // Longer than the visibility timeout (2 s).
     if let Ok(next) = tokio::time::timeout(Duration::from_secs(3), other.next()).await {
         panic!(
@@ -643,12 +643,12 @@ async fn rabbitmq_unroutable_publish_is_refused() {
     let channel = connection.create_channel().await.expect("channel");
     channel
         .queue_delete(
-            amqp::queue_name(Lane::Backfill).as_str().into(),
+            amqp::queue_name(Flow::Backfill).as_str().into(),
             lapin::options::QueueDeleteOptions::default(),
         )
         .await
         .expect("queue deleted");
-    match h.queue().publish(Lane::Backfill, &task("U-1")).await {
+    match h.queue().publish(Flow::Backfill, &task("U-1")).await {
         Err(QueueError::Refused(_)) => {}
         other => panic!("expected Refused, got {other:?}"),
     }
@@ -660,7 +660,7 @@ async fn rabbitmq_reconnects_after_the_connection_drops() {
     let h = Rabbit::start().await;
     let queue = h.queue();
     queue
-        .publish(Lane::Sync, &task("X-1"))
+        .publish(Flow::Sync, &task("X-1"))
         .await
         .expect("publish");
     let vhost = h.vhost.name.clone();
@@ -671,7 +671,7 @@ async fn rabbitmq_reconnects_after_the_connection_drops() {
     .expect("joined");
     let start = Instant::now();
     loop {
-        match queue.publish(Lane::Sync, &task("X-2")).await {
+        match queue.publish(Flow::Sync, &task("X-2")).await {
             Ok(()) => break,
             Err(QueueError::Unavailable(_)) if start.elapsed() < PATIENCE => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -680,7 +680,7 @@ async fn rabbitmq_reconnects_after_the_connection_drops() {
         }
     }
     queue.health().await.expect("healthy again");
-    let mut consumer = queue.consume(Lane::Sync, 10).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 10).await.expect("consume");
     let mut ids = vec![];
     for _ in 0..2 {
         let delivery = recv(&mut consumer).await;
@@ -697,7 +697,7 @@ async fn rabbitmq_message_carries_its_properties() {
     use futures_util::StreamExt;
     let h = Rabbit::start().await;
     h.queue()
-        .publish(Lane::Sync, &task("H-1"))
+        .publish(Flow::Sync, &task("H-1"))
         .await
         .expect("publish");
     let connection =
@@ -707,7 +707,7 @@ async fn rabbitmq_message_carries_its_properties() {
     let channel = connection.create_channel().await.expect("channel");
     let mut consumer = channel
         .basic_consume(
-            amqp::queue_name(Lane::Sync).as_str().into(),
+            amqp::queue_name(Flow::Sync).as_str().into(),
             "probe".into(),
             lapin::options::BasicConsumeOptions::default(),
             lapin::types::FieldTable::default(),
@@ -768,9 +768,9 @@ async fn rabbitmq_definitions_file_loads_and_agrees_with_the_code() {
         .await
         .expect("the gateway declares its topology over the definitions");
     queue
-        .publish_delayed(Lane::Sync, &task("Z-1"), Duration::from_millis(250))
+        .publish_delayed(Flow::Sync, &task("Z-1"), Duration::from_millis(250))
         .await
         .expect("publish delayed");
-    let mut consumer = queue.consume(Lane::Sync, 1).await.expect("consume");
+    let mut consumer = queue.consume(Flow::Sync, 1).await.expect("consume");
     recv(&mut consumer).await.acker.ack().await.expect("ack");
 }

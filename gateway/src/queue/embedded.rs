@@ -32,7 +32,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{Acker, Consumer, Delivery, Lane, Queue, QueueError, Task};
+use super::{Acker, Consumer, Delivery, Flow, Queue, QueueError, Task};
 
 /// Tunables of the embedded queue; the defaults suit a laptop and the tests.
 #[derive(Debug, Clone)]
@@ -209,11 +209,11 @@ impl EmbeddedQueue {
 
     /// Writes raw bytes as a task (tests: a message that is not a task).
     #[doc(hidden)]
-    pub async fn publish_raw(&self, lane: Lane, payload: &[u8]) -> Result<(), QueueError> {
+    pub async fn publish_raw(&self, lane: Flow, payload: &[u8]) -> Result<(), QueueError> {
         self.insert(lane, payload, now_ms()).await
     }
 
-    async fn insert(&self, lane: Lane, payload: &[u8], visible_at: i64) -> Result<(), QueueError> {
+    async fn insert(&self, lane: Flow, payload: &[u8], visible_at: i64) -> Result<(), QueueError> {
         sqlx::query("INSERT INTO tasks (lane, payload, visible_at) VALUES (?1, ?2, ?3)")
             .bind(lane.as_str())
             .bind(payload)
@@ -241,13 +241,13 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn publish(&self, lane: Lane, task: &Task) -> Result<(), QueueError> {
+    async fn publish(&self, lane: Flow, task: &Task) -> Result<(), QueueError> {
         self.insert(lane, &encode(task)?, now_ms()).await
     }
 
     async fn publish_delayed(
         &self,
-        lane: Lane,
+        lane: Flow,
         task: &Task,
         delay: Duration,
     ) -> Result<(), QueueError> {
@@ -255,7 +255,7 @@ impl Queue for EmbeddedQueue {
         self.insert(lane, &encode(task)?, visible_at).await
     }
 
-    async fn consume(&self, lane: Lane, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
+    async fn consume(&self, lane: Flow, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let id = format!("c-{}", uuid::Uuid::new_v4());
         let renewer = tokio::spawn(renew_leases(self.inner.clone(), id.clone()));
         Ok(Box::new(EmbeddedConsumer {
@@ -268,7 +268,7 @@ impl Queue for EmbeddedQueue {
         }))
     }
 
-    async fn depth(&self, lane: Lane) -> Result<u64, QueueError> {
+    async fn depth(&self, lane: Flow) -> Result<u64, QueueError> {
         let count: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM tasks WHERE lane = ?2 AND {READY}"
         ))
@@ -310,7 +310,7 @@ struct Claimed {
 #[derive(Debug)]
 struct EmbeddedConsumer {
     inner: Arc<Inner>,
-    lane: Lane,
+    lane: Flow,
     id: Arc<str>,
     /// One permit per task that may be in flight (`prefetch`).
     in_flight: Arc<Semaphore>,

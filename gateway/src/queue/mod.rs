@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// The two lanes: one per flow, the sync flow's at the higher priority.
-pub use passerelle_adapters::canonical::Flow as Lane;
+pub use passerelle_adapters::canonical::Flow;
 
 /// A task: reconcile this dossier, or deliver this backfill lot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,21 +185,21 @@ pub trait Queue: Send + Sync + 'static {
     async fn health(&self) -> Result<(), QueueError>;
 
     /// Publishes a task and returns once the broker confirmed it durable.
-    async fn publish(&self, lane: Lane, task: &Task) -> Result<(), QueueError>;
+    async fn publish(&self, lane: Flow, task: &Task) -> Result<(), QueueError>;
 
     /// Publishes a task to become visible after `delay` (retry with backoff).
     async fn publish_delayed(
         &self,
-        lane: Lane,
+        lane: Flow,
         task: &Task,
         delay: Duration,
     ) -> Result<(), QueueError>;
 
     /// Starts consuming a lane with at most `prefetch` unacknowledged tasks in flight.
-    async fn consume(&self, lane: Lane, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError>;
+    async fn consume(&self, lane: Flow, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError>;
 
     /// Tasks waiting in a lane (ready ones; for metrics).
-    async fn depth(&self, lane: Lane) -> Result<u64, QueueError>;
+    async fn depth(&self, lane: Flow) -> Result<u64, QueueError>;
 }
 
 /// A stream of deliveries from one lane.

@@ -16,7 +16,7 @@ use super::inbound::{read_body, require_content_type};
 use super::problem::ApiError;
 use super::{authenticate, AppState, Caller};
 use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed, AGORA};
-use crate::queue::{Lane, Task};
+use crate::queue::{Flow, Task};
 use passerelle_adapters::agora::model::Anomaly;
 
 /// The caller must be an operator; `Ok(true)` when its token may see personal data.
@@ -282,7 +282,7 @@ pub(crate) async fn publish(
             continue;
         }
         let task = Task::dossier(r.dossier_id.clone(), Some(request_id.to_string()));
-        if let Err(e) = state.queue.publish(Lane::Sync, &task).await {
+        if let Err(e) = state.queue.publish(Flow::Sync, &task).await {
             warn!(
                 dossier_id = %r.dossier_id,
                 replay_id = %r.replay_id,

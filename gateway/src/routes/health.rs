@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::AppState;
 use crate::clients::agora::{AgoraClient, Health};
-use crate::queue::Lane;
+use crate::queue::Flow;
 
 /// How long a `/readyz` result is served again.
 pub const READY_FOR: Duration = Duration::from_secs(1);
@@ -165,7 +165,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     ),
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    for lane in Lane::ALL {
+    for lane in Flow::ALL {
         if let Ok(depth) = state.queue.depth(lane).await {
             state
                 .metrics

@@ -12,14 +12,14 @@ use tracing::{warn, Instrument};
 use super::retry::requeue_delay;
 use super::{TaskEnd, Worker, WorkerError};
 use crate::ledger::{DeadReason, AGORA};
-use crate::queue::{Delivery, Lane, Target, Task, DELIVERY_LIMIT};
+use crate::queue::{Delivery, Flow, Target, Task, DELIVERY_LIMIT};
 
 impl Worker {
     /// Consumes a lane until `shutdown` is signalled, with at most `concurrency` tasks in flight;
     /// waits for those in flight before returning.
     pub async fn run(
         self,
-        lane: Lane,
+        lane: Flow,
         concurrency: u16,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
@@ -97,7 +97,7 @@ impl Worker {
     }
 
     /// Handles one delivery and settles it with the queue.
-    pub async fn handle(&self, lane: Lane, delivery: Delivery) {
+    pub async fn handle(&self, lane: Flow, delivery: Delivery) {
         let Delivery {
             task,
             acker,
@@ -180,7 +180,7 @@ impl Worker {
     /// `poison`, listed by the dead-letter API) and the task is dropped, so the lane goes on.
     async fn poison(
         &self,
-        lane: Lane,
+        lane: Flow,
         task: &Task,
         returns: u32,
         acker: Box<dyn crate::queue::Acker>,

@@ -15,14 +15,14 @@ use super::lease::{self, LeaseGuard};
 use super::{TaskEnd, Worker, WorkerError};
 use crate::ledger::outbox::PendingReturn;
 use crate::ledger::{DeadReason, DeliveryStatus, Lease, OperationRecord, AGORA};
-use crate::queue::{Lane, Task};
+use crate::queue::{Flow, Task};
 
 /// The most operations one task performs before it yields (a guard against ping-pong with AGORA).
 const MAX_STEPS: usize = 16;
 
 impl Worker {
     /// Reconciles one dossier: the heart of the relay.
-    pub async fn reconcile(&self, lane: Lane, task: &Task) -> Result<TaskEnd, WorkerError> {
+    pub async fn reconcile(&self, lane: Flow, task: &Task) -> Result<TaskEnd, WorkerError> {
         // A lot's task never comes here (it has no dossier): its id reads as the empty one.
         let id = task.dossier_id().unwrap_or_default();
         // One holder per task, not per process: two tasks of one dossier in this process must not
@@ -78,7 +78,7 @@ impl Worker {
     /// a call and its record), so the first step searches instead of trusting the ledger.
     async fn reconcile_leased(
         &self,
-        lane: Lane,
+        lane: Flow,
         task: &Task,
         in_doubt: bool,
         guard: &LeaseGuard<'_>,

@@ -36,7 +36,7 @@ use super::{TaskEnd, Worker, WorkerError};
 use crate::backfill::lots::{prepare, Candidate, Prepared};
 use crate::clients::agora::{outcome_kind, LotFailure};
 use crate::ledger::{DeadReason, DeliveryStatus, DossierRow, LotLine, LotRow, LotState, AGORA};
-use crate::queue::{Lane, Task};
+use crate::queue::{Flow, Task};
 
 /// Searches AGORA runs at once when a lot is in doubt.
 const SEARCH_CONCURRENCY: usize = 16;
@@ -129,7 +129,7 @@ impl LotRunner<'_> {
         // first would scan the ledger after every lot (seconds at a million dossiers); the next
         // lot's claim finds out as well, and the chain ends there (`NothingOwed`).
         let next = Task::lot(uuid::Uuid::now_v7().to_string());
-        self.w.queue.publish(Lane::Backfill, &next).await?;
+        self.w.queue.publish(Flow::Backfill, &next).await?;
         Ok(end)
     }
 
@@ -157,7 +157,7 @@ impl LotRunner<'_> {
             }
             self.w
                 .queue
-                .publish(Lane::Backfill, &Task::dossier(id, None))
+                .publish(Flow::Backfill, &Task::dossier(id, None))
                 .await?;
         }
         Ok(())

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{TaskEnd, Worker, WorkerError};
 use crate::ledger::{DeadReason, AGORA};
-use crate::queue::{Lane, Task};
+use crate::queue::{Flow, Task};
 
 impl Worker {
     /// A `429` is AGORA's pacing, not a failure: the task comes back after the `Retry-After`
@@ -18,7 +18,7 @@ impl Worker {
     /// after the first `429` in a row; past it, a `429` is a failure like any other.
     pub(super) async fn rate_limited(
         &self,
-        lane: Lane,
+        lane: Flow,
         task: &Task,
         retry_after: Option<Duration>,
     ) -> Result<TaskEnd, WorkerError> {
@@ -59,7 +59,7 @@ impl Worker {
 
     pub(super) async fn retry_later(
         &self,
-        lane: Lane,
+        lane: Flow,
         task: &Task,
         error: String,
         status: Option<u16>,

@@ -77,7 +77,8 @@ impl Gateway {
             .credentials
             .token(passerelle_adapters::System::AtexoSem)
             .expect("ATEXO SEM posts: it has a token")
-            .expose_secret().to_string();
+            .expose_secret()
+            .to_string();
         let sandbox_url = sandbox.base_url();
         let ledger = app.ledger.clone();
         Ok(Gateway {

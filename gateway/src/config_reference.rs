@@ -1,19 +1,74 @@
 //! The configuration reference (`passerelle config-reference`, `docs/configuration.md`), generated
-//! from the settings structs themselves: their source (`settings.rs` and `settings/*.rs`, embedded
-//! at build time) gives
-//! every key, its type and its doc comment, and `config/default.toml` gives the default. A key
-//! added to a struct therefore appears in the reference with no copy to keep in step, and a test
-//! fails when the committed document is stale or a key has no description.
+//! from the settings types themselves: their JSON Schema (`schemars`, derived on every settings
+//! struct, so a doc comment is a key's meaning) gives every key, its type and its description, and
+//! `config/default.toml` gives the default. A key added to a struct therefore appears in the
+//! reference with no copy to keep in step, and a test fails when the committed document is stale or
+//! a key has no description.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
-use crate::settings::DEFAULT_TOML;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde_json::Value;
 
-/// The files that hold settings structs: the settings' own, then each posting system's section.
-const SETTINGS_RS: [&str; 2] = [
-    include_str!("settings.rs"),
-    include_str!("settings/agora.rs"),
-];
+use crate::settings::{Settings, DEFAULT_TOML};
+
+/// A secret in the settings' schema: text that is never logged (`SecretString`).
+#[derive(Debug)]
+pub struct Secret;
+
+impl JsonSchema for Secret {
+    fn schema_name() -> Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "x-kind": "secret text" })
+    }
+}
+
+/// A path in the settings' schema (`PathBuf`).
+#[derive(Debug)]
+pub struct FilePath;
+
+impl JsonSchema for FilePath {
+    fn schema_name() -> Cow<'static, str> {
+        "FilePath".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "x-kind": "path" })
+    }
+}
+
+/// The merge's precedence in the settings' schema: a table from a group of fields to systems.
+#[derive(Debug)]
+pub struct PrecedenceTable;
+
+impl JsonSchema for PrecedenceTable {
+    fn schema_name() -> Cow<'static, str> {
+        "PrecedenceTable".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "additionalProperties": { "type": "array", "items": { "type": "string" } },
+            "x-kind": "table: field group → list of systems"
+        })
+    }
+}
 
 /// One configuration key, as an operator sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,70 +88,100 @@ pub struct Key {
     pub file_form: bool,
 }
 
-#[derive(Debug)]
-struct Field {
-    name: String,
-    ty: String,
-    doc: String,
+/// The JSON Schema of the settings (draft 2020-12), every struct's doc comments as descriptions.
+pub fn schema() -> Value {
+    schemars::schema_for!(Settings).to_value()
 }
 
-/// The fields of every `pub struct` of `source`, with their doc comments.
-fn structs(source: &str) -> HashMap<String, Vec<Field>> {
-    let mut out = HashMap::new();
-    let mut current: Option<(String, Vec<Field>)> = None;
-    let mut doc: Vec<String> = Vec::new();
-    for line in source.lines() {
-        let t = line.trim();
-        if let Some((name, fields)) = current.as_mut() {
-            if t == "}" {
-                out.insert(std::mem::take(name), std::mem::take(fields));
-                current = None;
-            } else if let Some(d) = t.strip_prefix("///") {
-                doc.push(d.trim().to_string());
-            } else if let Some(f) = t.strip_prefix("pub ") {
-                if let Some((n, ty)) = f.split_once(':') {
-                    fields.push(Field {
-                        name: n.trim().to_string(),
-                        ty: ty.trim().trim_end_matches(',').to_string(),
-                        doc: doc.join(" "),
-                    });
-                }
-                doc.clear();
-            } else if !t.starts_with("#[") {
-                doc.clear();
+/// A property's own schema: `$ref`s followed, an `Option`'s `null` alternative left out.
+fn resolve<'a>(root: &'a Value, schema: &'a Value) -> (&'a Value, bool) {
+    let mut optional = false;
+    let mut s = schema;
+    loop {
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            match root.get("$defs").and_then(|d| d.get(name)) {
+                Some(def) => s = def,
+                None => return (s, optional),
             }
-        } else if let Some(rest) = t.strip_prefix("pub struct ") {
-            if let Some(name) = rest.strip_suffix('{') {
-                current = Some((name.trim().to_string(), Vec::new()));
-                doc.clear();
+            continue;
+        }
+        if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
+            let not_null: Vec<&Value> = any
+                .iter()
+                .filter(|v| v.get("type").and_then(Value::as_str) != Some("null"))
+                .collect();
+            if not_null.len() == 1 && any.len() == 2 {
+                optional = true;
+                s = not_null[0];
+                continue;
             }
         }
-    }
-    out
-}
-
-fn unwrap_option(ty: &str) -> (&str, bool) {
-    match ty.strip_prefix("Option<").and_then(|t| t.strip_suffix('>')) {
-        Some(inner) => (inner, true),
-        None => (ty, false),
+        return (s, optional);
     }
 }
 
-fn kind(ty: &str) -> String {
-    let (inner, optional) = unwrap_option(ty);
-    let base = match inner {
-        "String" => "text".to_string(),
-        "SecretString" => "secret text".to_string(),
-        "PathBuf" => "path".to_string(),
-        "bool" => "boolean".to_string(),
-        "u8" | "u16" | "u32" | "u64" | "usize" => "integer ≥ 0".to_string(),
-        "i32" | "i64" => "integer".to_string(),
-        "Vec<String>" => "list of text".to_string(),
-        "Precedence" => "table: field group → list of systems".to_string(),
-        "AgoraAuthMode" => "`bearer`, `command` or `signed`".to_string(),
-        "SigningAlgorithm" => "`RS256` or `ES256`".to_string(),
-        "BTreeMap<String, Vec<String>>" => "table: system → list of text".to_string(),
-        other => other.to_string(),
+/// A property's description: on the property, else on its type.
+fn meaning(property: &Value, resolved: &Value) -> String {
+    property
+        .get("description")
+        .or_else(|| resolved.get("description"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The values an enumeration allows (`enum`, or `oneOf` of `const`s when its variants are
+/// documented).
+fn allowed(s: &Value) -> Option<Vec<String>> {
+    let text = |v: &Value| v.as_str().map(|s| format!("`{s}`"));
+    if let Some(values) = s.get("enum").and_then(Value::as_array) {
+        return Some(values.iter().filter_map(text).collect());
+    }
+    let one_of = s.get("oneOf").and_then(Value::as_array)?;
+    one_of
+        .iter()
+        .map(|v| v.get("const").and_then(text))
+        .collect()
+}
+
+/// The type in an operator's words.
+fn kind(s: &Value, optional: bool) -> String {
+    let types: Vec<&str> = match s.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let optional = optional || types.contains(&"null");
+    let main = types.iter().copied().find(|t| *t != "null").unwrap_or("");
+    let base = if let Some(k) = s.get("x-kind").and_then(Value::as_str) {
+        k.to_string()
+    } else if let Some(values) = allowed(s) {
+        match values.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    } else {
+        match main {
+            "string" => "text".to_string(),
+            "boolean" => "boolean".to_string(),
+            "integer" => {
+                let unsigned = s.get("minimum").and_then(Value::as_f64) == Some(0.0)
+                    || s.get("format")
+                        .and_then(Value::as_str)
+                        .is_some_and(|f| f.starts_with("uint"));
+                if unsigned { "integer ≥ 0" } else { "integer" }.to_string()
+            }
+            "array" => format!("list of {}", kind(&s["items"], false)),
+            "object" => format!(
+                "table: system → {}",
+                kind(&s["additionalProperties"], false)
+            ),
+            other => other.to_string(),
+        }
     };
     if optional {
         format!("{base}, optional")
@@ -119,57 +204,44 @@ fn default_of(defaults: &toml::Table, key: &str) -> String {
     }
 }
 
-/// Every key, in the order of the structs, from [`crate::settings::Settings`] down.
+/// Every key, section by section, from [`Settings`] down.
 pub fn keys() -> Vec<Key> {
-    let structs: HashMap<String, Vec<Field>> = SETTINGS_RS
-        .iter()
-        .chain(crate::systems::SETTINGS_RS.iter())
-        .flat_map(|source| structs(source))
-        .collect();
+    let root = schema();
     let defaults: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
     let mut keys = Vec::new();
-    walk(&structs, &defaults, "Settings", "", &mut keys);
+    walk(&root, &root, &defaults, "", &mut keys);
     keys
 }
 
-fn walk(
-    structs: &HashMap<String, Vec<Field>>,
-    defaults: &toml::Table,
-    name: &str,
-    prefix: &str,
-    keys: &mut Vec<Key>,
-) {
-    let Some(fields) = structs.get(name) else {
+fn walk(root: &Value, schema: &Value, defaults: &toml::Table, prefix: &str, keys: &mut Vec<Key>) {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
         return;
     };
-    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-    for f in fields {
-        let key = format!("{prefix}{}", f.name);
-        let (inner, _) = unwrap_option(&f.ty);
-        // A section typed by its path (`crate::systems::<system>::<Section>`).
-        let inner = inner.rsplit("::").next().unwrap_or(inner);
-        if structs.contains_key(inner) {
-            walk(structs, defaults, inner, &format!("{key}."), keys);
+    for (name, property) in properties {
+        let key = format!("{prefix}{name}");
+        let (resolved, optional) = resolve(root, property);
+        if resolved.get("properties").is_some() {
+            walk(root, resolved, defaults, &format!("{key}."), keys);
             continue;
         }
         // `<secret>_file` is the secret's other form: it goes with the secret's row.
-        if let Some(secret) = f.name.strip_suffix("_file") {
-            if names.contains(&secret) {
+        if let Some(secret) = name.strip_suffix("_file") {
+            if properties.contains_key(secret) {
                 continue;
             }
         }
         // The type says ≥ 0; the start-up check says more.
-        let kind = if crate::settings::Settings::MORE_THAN_ZERO.contains(&key.as_str()) {
+        let kind = if Settings::MORE_THAN_ZERO.contains(&key.as_str()) {
             "integer > 0".to_string()
         } else {
-            kind(&f.ty)
+            kind(resolved, optional)
         };
         keys.push(Key {
             default: default_of(defaults, &key),
             kind,
-            meaning: f.doc.clone(),
-            secret: inner == "SecretString",
-            file_form: names.contains(&format!("{}_file", f.name).as_str()),
+            meaning: meaning(property, resolved),
+            secret: resolved.get("x-kind").and_then(Value::as_str) == Some("secret text"),
+            file_form: properties.contains_key(&format!("{name}_file")),
             key,
         });
     }

@@ -37,7 +37,7 @@ pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
 }
 
 /// All of passerelle's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -63,7 +63,7 @@ pub struct Settings {
     pub data: DataSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address of the HTTP API (`server.bind`).
@@ -91,14 +91,17 @@ pub struct ServerSettings {
     /// PEM certificate chain of the listeners: with `server.tls_key_file`, both listeners speak
     /// HTTPS only (rustls); unset: plain HTTP (behind a TLS-terminating proxy).
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `server.tls_cert_file`.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub tls_key_file: Option<PathBuf>,
     /// PEM certificates of the CAs whose client certificates are accepted (mutual TLS). A client
     /// may still come without a certificate (and use its bearer token); one it presents must chain
     /// to these CAs. Needs `server.tls_cert_file`.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub tls_client_ca_file: Option<PathBuf>,
     /// Which system a verified client certificate stands for: a table from a system (`ouiform`,
     /// `atexo_sem`) to the DNS names of its certificates' subjectAltName, e.g.
@@ -112,12 +115,13 @@ fn default_shutdown_grace_s() -> u64 {
     30
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSettings {
     /// `sqlite://…` (embedded) or `postgres://…` (production). A PostgreSQL server that is not on
     /// this host must be reached with `?sslmode=require` or stronger (`verify-ca`, `verify-full`;
     /// `sslrootcert=` names a private CA), unless `ledger.allow_plaintext`.
+    #[schemars(with = "crate::config_reference::Secret")]
     pub url: SecretString,
     /// Allow a PostgreSQL ledger on another host without `sslmode=require` or stronger: NIRs and
     /// names then cross the network in clear. For a private network only (docker/compose.yml).
@@ -128,14 +132,15 @@ pub struct LedgerSettings {
     pub payload_retention_days: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     /// `embedded` or `amqp://…` (RabbitMQ).
+    #[schemars(with = "crate::config_reference::Secret")]
     pub url: SecretString,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     #[serde(default)]
@@ -143,21 +148,29 @@ pub struct AuthSettings {
 }
 
 /// Bearer tokens accepted per caller; missing ones are generated into `data.dir/credentials`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     /// OUIFORM's token.
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub ouiform: Option<SecretString>,
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub ouiform_file: Option<PathBuf>,
     /// ATEXO SEM's token.
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub atexo_sem: Option<SecretString>,
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub atexo_sem_file: Option<PathBuf>,
     /// The operators' token (admin routes).
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub admin: Option<SecretString>,
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub admin_file: Option<PathBuf>,
     /// A second operators' token whose holder also sees a dossier's personal fields unmasked in
     /// `GET /v1/dossiers/{id}`. Never generated: unset, nobody can unmask.
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub admin_personal_data: Option<SecretString>,
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub admin_personal_data_file: Option<PathBuf>,
 }
 
@@ -178,7 +191,7 @@ pub fn token_key(system: System) -> String {
     format!("auth.tokens.{}", system.as_str().replace('-', "_"))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoleEmploiSettings {
     /// OAuth2 server; polling is off when `api_url` is empty.
@@ -189,8 +202,10 @@ pub struct PoleEmploiSettings {
     pub client_id: String,
     /// OAuth2 client secret.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub client_secret: Option<SecretString>,
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub client_secret_file: Option<PathBuf>,
     /// OAuth2 scopes asked for, space-separated.
     pub scope: String,
@@ -204,7 +219,7 @@ pub struct PoleEmploiSettings {
     pub request_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PerimeterSettings {
     /// ATEXO SEM `categorie` codes outside AGORA's perimeter.
@@ -213,7 +228,7 @@ pub struct PerimeterSettings {
     pub backfill_since: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     /// First backoff delay of a transient failure, ms (doubled at each attempt, with jitter).
@@ -228,7 +243,7 @@ pub struct RetrySettings {
     pub rate_limited_deadline_s: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulesSettings {
     /// Days an entry may precede the session start.
@@ -239,15 +254,16 @@ pub struct RulesSettings {
     pub max_age_years: i32,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeSettings {
     /// Which source wins, per field group (`merge.precedence.entry = ["pole_emploi", "atexo_sem"]`).
     #[serde(default)]
+    #[schemars(with = "crate::config_reference::PrecedenceTable")]
     pub precedence: Precedence,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     /// Dossiers of the synchronous flow reconciled at once.
@@ -259,7 +275,7 @@ pub struct WorkerSettings {
 }
 
 /// `passerelle backfill` (*reprise d'antériorité*): lots toward AGORA's `POST /reprises`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackfillSettings {
     /// Lines per lot, 1 to 10,000 (AGORA's limit); halved for the run after a `413`.
@@ -274,7 +290,7 @@ pub struct BackfillSettings {
     pub commit_batch: u32,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JournalSettings {
     /// The older name of `ledger.payload_retention_days`, still read: when given, it wins.
@@ -283,7 +299,7 @@ pub struct JournalSettings {
 }
 
 /// The installation's identity, shared by every replica.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentitySettings {
     /// A file holding the salt of dossier ids (a trainee and a session give one id per
@@ -291,11 +307,12 @@ pub struct IdentitySettings {
     /// replica. Given, it must agree with the ledger's (the start is refused otherwise); on a
     /// ledger that already holds dossiers but no salt, it must be the salt they were made with.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub salt_file: Option<PathBuf>,
 }
 
 /// Traces (logs are JSON on stderr, their level from `RUST_LOG`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// OTLP/HTTP traces endpoint (e.g. `http://otel-collector:4318/v1/traces`); off when empty.
@@ -304,10 +321,11 @@ pub struct TelemetrySettings {
     pub service_name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataSettings {
     /// Directory of the embedded ledger, queue and generated credentials.
+    #[schemars(with = "crate::config_reference::FilePath")]
     pub dir: PathBuf,
 }
 

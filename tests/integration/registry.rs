@@ -30,7 +30,8 @@ fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
         let path = entry.expect("an entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if path.is_dir() {
-            if name != "snapshots" {
+            // Snapshots and test-only suites (the ledger's conformance suite) are not sources.
+            if name != "snapshots" && name != "conformance" {
                 sources(&path, out);
             }
             continue;

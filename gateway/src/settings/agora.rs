@@ -13,16 +13,18 @@ use crate::clients::agora::auth::{AuthConfig, Placement, SigningConfig};
 use crate::clients::agora::AgoraClientConfig;
 use crate::clients::ClientIdentity;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgoraSettings {
     /// The AGORA relay (INTEROPS-A), or `sandbox` for the built-in simulator.
     pub base_url: String,
     /// Bearer token sent to the relay (`agora.auth.mode = "bearer"`).
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub token: Option<SecretString>,
     /// File holding the token, instead of `token`.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub token_file: Option<PathBuf>,
     /// Time allowed to open a connection, ms.
     pub connect_timeout_ms: u64,
@@ -32,20 +34,24 @@ pub struct AgoraSettings {
     pub auth: AgoraAuthSettings,
     /// Mutual TLS: the client certificate (then its chain) shown to the relay, PEM.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub tls_client_cert_file: Option<PathBuf>,
     /// Mutual TLS: the client certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub tls_client_key: Option<SecretString>,
     /// File holding the client key, instead of `tls_client_key`.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub tls_client_key_file: Option<PathBuf>,
     /// PEM certificates trusted besides the bundled web roots (a relay signed by an internal CA).
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub tls_ca_file: Option<PathBuf>,
 }
 
 /// `agora.auth.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AgoraAuthMode {
     /// `agora.token` on every call.
@@ -57,13 +63,13 @@ pub enum AgoraAuthMode {
 }
 
 /// `agora.auth.algorithm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum SigningAlgorithm {
     RS256,
     ES256,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgoraAuthSettings {
     /// `bearer` (`agora.token`), `command` (a program prints the token) or `signed` (passerelle
@@ -83,12 +89,15 @@ pub struct AgoraAuthSettings {
     pub command_timeout_ms: u64,
     /// `signed`: the partner's private key, PEM (PKCS#8 for ES256; PKCS#8 or PKCS#1 for RS256).
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub signing_key: Option<SecretString>,
     /// File holding the signing key, instead of `signing_key`.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub signing_key_file: Option<PathBuf>,
     /// `signed`: the partner's certificate chain, PEM, leaf first; it goes in the JWS `x5c` header.
     #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub certificate_file: Option<PathBuf>,
     /// `signed`: `RS256` or `ES256`.
     pub algorithm: SigningAlgorithm,

@@ -21,7 +21,7 @@ use crate::routes::{request_id, AppState, Routes};
 use crate::settings::Settings;
 
 /// The `atexo_sem` section of the settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AtexoSemSettings {
     /// Where AGORA's returns are posted; off when empty.

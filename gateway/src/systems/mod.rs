@@ -50,9 +50,6 @@ pub trait PostingSystem: Send + Sync + 'static {
     }
 }
 
-/// The source of each module, whose settings section the configuration reference reads.
-pub const SETTINGS_RS: [&str; 2] = [include_str!("atexo_sem.rs"), include_str!("ouiform.rs")];
-
 /// Every posting system.
 pub static POSTING: [&dyn PostingSystem; 2] = [&atexo_sem::AtexoSem, &ouiform::Ouiform];
 

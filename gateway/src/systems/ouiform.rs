@@ -27,11 +27,13 @@ use crate::settings::Settings;
 pub const HMAC_SECRET: &str = "ouiform.hmac_secret";
 
 /// The `ouiform` section of the settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OuiformSettings {
     /// Shared secret of `X-Ouiform-Signature` (HMAC-SHA256 of the raw body).
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
     pub hmac_secret: Option<SecretString>,
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
     pub hmac_secret_file: Option<PathBuf>,
 }
 

@@ -10,7 +10,7 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("json");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
-    collect(&root, &mut files);
+    collect(&root, &root, &mut files);
     // The canonical dossier first, then each system's schemas by path: a stable order.
     files.sort_by_key(|f| (f.components().count() > 1, f.clone()));
     let mut out = String::from("schemas! {\n");
@@ -35,15 +35,14 @@ fn main() {
     std::fs::write(dest.join("schema_ids.rs"), out).expect("writing OUT_DIR/schema_ids.rs");
 }
 
-fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("json");
+fn collect(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("a directory entry").path();
         if path.is_dir() {
-            collect(&path, files);
+            collect(root, &path, files);
         } else if path.to_string_lossy().ends_with(".schema.json") {
-            let rel = path.strip_prefix(&root).expect("under json/").to_path_buf();
+            let rel = path.strip_prefix(root).expect("under json/").to_path_buf();
             files.push(rel);
         }
     }

@@ -500,78 +500,61 @@ impl Settings {
             .precedence
             .validate()
             .map_err(|e| invalid("merge.precedence", e))?;
+        let secrets = self.secrets();
         // Secrets given twice are ambiguous: refuse rather than guess.
-        let mut forms: Vec<(String, bool, bool)> = self
-            .agora
-            .secret_pairs()
-            .into_iter()
-            .map(|(key, inline, file)| (key.to_string(), inline, file))
-            .collect();
-        for p in crate::systems::POSTING {
-            let (inline, file) = self.auth.tokens.of(p.system());
-            forms.push((token_key(p.system()), inline.is_some(), file.is_some()));
-        }
-        for s in crate::systems::secrets(self) {
-            forms.push((s.key.to_string(), s.inline.is_some(), s.file.is_some()));
-        }
-        forms.extend([
-            (
-                "auth.tokens.admin".to_string(),
-                self.auth.tokens.admin.is_some(),
-                self.auth.tokens.admin_file.is_some(),
-            ),
-            (
-                "auth.tokens.admin_personal_data".to_string(),
-                self.auth.tokens.admin_personal_data.is_some(),
-                self.auth.tokens.admin_personal_data_file.is_some(),
-            ),
-            (
-                "pole_emploi.client_secret".to_string(),
-                self.pole_emploi.client_secret.is_some(),
-                self.pole_emploi.client_secret_file.is_some(),
-            ),
-        ]);
-        for (key, inline, file) in forms {
-            if inline && file {
+        for (key, inline, file) in &secrets {
+            if inline.is_some() && file.is_some() {
                 return Err(invalid(
-                    &key,
+                    key,
                     format!("give either {key} or {key}_file, not both"),
                 ));
             }
         }
         // An empty token would let a request with an empty `Bearer` in; an empty secret signs
         // nothing. (A `_file` that is empty is refused when it is read.)
-        let mut inlines: Vec<(String, &Option<SecretString>)> =
-            vec![("agora.token".to_string(), &self.agora.token)];
-        for p in crate::systems::POSTING {
-            inlines.push((token_key(p.system()), self.auth.tokens.of(p.system()).0));
-        }
-        for s in crate::systems::secrets(self) {
-            inlines.push((s.key.to_string(), s.inline));
-        }
-        inlines.extend([
-            ("auth.tokens.admin".to_string(), &self.auth.tokens.admin),
-            (
-                "auth.tokens.admin_personal_data".to_string(),
-                &self.auth.tokens.admin_personal_data,
-            ),
-            (
-                "pole_emploi.client_secret".to_string(),
-                &self.pole_emploi.client_secret,
-            ),
-        ]);
-        for (key, inline) in inlines {
+        for (key, inline, _) in &secrets {
             if inline
                 .as_ref()
                 .is_some_and(|s| s.expose_secret().trim().is_empty())
             {
-                return Err(invalid(
-                    &key,
-                    "is empty: give a value, or leave the key out",
-                ));
+                return Err(invalid(key, "is empty: give a value, or leave the key out"));
             }
         }
         Ok(())
+    }
+
+    /// Every secret of the settings with its key, each given inline or as `<key>_file`: AGORA's,
+    /// each posting system's token and other secrets ([`crate::systems::POSTING`]), the
+    /// operators' tokens, Pôle emploi's client secret.
+    fn secrets(&self) -> Vec<(String, &Option<SecretString>, &Option<PathBuf>)> {
+        let t = &self.auth.tokens;
+        let mut all: Vec<_> = self
+            .agora
+            .secrets()
+            .into_iter()
+            .map(|(key, inline, file)| (key.to_string(), inline, file))
+            .collect();
+        for p in crate::systems::POSTING {
+            let (inline, file) = t.of(p.system());
+            all.push((token_key(p.system()), inline, file));
+        }
+        for s in crate::systems::secrets(self) {
+            all.push((s.key.to_string(), s.inline, s.file));
+        }
+        all.extend([
+            ("auth.tokens.admin".to_string(), &t.admin, &t.admin_file),
+            (
+                "auth.tokens.admin_personal_data".to_string(),
+                &t.admin_personal_data,
+                &t.admin_personal_data_file,
+            ),
+            (
+                "pole_emploi.client_secret".to_string(),
+                &self.pole_emploi.client_secret,
+                &self.pole_emploi.client_secret_file,
+            ),
+        ]);
+        all
     }
 
     /// `server.admin_bind` and the TLS files: each given file must exist, the key and the

@@ -77,30 +77,30 @@ impl Credentials {
         let d = |s: &str| Sha256::digest(s.as_bytes());
         let t = d(token);
         // Index 0 is nobody; then each posting system, the operators, the personal-data scope.
-        let mut callers = vec![None];
-        let mut candidates = Vec::new();
-        for (system, secret) in &self.tokens {
-            callers.push(Some(Caller::System(*system)));
-            candidates.push(Some(secret));
-        }
-        callers.push(Some(Caller::Admin {
-            personal_data: false,
-        }));
-        candidates.push(Some(&self.admin));
-        callers.push(Some(Caller::Admin {
-            personal_data: true,
-        }));
-        candidates.push(self.admin_personal_data.as_ref());
-        let mut found = 0u8;
-        for (index, secret) in candidates.into_iter().enumerate() {
+        let candidates = self
+            .tokens
+            .iter()
+            .map(|(_, secret)| Some(secret))
+            .chain([Some(&self.admin), self.admin_personal_data.as_ref()]);
+        let mut found = 0u32;
+        for (index, secret) in (1u32..).zip(candidates) {
             let Some(secret) = secret else { continue };
-            let index = u8::try_from(index + 1).unwrap_or(0);
             // An empty token is nobody's (settings refuse one; this is the belt to those braces).
             let usable = subtle::Choice::from(u8::from(!secret.expose_secret().is_empty()));
             let equal = d(secret.expose_secret()).as_slice().ct_eq(t.as_slice()) & usable;
             found.conditional_assign(&index, equal);
         }
-        callers.get(usize::from(found)).copied().flatten()
+        let systems = self.tokens.len();
+        match usize::try_from(found).unwrap_or(0) {
+            0 => None,
+            i if i <= systems => self.tokens.get(i - 1).map(|(s, _)| Caller::System(*s)),
+            i if i == systems + 1 => Some(Caller::Admin {
+                personal_data: false,
+            }),
+            _ => Some(Caller::Admin {
+                personal_data: true,
+            }),
+        }
     }
 }
 

@@ -224,23 +224,19 @@ impl AgoraSettings {
         Ok(())
     }
 
-    /// The secrets given inline and as a file, for the settings' "not both" check.
-    pub(super) fn secret_pairs(&self) -> [(&'static str, bool, bool); 3] {
+    /// Its secrets, each given inline or as `<key>_file`, for the settings' checks.
+    pub(super) fn secrets(&self) -> [(&'static str, &Option<SecretString>, &Option<PathBuf>); 3] {
         [
-            (
-                "agora.token",
-                self.token.is_some(),
-                self.token_file.is_some(),
-            ),
+            ("agora.token", &self.token, &self.token_file),
             (
                 "agora.auth.signing_key",
-                self.auth.signing_key.is_some(),
-                self.auth.signing_key_file.is_some(),
+                &self.auth.signing_key,
+                &self.auth.signing_key_file,
             ),
             (
                 "agora.tls_client_key",
-                self.tls_client_key.is_some(),
-                self.tls_client_key_file.is_some(),
+                &self.tls_client_key,
+                &self.tls_client_key_file,
             ),
         ]
     }

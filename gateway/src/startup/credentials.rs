@@ -14,22 +14,10 @@ pub(super) fn load_credentials(
     settings: &Settings,
 ) -> Result<(Credentials, Option<std::path::PathBuf>), StartError> {
     let t = &settings.auth.tokens;
-    // Each posting system's token, then its other secrets: given, else stored, else generated.
-    let mut given = Vec::new();
-    for p in crate::systems::POSTING {
-        let key = crate::settings::token_key(p.system());
-        let (inline, file) = t.of(p.system());
-        let value = resolve_secret(&key, inline, file)?;
-        given.push((Some(p.system()), key, value));
-    }
-    for s in crate::systems::secrets(settings) {
-        let value = resolve_secret(s.key, s.inline, s.file)?;
-        given.push((None, s.key.to_string(), value));
-    }
-    let admin = resolve_secret("auth.tokens.admin", &t.admin, &t.admin_file)?;
     let path = settings.data.dir.join("credentials");
     let mut stored = read_credentials_file(&path)?;
     let mut generated = false;
+    // A secret given in the settings, else the one stored, else a new one (written below).
     let mut get = |key: &str, given: Option<SecretString>| -> SecretString {
         if let Some(s) = given {
             return s;
@@ -45,23 +33,20 @@ pub(super) fn load_credentials(
         SecretString::from(v)
     };
     let mut tokens = Vec::new();
-    let mut secrets = std::collections::BTreeMap::new();
-    let keys: Vec<&'static str> = crate::systems::secrets(settings)
-        .iter()
-        .map(|s| s.key)
-        .collect();
-    for (system, key, value) in given {
-        let secret = get(&key, value);
-        match system {
-            Some(system) => tokens.push((system, secret)),
-            None => {
-                if let Some(k) = keys.iter().find(|k| **k == key) {
-                    secrets.insert(*k, secret);
-                }
-            }
-        }
+    for p in crate::systems::POSTING {
+        let key = crate::settings::token_key(p.system());
+        let (inline, file) = t.of(p.system());
+        tokens.push((p.system(), get(&key, resolve_secret(&key, inline, file)?)));
     }
-    let admin = get("auth.tokens.admin", admin);
+    let mut secrets = std::collections::BTreeMap::new();
+    for s in crate::systems::secrets(settings) {
+        let given = resolve_secret(s.key, s.inline, s.file)?;
+        secrets.insert(s.key, get(s.key, given));
+    }
+    let admin = get(
+        "auth.tokens.admin",
+        resolve_secret("auth.tokens.admin", &t.admin, &t.admin_file)?,
+    );
     let creds = Credentials {
         tokens,
         admin,

@@ -8,13 +8,17 @@
 //! own client and planner.
 
 use std::io::BufRead;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::{Dossier, State};
+pub use crate::atexo_sem::DecodeSettings;
+use crate::canonical::{Dossier, Flow, State};
 use crate::mapping::MappingTable;
 use crate::merge::FieldGroup;
+pub use crate::pole_emploi::SessionRef;
 use crate::rules::Block;
+pub use crate::violation::DocumentError;
 use crate::violation::Violation;
 
 /// The systems passerelle speaks with (*systèmes d'information*): a closed registry.
@@ -74,6 +78,62 @@ pub struct Checked {
     pub outcome: Result<Dossier, Vec<Violation>>,
     /// Why a valid record is outside AGORA's perimeter (a stable code), when it is.
     pub out_of_perimeter: Option<&'static str>,
+    /// The fault is the document's, not this record's (an unreadable prolog, a broken element):
+    /// nothing after it could be read, and this is the last item.
+    pub fatal: bool,
+}
+
+/// What a payload is read with besides its bytes (*contexte de lecture*): the same for every
+/// system, each taking what concerns it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    /// The flow it arrives by: in a backfill, a session before `perimeter.backfill_since` is out
+    /// of perimeter.
+    pub flow: Flow,
+    /// The perimeter and the domain rules' settings, built once at start-up.
+    pub settings: &'a DecodeSettings,
+    /// A post's decode budget: past it, [`Source::decode`] stops with
+    /// [`DocumentError::OverBudget`] (a costly body delays nobody else).
+    pub deadline: Option<Instant>,
+    /// The session a polled answer is about (Pôle emploi's registrations are a session's).
+    pub session: Option<&'a SessionRef>,
+}
+
+impl<'a> Reading<'a> {
+    /// The synchronous flow with `settings`, no deadline and no session.
+    pub fn sync(settings: &'a DecodeSettings) -> Self {
+        Self {
+            flow: Flow::Sync,
+            settings,
+            deadline: None,
+            session: None,
+        }
+    }
+}
+
+/// One record of a payload once decoded and valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Its id in its system ([`Source::record_id`]).
+    pub id: String,
+    pub dossier: Dossier,
+    /// Why it is outside AGORA's perimeter (a stable code), when it is: recorded, never sent.
+    pub out_of_perimeter: Option<&'static str>,
+}
+
+impl Record {
+    /// A dossier of one source, in perimeter, under its source's id.
+    pub fn of(dossier: Dossier) -> Self {
+        Self {
+            id: dossier
+                .sources
+                .first()
+                .map(|s| s.id.clone())
+                .unwrap_or_default(),
+            dossier,
+            out_of_perimeter: None,
+        }
+    }
 }
 
 /// Everything passerelle knows of one source system's records, behind one trait.
@@ -99,12 +159,18 @@ pub trait Source: Send + Sync + 'static {
     /// be read enough to mask (then nothing of it is kept).
     fn mask_payload(&self, body: &[u8]) -> Option<Vec<u8>>;
 
+    /// Decodes and validates one payload whole, as the system sends it (a post, a poll's
+    /// answer): every record when all are valid, or every violation of every record (capped,
+    /// then an `xml.truncated` entry). Nothing of an invalid payload is usable.
+    fn decode(&self, body: &[u8], reading: &Reading<'_>) -> Result<Vec<Record>, DocumentError>;
+
     /// Decodes and validates a file of this system's records, record by record, reading it as a
-    /// stream where the format allows (`passerelle validate`). `None` when the system's records do
-    /// not come as files (a polled API needs the context of its poll).
-    fn check_file<'a>(
+    /// stream where the format allows (`passerelle validate`, the backfill). `None` when the
+    /// system's records do not come as files (a polled API needs the context of its poll).
+    fn decode_file<'a>(
         &self,
         input: Box<dyn BufRead + Send + 'a>,
+        reading: &Reading<'_>,
     ) -> Option<Box<dyn Iterator<Item = Checked> + 'a>>;
 
     /// A canonical dossier as this system would have sent it, as one payload of its own (for the
@@ -134,12 +200,19 @@ pub fn source(system: System) -> Option<&'static dyn Source> {
     SOURCES.iter().copied().find(|s| s.system() == system)
 }
 
-/// The systems that give `passerelle validate` files, as named on its command line.
+/// The systems whose records come as files (`passerelle validate`, the backfill), as named on
+/// the command line.
 pub fn file_sources() -> impl Iterator<Item = &'static dyn Source> {
-    SOURCES
-        .iter()
-        .copied()
-        .filter(|s| s.check_file(Box::new(std::io::empty())).is_some())
+    let settings = DecodeSettings::default();
+    SOURCES.iter().copied().filter(move |s| {
+        s.decode_file(Box::new(std::io::empty()), &Reading::sync(&settings))
+            .is_some()
+    })
+}
+
+/// The source behind `system` when its records come as files.
+pub fn file_source(system: System) -> Option<&'static dyn Source> {
+    file_sources().find(|s| s.system() == system)
 }
 
 #[cfg(test)]
@@ -168,5 +241,82 @@ mod tests {
         assert_eq!(System::AtexoSem.as_str(), "atexo-sem");
         assert_eq!(System::PoleEmploi.as_str(), "pole-emploi");
         assert!("atexo_sem".parse::<System>().is_err());
+    }
+
+    /// Each source's fixtures, through the trait alone: the valid payloads decode whole, and what
+    /// `encode` writes of each record decodes back to the same dossier; the invalid ones are
+    /// refused whole, with their violations.
+    #[test]
+    fn every_source_decodes_its_payloads_and_what_it_encodes() {
+        let settings = DecodeSettings::default();
+        let session = SessionRef {
+            numero_formation: "20_1262663".into(),
+            numero_action: "20_1330305".into(),
+            numero_session: "1330305".into(),
+        };
+        let reading = Reading {
+            session: Some(&session),
+            ..Reading::sync(&settings)
+        };
+        for s in SOURCES {
+            let dir = match s.system() {
+                System::PoleEmploi => "pole_emploi/registrations",
+                other => other.into(),
+            };
+            let dir = dir.replace('-', "_");
+            let mut records = 0;
+            for (name, bytes) in crate::ouiform::tests::fixtures(&format!("{dir}/valid")) {
+                let decoded = s
+                    .decode(&bytes, &reading)
+                    .unwrap_or_else(|e| panic!("{} {name}: {e}", s.label()));
+                for r in decoded {
+                    records += 1;
+                    assert!(
+                        !r.id.is_empty(),
+                        "{} {name}: a record without its id",
+                        s.label()
+                    );
+                    let again = s
+                        .decode(&s.encode(&r.dossier), &reading)
+                        .unwrap_or_else(|e| panic!("{} {name}, encoded: {e}", s.label()));
+                    assert_eq!(again.len(), 1, "{} {name}", s.label());
+                    assert_eq!(again[0].dossier, r.dossier, "{} {name}", s.label());
+                    assert_eq!(again[0].id, r.id, "{} {name}", s.label());
+                }
+            }
+            assert!(records > 0, "{}: no valid fixture decoded", s.label());
+            let mut refused = 0;
+            for (name, bytes) in crate::ouiform::tests::fixtures(&format!("{dir}/invalid")) {
+                match s.decode(&bytes, &reading) {
+                    Err(DocumentError::Invalid(v)) => {
+                        assert!(!v.0.is_empty(), "{} {name}", s.label());
+                        refused += 1;
+                    }
+                    other => panic!("{} {name}: {other:?}", s.label()),
+                }
+            }
+            assert!(refused > 0, "{}: no invalid fixture", s.label());
+        }
+    }
+
+    /// A polled answer read without its session is refused, naming what is missing.
+    #[test]
+    fn a_polled_answer_needs_its_session() {
+        let settings = DecodeSettings::default();
+        let pe = source(System::PoleEmploi).expect("registered");
+        match pe.decode(b"[]", &Reading::sync(&settings)) {
+            Err(DocumentError::Invalid(v)) => assert_eq!(v.0[0].pointer, "?numeroSession"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The files `validate` and the backfill read are those whose source says so; a polled one
+    /// is not among them.
+    #[test]
+    fn file_sources_are_those_that_read_files() {
+        let files: Vec<System> = file_sources().map(|s| s.system()).collect();
+        assert_eq!(files, [System::AtexoSem, System::Ouiform]);
+        assert!(file_source(System::PoleEmploi).is_none());
+        assert!(file_source(System::Agora).is_none());
     }
 }

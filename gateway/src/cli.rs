@@ -30,9 +30,14 @@ pub enum Command {
     /// Load existing ATEXO SEM exports into AGORA (reprise d'antériorité) through its lots,
     /// resumably; ends with a report. Exit 0 only when every owed dossier was accepted.
     Backfill {
-        /// The ATEXO SEM exports (`exportSEM` XML), read in this order.
+        /// The ATEXO SEM exports (`exportSEM` XML), read in this order; with `--system`, files of
+        /// that system's format.
         #[arg(long = "input", required = true, num_args = 1..)]
         inputs: Vec<PathBuf>,
+        /// Which source the inputs come from: a system of the registry whose records come as
+        /// files (a name it does not know is answered with the list).
+        #[arg(long, value_parser = parse_file_source, default_value = "atexo-sem")]
+        system: System,
         /// Sessions starting before this date (YYYY-MM-DD) are out of perimeter
         /// [default: perimeter.backfill_since, 2017-01-01].
         #[arg(long)]
@@ -177,7 +182,7 @@ fn parse_file_source(s: &str) -> Result<System, String> {
         .filter(|system| names.contains(&system.as_str()))
         .ok_or_else(|| {
             format!(
-                "not a system whose files can be checked; one of: {}",
+                "not a system whose records come as files; one of: {}",
                 names.join(", ")
             )
         })
@@ -213,6 +218,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => crate::commands::serve::run(config.as_deref()),
         Command::Backfill {
+            system,
             inputs,
             since,
             dry_run,
@@ -222,6 +228,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         } => crate::commands::backfill::run(
             config.as_deref(),
             crate::backfill::Options {
+                system,
                 inputs,
                 since,
                 dry_run,

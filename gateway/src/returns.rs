@@ -37,6 +37,73 @@ pub struct ReturnsSender {
     pub claim: Duration,
     /// Woken by the worker when it wrote a return, so that returns go out at once.
     pub wake: Arc<Notify>,
+    /// What its posts have looked like since start (`/readyz`, ATEXO SEM's part).
+    pub health: Arc<ReturnsHealth>,
+}
+
+/// How this replica's posts of returns to ATEXO SEM have ended since start: reported by
+/// `/readyz`, never gating (a return not taken waits in the outbox).
+#[derive(Debug, Default)]
+pub struct ReturnsHealth {
+    seen: std::sync::Mutex<ReturnsSeen>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ReturnsSeen {
+    sent: u64,
+    failed: u64,
+    last_sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When, and why (`HTTP 409`, or the transport's reason without its text).
+    last_failure: Option<(chrono::DateTime<chrono::Utc>, String)>,
+    /// Whether the latest post failed.
+    failing: bool,
+}
+
+impl ReturnsHealth {
+    fn record(&self, failure: Option<String>) {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = chrono::Utc::now();
+        seen.failing = failure.is_some();
+        match failure {
+            None => {
+                seen.sent += 1;
+                seen.last_sent_at = Some(now);
+            }
+            Some(why) => {
+                seen.failed += 1;
+                seen.last_failure = Some((now, why));
+            }
+        }
+    }
+
+    /// `idle` before the first post, `failing` while the latest post failed, `ok` otherwise.
+    pub fn report(&self) -> serde_json::Value {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let status = if seen.sent + seen.failed == 0 {
+            "idle"
+        } else if seen.failing {
+            "failing"
+        } else {
+            "ok"
+        };
+        let at = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        serde_json::json!({
+            "status": status,
+            "sent": seen.sent,
+            "failed": seen.failed,
+            "last_sent_at": seen.last_sent_at.map(at),
+            "last_failure": seen.last_failure.map(|(t, why)| serde_json::json!({"at": at(t), "detail": why})),
+        })
+    }
 }
 
 impl std::fmt::Debug for ReturnsSender {
@@ -103,10 +170,12 @@ impl ReturnsSender {
         let attempt = match self.client.post(&r.return_id, &r.body).await {
             Ok(()) => {
                 info!(dossier_id = %r.dossier_id, return_id = %r.return_id, "return taken by ATEXO SEM");
+                self.health.record(None);
                 ReturnAttempt::Sent
             }
             Err(ReturnError::Refused { status }) => {
                 self.metrics.return_failed();
+                self.health.record(Some(format!("HTTP {status}")));
                 warn!(dossier_id = %r.dossier_id, return_id = %r.return_id, status, "ATEXO SEM refused a return; it is kept, refused, in the dossier's trace");
                 ReturnAttempt::Refused(format!("HTTP {status}"))
             }
@@ -116,6 +185,7 @@ impl ReturnsSender {
                 ..
             }) => {
                 self.metrics.return_failed();
+                self.health.record(Some(reason.clone()));
                 let attempts = u32::try_from(r.attempts).unwrap_or(0);
                 let delay = self.retry.delay(attempts, retry_after);
                 warn!(dossier_id = %r.dossier_id, return_id = %r.return_id, reason = %reason, delay_ms = delay.as_millis() as u64, "return not taken; posting it again later");

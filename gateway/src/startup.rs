@@ -158,6 +158,7 @@ impl Services {
             // Longer than a post can last (the client's whole-call timeout is 30 s).
             claim: Duration::from_secs(60),
             wake: Arc::default(),
+            health: Arc::default(),
         });
         let worker = Worker {
             heartbeats: Arc::default(),
@@ -218,7 +219,6 @@ impl Application {
             agora: agora.clone(),
             credentials: credentials.clone(),
             decode: settings.atexo_decode_settings()?,
-            rules: settings.rule_settings(),
             precedence: settings.merge.precedence.clone(),
             body_limit: settings.server.body_limit_bytes,
             decode_budget: std::time::Duration::from_millis(settings.server.decode_budget_ms),
@@ -226,6 +226,8 @@ impl Application {
             metrics: metrics.clone(),
             keep_payloads: settings.payload_retention_days() > 0,
             pole_emploi: pole_emploi.as_ref().map(PoleEmploiPoller::health),
+            posts: crate::systems::health::Posts::default(),
+            returns: returns.as_ref().map(|r| r.health.clone()),
             readiness: readiness.clone(),
             console: crate::console::Sessions::default(),
         });

@@ -696,6 +696,82 @@ async fn a_mislabelled_latin1_dossier_is_invalid_in_a_backfill() {
     assert_eq!(genuine["outcome"], "would_send", "{genuine}");
 }
 
+/// The backfill reads any source of the registry whose records come as files (`--system`): an
+/// OUIFORM orientation is decoded, validated and checked against what AGORA requires as an
+/// export's dossier would be (alone, an orientation lacks the session and the funding: it is
+/// reported incomplete, naming them), and a system whose records are polled is refused with the
+/// list of those that are files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backfill_reads_the_files_of_the_source_it_is_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let mut backfill = Backfill::new(dir.path(), &sandbox, None);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ouiform");
+    let mut child = backfill.spawn_with(
+        &fixtures.join("valid/entree.json"),
+        &["--dry-run", "--system", "ouiform"],
+    );
+    let status = backfill.wait(&mut child, Duration::from_secs(120)).await;
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{}{}",
+        backfill.stdout(),
+        backfill.log()
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backfill.report_path()).expect("report"))
+            .expect("json");
+    let orientation: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures.join("valid/entree.json")).expect("fixture"),
+    )
+    .expect("json");
+    let dossiers = report["dossiers"].as_array().expect("dossiers");
+    assert_eq!(dossiers.len(), 1, "{report}");
+    assert_eq!(dossiers[0]["id"], orientation["idOrientation"], "{report}");
+    assert_eq!(dossiers[0]["outcome"], "invalid", "{report}");
+    assert_eq!(dossiers[0]["reason"], "incomplete_for_agora", "{report}");
+    let missing: Vec<&str> = dossiers[0]["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert!(missing.contains(&"/session"), "{report}");
+
+    let mut child = backfill.spawn_with(
+        &fixtures.join("invalid/nir.checksum--wrong-key.json"),
+        &["--dry-run", "--system", "ouiform"],
+    );
+    let status = backfill.wait(&mut child, Duration::from_secs(120)).await;
+    assert_eq!(status.code(), Some(1), "{}", backfill.stdout());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backfill.report_path()).expect("report"))
+            .expect("json");
+    assert_eq!(report["counts"]["invalid"], 1, "{report}");
+    let errors = report["dossiers"][0]["errors"].as_array().expect("errors");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["rule"] == "nir.checksum" && e["pointer"] == "/beneficiaire/nir"),
+        "{report}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway_process"))
+        .args(["backfill", "--system", "pole-emploi", "--input"])
+        .arg(fixtures.join("valid/entree.json"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a system whose records come as files; one of: atexo-sem, ouiform"),
+        "{stderr}"
+    );
+}
+
 fn decode_one(path: &Path, index: usize) -> passerelle_adapters::Dossier {
     use passerelle_adapters::atexo_sem::{self, DecodeSettings, Flow};
     let file = std::io::BufReader::new(std::fs::File::open(path).expect("export"));

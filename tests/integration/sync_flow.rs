@@ -34,6 +34,87 @@ async fn the_same_over_rabbitmq_and_postgresql() {
     one_dossier_from_two_sources(&sb, gw).await;
 }
 
+/// `/readyz` reports each posting system's posts since start, never gating: idle, then what
+/// the latest post came to (an unsigned orientation is a `401`, an invalid export a `422`), and
+/// ATEXO SEM's returns once AGORA's answer was posted back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_each_posting_systems_posts_and_the_returns() {
+    let sb = sandbox().await;
+    let gw = gateway_on(&sb, None, &[]).await;
+    let ready = || async {
+        // An answer is served again for up to a second: ask past it.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let r = gw
+            .http
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(r.status(), 200, "reported, never gating");
+        r.json::<serde_json::Value>().await.expect("json")["systems"].clone()
+    };
+    let systems = ready().await;
+    assert_eq!(systems["atexo_sem"]["status"], "idle", "{systems}");
+    assert_eq!(systems["ouiform"]["status"], "idle", "{systems}");
+    assert_eq!(
+        systems["atexo_sem"]["returns"]["status"], "idle",
+        "{systems}"
+    );
+
+    let r = gw
+        .post_ouiform(fixture("ouiform/valid/acceptee.json"), false)
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = gw.post_atexo(fixture("atexo_sem/valid/entre.xml")).await;
+    assert_eq!(r.status(), 202);
+    let systems = ready().await;
+    assert_refusing(&systems["ouiform"], (0, 1), 401, "unauthorized");
+    let atexo = &systems["atexo_sem"];
+    assert_eq!(atexo["status"], "ok", "{systems}");
+    assert_eq!(atexo["accepted"], 1);
+    assert!(atexo["last_accepted_at"].is_string(), "{systems}");
+
+    // AGORA's answer is posted back to ATEXO SEM: the sender's part says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let systems = ready().await;
+        let returns = &systems["atexo_sem"]["returns"];
+        if returns["status"] == "ok" && returns["sent"].as_u64() >= Some(1) {
+            assert_eq!(returns["failed"], 0, "{systems}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no return reported: {systems}");
+    }
+
+    let r = gw
+        .post_atexo(fixture("atexo_sem/invalid/nir_checksum.xml"))
+        .await;
+    assert_eq!(r.status(), 422);
+    let systems = ready().await;
+    assert_refusing(&systems["atexo_sem"], (1, 1), 422, "invalid");
+    // Nothing personal in it: the NIR of the fixture is not there, masked or not.
+    assert!(!systems.to_string().contains("1850775"), "{systems}");
+    gw.stop().await;
+}
+
+/// A posting system's part of `/readyz` once its latest post was refused.
+fn assert_refusing(
+    part: &serde_json::Value,
+    (accepted, refused): (u64, u64),
+    status: u16,
+    kind: &str,
+) {
+    assert_eq!(part["status"], "refusing", "{part}");
+    assert_eq!(part["accepted"], accepted, "{part}");
+    assert_eq!(part["refused"], refused, "{part}");
+    assert_eq!(part["last_refusal"]["status"], status, "{part}");
+    assert_eq!(
+        part["last_refusal"]["type"],
+        format!("urn:passerelle:problem:{kind}"),
+        "{part}"
+    );
+}
+
 /// The ATEXO SEM dossier of the OUIFORM fixture's trainee, without the job seeker's Pôle emploi
 /// ids (optional in ATEXO SEM): AGORA's `id_national_de` can then come from OUIFORM alone.
 fn solde_without_pole_emploi_ids() -> Vec<u8> {

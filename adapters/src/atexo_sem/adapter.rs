@@ -2,12 +2,15 @@
 
 use std::io::BufRead;
 
-use super::{decode_stream, encode_export, mapping, mask_export, DecodeSettings, Flow, Perimeter};
+use super::{
+    decode_document, decode_document_within, decode_stream, encode_export, mapping, mask_export,
+    DecodeSettings, Flow, Perimeter, SemDossier,
+};
 use crate::canonical::{Dossier, State, System};
 use crate::mapping::MappingTable;
 use crate::merge::FieldGroup;
 use crate::rules::Block;
-use crate::sources::{Checked, Source};
+use crate::sources::{Checked, DocumentError, Reading, Record, Source};
 
 /// The Region's training management software, which posts `exportSEM` documents.
 #[derive(Debug, Clone, Copy)]
@@ -40,30 +43,45 @@ impl Source for AtexoSem {
         mask_export(body).ok()
     }
 
-    fn check_file<'a>(
+    /// A posted export is accepted whole or refused whole (contract §1).
+    fn decode(&self, body: &[u8], reading: &Reading<'_>) -> Result<Vec<Record>, DocumentError> {
+        let dossiers = match reading.deadline {
+            Some(deadline) => {
+                decode_document_within(body, reading.flow, reading.settings, deadline)?
+            }
+            None => decode_document(body, reading.flow, reading.settings)
+                .map_err(DocumentError::Invalid)?,
+        };
+        Ok(dossiers.into_iter().map(record).collect())
+    }
+
+    fn decode_file<'a>(
         &self,
         input: Box<dyn BufRead + Send + 'a>,
+        reading: &Reading<'_>,
     ) -> Option<Box<dyn Iterator<Item = Checked> + 'a>> {
-        let settings = DecodeSettings::default();
-        Some(Box::new(decode_stream(input, Flow::Sync, &settings).map(
-            |item| match item {
-                Ok(d) => Checked {
-                    id: Some(d.id),
-                    index: Some(d.index),
-                    out_of_perimeter: match &d.perimeter {
-                        Perimeter::In => None,
-                        Perimeter::Out(why) => Some(why.code()),
-                    },
-                    outcome: Ok(d.dossier),
-                },
+        Some(Box::new(
+            decode_stream(input, reading.flow, reading.settings).map(|item| match item {
+                Ok(d) => {
+                    let index = d.index;
+                    let r = record(d);
+                    Checked {
+                        id: Some(r.id),
+                        index: Some(index),
+                        out_of_perimeter: r.out_of_perimeter,
+                        outcome: Ok(r.dossier),
+                        fatal: false,
+                    }
+                }
                 Err(e) => Checked {
                     id: e.id,
                     index: Some(e.index),
                     outcome: Err(e.violations),
                     out_of_perimeter: None,
+                    fatal: e.fatal,
                 },
-            },
-        )))
+            }),
+        ))
     }
 
     fn encode(&self, dossier: &Dossier) -> Vec<u8> {
@@ -99,5 +117,17 @@ impl Source for AtexoSem {
         if let Ok(masked) = mask_export(data) {
             assert!(std::str::from_utf8(&masked).is_ok());
         }
+    }
+}
+
+/// A decoded dossier as the registry's record: its perimeter as a stable code.
+fn record(d: SemDossier) -> Record {
+    Record {
+        id: d.id,
+        out_of_perimeter: match &d.perimeter {
+            Perimeter::In => None,
+            Perimeter::Out(why) => Some(why.code()),
+        },
+        dossier: d.dossier,
     }
 }

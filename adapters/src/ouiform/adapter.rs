@@ -2,12 +2,12 @@
 
 use std::io::BufRead;
 
-use super::{decode, encode, mapping, mask};
+use super::{decode, decode_within, encode, mapping, mask};
 use crate::canonical::{Dossier, State, System};
 use crate::mapping::MappingTable;
 use crate::merge::FieldGroup;
 use crate::rules::{Block, RuleSettings};
-use crate::sources::{Checked, Source};
+use crate::sources::{Checked, DocumentError, Reading, Record, Source};
 
 /// The orientation platform, which posts one signed orientation at a time.
 #[derive(Debug, Clone, Copy)]
@@ -43,10 +43,18 @@ impl Source for Ouiform {
         mask::mask_payload(body)
     }
 
-    fn check_file<'a>(
+    /// One orientation a post, on the synchronous flow whatever `reading.flow` says.
+    fn decode(&self, body: &[u8], reading: &Reading<'_>) -> Result<Vec<Record>, DocumentError> {
+        let dossier = decode_within(body, &reading.settings.rules, reading.deadline)?;
+        Ok(vec![Record::of(dossier)])
+    }
+
+    fn decode_file<'a>(
         &self,
         mut input: Box<dyn BufRead + Send + 'a>,
+        reading: &Reading<'_>,
     ) -> Option<Box<dyn Iterator<Item = Checked> + 'a>> {
+        let rules = reading.settings.rules.clone();
         // One orientation per file: read it lazily, when the caller asks for its record.
         Some(Box::new(std::iter::once_with(move || {
             let mut bytes = Vec::new();
@@ -60,14 +68,16 @@ impl Source for Ouiform {
                         format!("the file could not be read to its end ({})", e.kind()),
                     )]),
                     out_of_perimeter: None,
+                    fatal: true,
                 };
             }
-            match decode(&bytes, &RuleSettings::default()) {
+            match decode(&bytes, &rules) {
                 Ok(d) => Checked {
                     id: d.sources.first().map(|s| s.id.clone()),
                     index: None,
                     outcome: Ok(d),
                     out_of_perimeter: None,
+                    fatal: false,
                 },
                 Err(errors) => Checked {
                     // The id, when the body is JSON enough to have one, helps find the orientation.
@@ -81,6 +91,7 @@ impl Source for Ouiform {
                     index: None,
                     outcome: Err(errors),
                     out_of_perimeter: None,
+                    fatal: false,
                 },
             }
         })))

@@ -16,13 +16,13 @@ pub(crate) fn fixtures_dir(sub: &str) -> PathBuf {
         .join(sub)
 }
 
-/// The fixture files of a folder, sorted, as (file stem, bytes).
+/// The fixture files of a folder, sorted, as (file stem, bytes): JSON and XML documents.
 pub(crate) fn fixtures(sub: &str) -> Vec<(String, Vec<u8>)> {
     let dir = fixtures_dir(sub);
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "xml"))
         .map(|p| {
             let stem = p.file_stem().expect("stem").to_string_lossy().into_owned();
             (stem, std::fs::read(&p).expect("readable fixture"))

@@ -4,12 +4,13 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
-use super::{encode_registrations, mapping, mask};
+use super::{decode_registrations, encode_registrations, mapping, mask};
 use crate::canonical::{Dossier, State, System};
 use crate::mapping::MappingTable;
 use crate::merge::FieldGroup;
 use crate::rules::Block;
-use crate::sources::{Checked, Source};
+use crate::sources::{Checked, DocumentError, Reading, Record, Source};
+use crate::violation::{Rule, Violation, Violations};
 
 /// The partner API passerelle polls for a session's registrations.
 #[derive(Debug, Clone, Copy)]
@@ -50,11 +51,41 @@ impl Source for PoleEmploi {
         serde_json::to_vec(&v).ok()
     }
 
+    /// A registrations answer is a session's: read without one, it is refused. Whole, as the
+    /// trait says: one invalid registration refuses the answer (the poller reads each
+    /// registration on its own with [`super::decode_registrations`]).
+    fn decode(&self, body: &[u8], reading: &Reading<'_>) -> Result<Vec<Record>, DocumentError> {
+        let invalid = |v: Vec<Violation>| DocumentError::Invalid(Violations(v));
+        let Some(session) = reading.session else {
+            return Err(invalid(vec![Violation::new(
+                "?numeroSession",
+                Rule::FieldRequired,
+                "registrations are read for the session they were polled for; none was given",
+            )]));
+        };
+        let decoded =
+            decode_registrations(body, session, &reading.settings.rules).map_err(invalid)?;
+        let mut records = Vec::with_capacity(decoded.len());
+        let mut violations = Vec::new();
+        for d in decoded {
+            match d {
+                Ok(dossier) => records.push(Record::of(dossier)),
+                Err(v) => violations.extend(v),
+            }
+        }
+        if violations.is_empty() {
+            Ok(records)
+        } else {
+            Err(invalid(violations))
+        }
+    }
+
     /// Registrations are polled for one session, whose numbers are the poll's query: a file of
     /// them alone cannot be checked.
-    fn check_file<'a>(
+    fn decode_file<'a>(
         &self,
         _input: Box<dyn BufRead + Send + 'a>,
+        _reading: &Reading<'_>,
     ) -> Option<Box<dyn Iterator<Item = Checked> + 'a>> {
         None
     }

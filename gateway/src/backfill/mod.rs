@@ -4,7 +4,9 @@
 //! Design.md principle 5, "the sync flow in bulk": the same adapters, validation, ledger and
 //! delivery state; only the transport to AGORA differs (lots instead of one call per transition).
 //!
-//! 1. **Read** ([`ingest`]): each input streams through the ATEXO SEM decoder (constant memory);
+//! 1. **Read** ([`ingest`]): each input streams through its source's decoder (ATEXO SEM's by
+//!    default, `--system` names another source of the registry whose records come as files;
+//!    constant memory);
 //!    each dossier is classified (perimeter, with `--since`), validated, and merged into the
 //!    ledger as desired state (flow `backfill`), `backfill.commit_batch` dossiers a transaction.
 //!    A checkpoint per input file (dossiers committed) lets `--resume` skip what is done.
@@ -35,9 +37,9 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use passerelle_adapters::agora::encode_reprise_line;
-use passerelle_adapters::atexo_sem::{self, DecodeSettings, Flow as SemFlow, Perimeter};
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::planner::{target, Delivered, Target};
+use passerelle_adapters::sources::{self, Checked, DecodeSettings, Reading, Source};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -55,8 +57,11 @@ mod outcomes;
 use outcomes::*;
 
 /// The command line of `passerelle backfill`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
+    /// The source system the inputs come from (`--system`, ATEXO SEM by default): a source of the
+    /// registry whose records come as files.
+    pub system: System,
     pub inputs: Vec<PathBuf>,
     /// Sessions starting before this date are out of perimeter (default `perimeter.backfill_since`).
     pub since: Option<NaiveDate>,
@@ -112,6 +117,8 @@ pub enum BackfillError {
          run again with --resume to go on where it stopped"
     )]
     Workers(String),
+    #[error("{0}'s records do not come as files: the backfill reads those of {files}", files = sources::file_sources().map(|s| s.system().as_str()).collect::<Vec<_>>().join(", "))]
+    NotFiles(System),
 }
 
 /// How a run ended.
@@ -142,6 +149,10 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
     if let Some(since) = opts.since {
         decode.perimeter.backfill_since = since;
     }
+    let inputs = Inputs {
+        source: sources::file_source(opts.system).ok_or(BackfillError::NotFiles(opts.system))?,
+        decode,
+    };
     for path in &opts.inputs {
         std::fs::metadata(path).map_err(|source| BackfillError::Input {
             path: path.display().to_string(),
@@ -149,7 +160,7 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
         })?;
     }
     if opts.dry_run {
-        let (counts, problems) = dry_run(&opts, &decode)?;
+        let (counts, problems) = dry_run(&opts, &inputs)?;
         return Ok(Summary {
             counts,
             problems,
@@ -195,7 +206,7 @@ pub async fn run(settings: Settings, opts: Options) -> Result<Summary, BackfillE
         ledger: ledger.as_ref(),
         queue: queue.as_ref(),
         precedence: &settings.merge.precedence,
-        decode: &decode,
+        inputs: &inputs,
         salt: &salt,
         batch: settings.backfill.commit_batch as usize,
         lot_size: settings.backfill.lot_size as usize,
@@ -256,6 +267,50 @@ fn file_key(path: &Path) -> std::io::Result<String> {
     ))
 }
 
+/// The inputs' source and how they are read: the backfill flow, the perimeter with `--since`.
+#[derive(Clone)]
+struct Inputs {
+    source: &'static dyn Source,
+    decode: DecodeSettings,
+}
+
+impl Inputs {
+    /// Each record of an input with its 1-based position: its dossier once valid, or its report
+    /// line (invalid, or the input unreadable from there on).
+    fn records<'a>(
+        &self,
+        input: impl std::io::BufRead + Send + 'a,
+    ) -> impl Iterator<Item = (usize, Result<sources::Record, Entry>)> + 'a {
+        let reading = Reading {
+            flow: Flow::Backfill,
+            settings: &self.decode,
+            deadline: None,
+            session: None,
+        };
+        let records = self
+            .source
+            .decode_file(Box::new(input), &reading)
+            // `run` took the source from `file_source`, which gives files by definition.
+            .unwrap_or_else(|| Box::new(std::iter::empty()));
+        records.enumerate().map(|(n, c)| {
+            let index = c.index.unwrap_or(n + 1);
+            (index, decoded(c, index))
+        })
+    }
+}
+
+/// A checked record as the backfill reads it.
+fn decoded(c: Checked, index: usize) -> Result<sources::Record, Entry> {
+    match c.outcome {
+        Ok(dossier) => Ok(sources::Record {
+            id: c.id.unwrap_or_else(|| format!("#{index}")),
+            dossier,
+            out_of_perimeter: c.out_of_perimeter,
+        }),
+        Err(violations) => Err(invalid_entry(c.id, index, c.fatal, &violations)),
+    }
+}
+
 fn open(path: &Path) -> Result<BufReader<std::fs::File>, BackfillError> {
     std::fs::File::open(path)
         .map(|f| BufReader::with_capacity(1 << 20, f))
@@ -269,7 +324,7 @@ struct Ingest<'a> {
     ledger: &'a dyn Ledger,
     queue: &'a dyn crate::queue::Queue,
     precedence: &'a passerelle_adapters::merge::Precedence,
-    decode: &'a DecodeSettings,
+    inputs: &'a Inputs,
     salt: &'a [u8],
     batch: usize,
     lot_size: usize,
@@ -298,7 +353,7 @@ impl Ingest<'_> {
         let ahead = (2_000 / self.batch.max(1)).max(1);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, InboundRecord)>>(ahead);
         let reader = open(path)?;
-        let decode = self.decode.clone();
+        let inputs = self.inputs.clone();
         let salt = self.salt.to_vec();
         let batch = self.batch;
         let counters = self.progress.counters.clone();
@@ -306,30 +361,30 @@ impl Ingest<'_> {
         // The spill is written whole, skipped dossiers included: the report needs every one.
         let decoder = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let mut pending = Vec::with_capacity(batch);
-            for item in atexo_sem::decode_stream(reader, SemFlow::Backfill, &decode) {
+            for (index, item) in inputs.records(reader) {
                 counters
                     .read
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let d = match item {
                     Ok(d) => d,
-                    Err(e) => {
-                        spill.push(&Item::Done(invalid_entry(&e)))?;
+                    Err(entry) => {
+                        spill.push(&Item::Done(entry))?;
                         continue;
                     }
                 };
                 let dossier_id = d.dossier.key().dossier_id(&salt);
                 spill.push(&Item::decoded(&d, &dossier_id))?;
-                if (d.index as i64) <= skip {
+                if (index as i64) <= skip {
                     continue;
                 }
-                let in_perimeter = d.perimeter == Perimeter::In;
+                let in_perimeter = d.out_of_perimeter.is_none();
                 if in_perimeter {
                     counters
                         .in_perimeter
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 pending.push((
-                    d.index,
+                    index,
                     InboundRecord {
                         dossier_id,
                         record: d.dossier,
@@ -401,7 +456,7 @@ impl Ingest<'_> {
             h.update(source_version(&r.record).to_le_bytes());
         }
         let inbound = Inbound {
-            system: System::AtexoSem,
+            system: self.inputs.source.system(),
             flow: Flow::Backfill,
             payload_hash: hex::encode(h.finalize()),
             masked_payload: None,
@@ -413,7 +468,7 @@ impl Ingest<'_> {
             Err(LedgerError::Rejected(_)) => {
                 for (i, r) in records {
                     let inbound = Inbound {
-                        system: System::AtexoSem,
+                        system: self.inputs.source.system(),
                         flow: Flow::Backfill,
                         payload_hash: format!("{key}#{i}:{}", source_version(&r.record)),
                         masked_payload: None,
@@ -436,7 +491,7 @@ impl Ingest<'_> {
     }
 }
 
-/// The ATEXO SEM version of a single-source record (0 when it has none).
+/// The source's version of a single-source record (0 when it has none).
 fn source_version(d: &passerelle_adapters::Dossier) -> u64 {
     d.sources.first().and_then(|s| s.version).unwrap_or(0)
 }
@@ -482,18 +537,15 @@ async fn drain(
 }
 
 /// `--dry-run`: decode, classify, validate and build each AGORA line; write nothing, send nothing.
-fn dry_run(
-    opts: &Options,
-    decode: &DecodeSettings,
-) -> Result<(report::Counts, Vec<Entry>), BackfillError> {
+fn dry_run(opts: &Options, inputs: &Inputs) -> Result<(report::Counts, Vec<Entry>), BackfillError> {
     let report_err = report_error(opts);
     let mut out = ReportWriter::new(opts.report.as_deref()).map_err(&report_err)?;
     for path in &opts.inputs {
-        for item in atexo_sem::decode_stream(open(path)?, SemFlow::Backfill, decode) {
+        for (_, item) in inputs.records(open(path)?) {
             let d = match item {
                 Ok(d) => d,
-                Err(e) => {
-                    out.push(invalid_entry(&e)).map_err(&report_err)?;
+                Err(entry) => {
+                    out.push(entry).map_err(&report_err)?;
                     continue;
                 }
             };

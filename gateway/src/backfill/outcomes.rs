@@ -120,16 +120,16 @@ pub(super) enum Item {
 }
 
 impl Item {
-    pub(super) fn decoded(d: &atexo_sem::SemDossier, dossier_id: &str) -> Item {
-        match &d.perimeter {
-            Perimeter::Out(why) => Item::Done(Entry {
+    pub(super) fn decoded(d: &passerelle_adapters::sources::Record, dossier_id: &str) -> Item {
+        match d.out_of_perimeter {
+            Some(why) => Item::Done(Entry {
                 id: d.id.clone(),
                 outcome: Outcome::OutOfPerimeter,
                 numero_agora: None,
-                reason: Some(why.code().to_string()),
+                reason: Some(why.to_string()),
                 errors: Vec::new(),
             }),
-            Perimeter::In => Item::Owed {
+            None => Item::Owed {
                 id: d.id.clone(),
                 dossier_id: dossier_id.to_string(),
             },
@@ -138,13 +138,19 @@ impl Item {
 }
 
 /// The report's line for a dossier that failed decoding or validation.
-pub(super) fn invalid_entry(e: &atexo_sem::DossierError) -> Entry {
+/// `fatal`: the input cannot be read from there on.
+pub(super) fn invalid_entry(
+    id: Option<String>,
+    index: usize,
+    fatal: bool,
+    violations: &[passerelle_adapters::Violation],
+) -> Entry {
     Entry {
-        id: e.id.clone().unwrap_or_else(|| format!("#{}", e.index)),
+        id: id.unwrap_or_else(|| format!("#{index}")),
         outcome: Outcome::Invalid,
         numero_agora: None,
-        reason: e.fatal.then(|| "unreadable_document".to_string()),
-        errors: e.violations.iter().map(ReportError::violation).collect(),
+        reason: fatal.then(|| "unreadable_document".to_string()),
+        errors: violations.iter().map(ReportError::violation).collect(),
     }
 }
 

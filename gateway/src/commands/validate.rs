@@ -134,8 +134,12 @@ pub fn run(
     let source = passerelle_adapters::sources::source(system)
         .with_context(|| format!("{system} is not a source system"))?;
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let settings = passerelle_adapters::sources::DecodeSettings::default();
     let records = source
-        .check_file(Box::new(BufReader::with_capacity(1 << 16, f)))
+        .decode_file(
+            Box::new(BufReader::with_capacity(1 << 16, f)),
+            &passerelle_adapters::sources::Reading::sync(&settings),
+        )
         .with_context(|| format!("{} records do not come as files", source.label()))?;
     for record in records {
         match &record.outcome {

@@ -26,7 +26,9 @@
 //!   `progress.rs` (each backend's side of the modules below); each backend's `mod.rs` says
 //!   where the borderline operations went;
 //! - `planning.rs`: what both backends compute without I/O (how a message plans its changes to its
-//!   dossiers, how a lot's lines are sorted), and the decoding and error helpers they share;
+//!   dossiers, how a lot's lines are sorted);
+//! - `stored.rs`: how both store and read values (time, ids, stored texts back into their enums,
+//!   database and JSON errors without quoting a value);
 //! - `sql.rs`: the statements whose text is the same in both dialects, written once;
 //! - `rows.rs`: the rows both backends decode alike (deliveries, dead letters), one `FromRow`
 //!   struct each, generic over how a backend stores a time;
@@ -86,6 +88,7 @@ mod rows;
 pub mod search;
 mod sql;
 pub mod sqlite;
+mod stored;
 
 /// The ledger's operations. Each is one transaction.
 #[async_trait]

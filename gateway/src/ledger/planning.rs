@@ -3,117 +3,20 @@
 //! is planned against the dossiers it names, and how a backfill lot's lines are sorted for
 //! settling. Each backend reads the dossiers, asks for the plan, and writes it in its own SQL.
 //!
-//! Beside the plans, the small helpers both backends need to store and read them: time, ids,
-//! parsing stored texts, and the mapping of database and JSON errors to [`LedgerError`] without
-//! quoting any stored value.
+//! The helpers both backends need to store and read values are [`super::stored`]'s.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use passerelle_adapters::canonical::{Dossier, System};
 use passerelle_adapters::merge::{check_transition, merge, Precedence};
-use passerelle_adapters::planner::{AgoraState, Delivered, Operation};
+use passerelle_adapters::planner::{AgoraState, Delivered};
 use passerelle_adapters::pole_emploi::SessionRef;
 use passerelle_adapters::violation::Rule;
 use passerelle_adapters::Violation;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use super::{
-    DeadReason, DeliveryStatus, Flow, Inbound, InboundRecord, LedgerError, LotLine, LotState,
-};
+use super::stored::{corrupt, from_json, to_json};
+use super::{DeadReason, DeliveryStatus, Flow, Inbound, InboundRecord, LedgerError, LotLine};
 use passerelle_adapters::canonical::Advance;
-
-/// Now, in UTC, truncated to the microsecond: what PostgreSQL keeps, so values read back compare
-/// equal to the ones written, whatever the backend.
-pub(crate) fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-/// A new time-ordered id (UUID v7).
-pub(crate) fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-/// The inverse of [`System::as_str`].
-pub(crate) fn parse_system(s: &str) -> Option<System> {
-    s.parse().ok()
-}
-
-pub(crate) fn parse_status(what: &str, s: &str) -> Result<DeliveryStatus, LedgerError> {
-    DeliveryStatus::parse(s).ok_or_else(|| corrupt(what, format!("unknown delivery status {s:?}")))
-}
-
-pub(crate) fn parse_flow(what: &str, s: &str) -> Result<Flow, LedgerError> {
-    Flow::parse(s).ok_or_else(|| corrupt(what, format!("unknown flow {s:?}")))
-}
-
-pub(crate) fn parse_system_col(what: &str, s: &str) -> Result<System, LedgerError> {
-    parse_system(s).ok_or_else(|| corrupt(what, format!("unknown system {s:?}")))
-}
-
-pub(crate) fn parse_operation(what: &str, s: &str) -> Result<Operation, LedgerError> {
-    Operation::ALL
-        .into_iter()
-        .find(|o| o.name() == s)
-        .ok_or_else(|| corrupt(what, format!("unknown operation {s:?}")))
-}
-
-/// A `std` duration as a chrono one, capped at a century (a TTL or a retention longer than that
-/// is "forever" for a ledger, and keeps timestamps in range).
-pub(crate) fn capped(d: std::time::Duration) -> chrono::Duration {
-    let century = chrono::Duration::days(36_525);
-    chrono::Duration::from_std(d).map_or(century, |d| d.min(century))
-}
-
-pub(crate) fn corrupt(what: &str, detail: impl Into<String>) -> LedgerError {
-    LedgerError::Corrupt {
-        what: what.to_string(),
-        detail: detail.into(),
-    }
-}
-
-/// Serialises a value of ours; failing is a bug (maps with non-string keys), reported as corrupt.
-pub(crate) fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String, LedgerError> {
-    serde_json::to_string(value).map_err(|e| corrupt(what, json_error_detail(&e)))
-}
-
-pub(crate) fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, LedgerError> {
-    serde_json::from_str(text).map_err(|e| corrupt(what, json_error_detail(&e)))
-}
-
-/// serde_json's messages may quote the offending value (a name in the wrong place): keep only its
-/// category and position.
-fn json_error_detail(e: &serde_json::Error) -> String {
-    format!(
-        "invalid JSON ({:?} error at line {}, column {})",
-        e.classify(),
-        e.line(),
-        e.column()
-    )
-}
-
-/// Maps a database error: a value that cannot be decoded is a corrupt row, anything else (I/O,
-/// timeouts, pool, refused statements) makes the ledger unavailable. sqlx's messages name columns
-/// and constraints, not values nor connection strings.
-pub(crate) fn db_error(context: &str, e: sqlx::Error) -> LedgerError {
-    match e {
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => corrupt(context, e.to_string()),
-        other => LedgerError::Unavailable(format!("{context}: {other}")),
-    }
-}
-
-/// Keeps an error text to a sane size (on a character boundary).
-pub(crate) fn clip(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
-}
 
 /// A latest source record of a dossier, as stored.
 #[derive(Debug, Clone)]
@@ -423,10 +326,6 @@ pub(crate) fn lease(taken: Option<Option<String>>, holder: &str) -> super::Lease
     }
 }
 
-pub(crate) fn parse_lot_state(what: &str, s: &str) -> Result<LotState, LedgerError> {
-    LotState::parse(s).ok_or_else(|| corrupt(what, format!("unknown lot state {s:?}")))
-}
-
 /// The stored JSON (`deliveries.delivered`) of the two delivered states that are not `Present`:
 /// AGORA never confirmed the dossier, so a backfill lot may send it. The backends' SQL spells
 /// these exact texts (tests check they are what serde writes).
@@ -501,12 +400,6 @@ pub(crate) fn lot_lines<'a>(lot: &str, lines: &'a [LotLine]) -> Result<LotLines<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clip_keeps_short_text_and_cuts_on_a_char_boundary() {
-        assert_eq!(clip("abc", 5), "abc");
-        assert_eq!(clip("éééé", 2), "éé…");
-    }
 
     #[test]
     fn urls_are_masked() {
@@ -593,13 +486,5 @@ mod tests {
                 state: AgoraState::Solde
             }
         );
-    }
-
-    #[test]
-    fn systems_parse_back() {
-        for s in System::ALL.iter().copied() {
-            assert_eq!(parse_system(s.as_str()), Some(s));
-        }
-        assert_eq!(parse_system("nope"), None);
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use passerelle_adapters::Violation;
 use sqlx::{FromRow, Row};
 
-use super::planning::{db_error, from_json, parse_status};
+use super::stored::{db_error, from_json, parse_status};
 use super::{DeadLetter, DeliveryRow, LedgerError};
 
 /// How a backend reads a stored time (`what` names the row, for the error).

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use passerelle_adapters::canonical::State;
 use sqlx::{PgPool, Row, SqlitePool};
 
-use super::planning::db_error;
+use super::stored::db_error;
 use super::{DeliveryStatus, DossierRow, Ledger, LedgerError, AGORA};
 
 /// The most a page holds.
@@ -184,7 +184,7 @@ pub(super) async fn sqlite_ids(
             let id: String = r.try_get(0).map_err(|e| db_error("search", e))?;
             let at: String = r.try_get(1).map_err(|e| db_error("search", e))?;
             let at = DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| super::planning::corrupt("search", format!("bad timestamp: {e}")))?
+                .map_err(|e| super::stored::corrupt("search", format!("bad timestamp: {e}")))?
                 .with_timezone(&Utc);
             Ok((id, at))
         })

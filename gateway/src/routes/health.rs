@@ -95,12 +95,12 @@ pub async fn healthz() -> HttpResponse {
 
 /// 200 when the ledger and the queue answer and every long-running task runs; 503 naming the
 /// failing part. AGORA is reported, with
-/// the authenticator in use and when its current token expires (never the token), and so is Pôle
-/// emploi: neither gates.
+/// the authenticator in use and when its current token expires (never the token), and so are Pôle
+/// emploi and each posting system's posts since start: none gates.
 #[utoipa::path(
     get,
     path = "/readyz",
-    summary = "200 when the ledger and the queue answer and every long-running task runs; 503 naming the failing part. AGORA and Pôle emploi are reported, not gating.",
+    summary = "200 when the ledger and the queue answer and every long-running task runs; 503 naming the failing part. AGORA, Pôle emploi and the posting systems are reported, not gating.",
     responses(
         (status = 200, description = "Ready", body = crate::routes::openapi::bodies::Readiness),
         (status = 503, description = "Not ready: `status` is `not_ready`, the failing part says so", body = crate::routes::openapi::bodies::Readiness),
@@ -143,6 +143,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                     .pole_emploi
                     .as_ref()
                     .map_or_else(|| json!({"status": "off"}), |h| h.report()),
+                // Each posting system's posts since start (and ATEXO SEM's returns): reported,
+                // never gating.
+                "systems": crate::systems::health(&state),
             });
             *last = Some((Instant::now(), ok, body.clone()));
             (ok, body)

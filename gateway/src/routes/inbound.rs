@@ -12,9 +12,10 @@
 //! `server.decode_budget_ms`: decoding is CPU work, and a costly body on an HTTP worker would hold
 //! up every request queued behind it on that worker, `/healthz` included.
 
-use actix_web::{web, HttpRequest};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use passerelle_adapters::canonical::System;
+use passerelle_adapters::canonical::{Flow, System};
+use passerelle_adapters::sources::{self, Reading, Record, Source};
 use passerelle_adapters::violation::DocumentError;
 use passerelle_adapters::{Rule, Violation};
 use sha2::{Digest, Sha256};
@@ -23,6 +24,18 @@ use super::problem::ApiError;
 use super::{authenticate, AppState, Caller};
 use crate::intake::{self, IntakeError, Publish};
 use crate::ledger::{Accepted, Inbound};
+
+/// Records how a post to `system`'s route ended, for `/readyz` ([`crate::systems::health`]).
+pub(crate) fn noted(
+    state: &AppState,
+    system: System,
+    outcome: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .posts
+        .record(system, outcome.as_ref().err().map(ApiError::kind));
+    outcome
+}
 
 pub(crate) fn require_caller(
     req: &HttpRequest,
@@ -151,6 +164,53 @@ pub(crate) struct DecodedPost<T> {
     pub(crate) dossiers: T,
     pub(crate) payload_hash: String,
     pub(crate) masked_payload: Option<Vec<u8>>,
+}
+
+/// Decodes a post of `system` through its source in the registry
+/// ([`passerelle_adapters::sources::Source::decode`]), on the blocking pool within its budget
+/// ([`decode_on_pool`]): its records when all are valid, its hash, and its masked copy when the
+/// journal keeps payloads. `counts_dossiers`: the system posts several dossiers at once, so how
+/// far decoding got is worth saying in a `413 too-costly`.
+pub(crate) async fn decode_post(
+    state: &web::Data<AppState>,
+    system: System,
+    counts_dossiers: bool,
+    body: Vec<u8>,
+) -> Result<DecodedPost<Vec<Record>>, ApiError> {
+    let source = sources::source(system).ok_or(ApiError::Unavailable(
+        "this system has no decoder of its own",
+    ))?;
+    decode_on_pool(state, system, counts_dossiers, move |shared, deadline| {
+        let reading = Reading {
+            flow: Flow::Sync,
+            settings: &shared.decode,
+            deadline: Some(deadline),
+            session: None,
+        };
+        source.decode(&body, &reading).map(|records| DecodedPost {
+            dossiers: records,
+            payload_hash: hash(&body),
+            masked_payload: shared
+                .keep_payloads
+                .then(|| masked(source, &body))
+                .flatten(),
+        })
+    })
+    .await
+}
+
+/// The body with its personal values masked, for the journal. Masking refuses nothing the decoder
+/// just accepted; should that ever change, the message is journalled without its payload rather
+/// than refused, and the warning says so.
+fn masked(source: &dyn Source, body: &[u8]) -> Option<Vec<u8>> {
+    let masked = source.mask_payload(body);
+    if masked.is_none() {
+        tracing::warn!(
+            system = source.system().as_str(),
+            "a payload could not be masked; none is kept"
+        );
+    }
+    masked
 }
 
 /// Runs `decode` on the blocking pool with the deadline `server.decode_budget_ms` from now (time

@@ -15,7 +15,6 @@ use actix_web::{web, FromRequest, Handler, HttpMessage, HttpRequest, Responder};
 use passerelle_adapters::atexo_sem::DecodeSettings;
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::merge::Precedence;
-use passerelle_adapters::rules::RuleSettings;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
@@ -249,15 +248,19 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub agora: Arc<AgoraClient>,
     pub credentials: Credentials,
+    /// The perimeter and the rules every post is decoded with.
     pub decode: DecodeSettings,
-    pub rules: RuleSettings,
     pub precedence: Precedence,
     pub body_limit: usize,
-    /// How long an ATEXO SEM post may take to decode (`server.decode_budget_ms`).
+    /// How long a post may take to decode (`server.decode_budget_ms`).
     pub decode_budget: std::time::Duration,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub keep_payloads: bool,
+    /// Each posting system's posts since start (`/readyz`).
+    pub posts: crate::systems::health::Posts,
+    /// What the sender of ATEXO SEM's returns last saw, when it runs (`/readyz`).
+    pub returns: Option<Arc<crate::returns::ReturnsHealth>>,
     /// What the Pôle emploi poller's rounds read, when it polls (`/readyz` reports it).
     pub pole_emploi: Option<Arc<crate::pollers::pole_emploi::PollHealth>>,
     /// The last `/readyz` answer and AGORA's last check.

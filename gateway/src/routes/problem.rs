@@ -69,6 +69,12 @@ pub struct Problem<'a> {
 }
 
 impl ApiError {
+    /// Its status and problem type, as a post's refusal is reported (`/readyz`).
+    pub fn kind(&self) -> (u16, &'static str) {
+        let (status, kind, _) = self.table();
+        (status.as_u16(), kind)
+    }
+
     fn table(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Unparseable(_) => (

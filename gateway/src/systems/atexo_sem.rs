@@ -4,7 +4,6 @@
 //! [`passerelle_adapters::atexo_sem`].
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use passerelle_adapters::atexo_sem::{self, Perimeter};
 use passerelle_adapters::canonical::System;
 use passerelle_adapters::Rule;
 use secrecy::ExposeSecret;
@@ -14,7 +13,7 @@ use serde_json::json;
 use super::{PostingSystem, SecretSetting};
 use crate::ledger::{Flow, Inbound, InboundRecord};
 use crate::routes::inbound::{
-    commit, decode_on_pool, hash, read_body, require_caller, require_content_type, DecodedPost,
+    commit, decode_post, noted, read_body, require_caller, require_content_type, DecodedPost,
 };
 use crate::routes::problem::ApiError;
 use crate::routes::{request_id, AppState, Routes};
@@ -35,6 +34,16 @@ pub struct AtexoSem;
 impl PostingSystem for AtexoSem {
     fn system(&self) -> System {
         System::AtexoSem
+    }
+
+    /// Its posts, and the sender of its returns (`off` without `atexo_sem.returns_url`).
+    fn health(&self, state: &AppState) -> serde_json::Value {
+        let mut health = state.posts.report(System::AtexoSem);
+        health["returns"] = state
+            .returns
+            .as_ref()
+            .map_or_else(|| json!({"status": "off"}), |r| r.report());
+        health
     }
 
     fn routes(&self, routes: &mut Routes<'_>) {
@@ -81,6 +90,15 @@ pub async fn dossiers(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let outcome = accept(req, payload, state.clone()).await;
+    noted(&state, System::AtexoSem, outcome)
+}
+
+async fn accept(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
     require_caller(&req, &state, System::AtexoSem)?;
     require_content_type(&req, &["application/xml", "text/xml"], "application/xml")?;
@@ -89,19 +107,7 @@ pub async fn dossiers(
         dossiers: decoded,
         payload_hash,
         masked_payload,
-    } = decode_on_pool(&state, System::AtexoSem, true, move |shared, deadline| {
-        atexo_sem::decode_document_within(&body, Flow::Sync, &shared.decode, deadline).map(
-            |dossiers| DecodedPost {
-                dossiers,
-                payload_hash: hash(&body),
-                masked_payload: shared
-                    .keep_payloads
-                    .then(|| mask_atexo_sem(&body))
-                    .flatten(),
-            },
-        )
-    })
-    .await?;
+    } = decode_post(&state, System::AtexoSem, true, body).await?;
     let salt = state
         .credentials
         .dossier_salt
@@ -112,7 +118,7 @@ pub async fn dossiers(
         .into_iter()
         .map(|d| InboundRecord {
             dossier_id: d.dossier.key().dossier_id(&salt),
-            in_perimeter: d.perimeter == Perimeter::In,
+            in_perimeter: d.out_of_perimeter.is_none(),
             record: d.dossier,
         })
         .collect();
@@ -142,16 +148,4 @@ pub async fn dossiers(
         "message_id": accepted.message_id,
         "dossiers": statuses,
     })))
-}
-
-/// The export with the trainees' personal values masked, for the journal. Masking refuses nothing
-/// the decoder just accepted; should that ever change, the message is journalled without its
-/// payload rather than refused, and the warning says why.
-fn mask_atexo_sem(body: &[u8]) -> Option<Vec<u8>> {
-    atexo_sem::mask_export(body)
-        .map_err(|e| {
-            // MaskError's messages quote nothing of the document.
-            tracing::warn!(error = %e, "the ATEXO SEM payload could not be masked; none is kept");
-        })
-        .ok()
 }

@@ -8,6 +8,7 @@
 //! and [`crate::pollers`]; AGORA, the destination, is [`crate::clients::agora`].
 
 pub mod atexo_sem;
+pub mod health;
 pub mod ouiform;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use passerelle_adapters::canonical::System;
 use secrecy::SecretString;
 
-use crate::routes::Routes;
+use crate::routes::{AppState, Routes};
 use crate::settings::Settings;
 
 /// A secret of a system's settings section, given inline or as `<key>_file`; generated into
@@ -43,6 +44,12 @@ pub trait PostingSystem: Send + Sync + 'static {
     /// schemes (merged into [`crate::routes::openapi`]'s).
     fn openapi(&self) -> utoipa::openapi::OpenApi;
 
+    /// Its part of `/readyz`, reported and never gating: its posts since this replica started
+    /// ([`health::Posts`]), and whatever else it adds.
+    fn health(&self, state: &AppState) -> serde_json::Value {
+        state.posts.report(self.system())
+    }
+
     /// The components of its part whose schema is a file of `passerelle-schemas`, by name: the
     /// file's text replaces the placeholder.
     fn schema_files(&self) -> Vec<(&'static str, passerelle_schemas::SchemaId)> {
@@ -63,6 +70,14 @@ pub fn routes(routes: &mut Routes<'_>) {
     for system in POSTING {
         system.routes(routes);
     }
+}
+
+/// Every posting system's part of `/readyz`, by its snake_case name (`atexo_sem`).
+pub fn health(state: &AppState) -> serde_json::Map<String, serde_json::Value> {
+    POSTING
+        .iter()
+        .map(|p| (p.system().as_str().replace('-', "_"), p.health(state)))
+        .collect()
 }
 
 /// Every posting system's secrets besides the bearer tokens.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use passerelle_adapters::canonical::System;
-use passerelle_adapters::{ouiform, Rule};
+use passerelle_adapters::Rule;
 use passerelle_schemas::SchemaId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use sha2::Sha256;
 use super::{PostingSystem, SecretSetting};
 use crate::ledger::{Flow, Inbound, InboundRecord};
 use crate::routes::inbound::{
-    commit, decode_on_pool, hash, read_body, require_caller, require_content_type, DecodedPost,
+    commit, decode_post, noted, read_body, require_caller, require_content_type, DecodedPost,
 };
 use crate::routes::problem::ApiError;
 use crate::routes::{request_id, AppState, Routes};
@@ -145,6 +145,15 @@ pub async fn orientation(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let outcome = accept(req, payload, state.clone()).await;
+    noted(&state, System::Ouiform, outcome)
+}
+
+async fn accept(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
     require_caller(&req, &state, System::Ouiform)?;
     require_content_type(&req, &["application/json"], "application/json")?;
@@ -155,20 +164,14 @@ pub async fn orientation(
         state.credentials.secret(HMAC_SECRET).expose_secret(),
     )?;
     let DecodedPost {
-        dossiers: dossier,
+        dossiers: records,
         payload_hash,
         masked_payload,
-    } = decode_on_pool(&state, System::Ouiform, false, move |shared, deadline| {
-        ouiform::decode_within(&body, &shared.rules, Some(deadline)).map(|dossier| DecodedPost {
-            dossiers: dossier,
-            payload_hash: hash(&body),
-            masked_payload: shared
-                .keep_payloads
-                .then(|| ouiform::mask::mask_payload(&body))
-                .flatten(),
-        })
-    })
-    .await?;
+    } = decode_post(&state, System::Ouiform, false, body).await?;
+    // An orientation is one dossier: its source gives exactly one record once valid.
+    let Some(dossier) = records.into_iter().next().map(|r| r.dossier) else {
+        return Err(ApiError::Unavailable("the orientation gave no dossier"));
+    };
     let dossier_id = dossier
         .key()
         .dossier_id(state.credentials.dossier_salt.expose_secret().as_bytes());

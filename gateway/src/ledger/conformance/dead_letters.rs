@@ -256,7 +256,7 @@ pub async fn replay_lineage_links_the_attempts(l: Arc<dyn Ledger>) {
     // The calls of the attempt carry its replay id (the worker copies the delivery's).
     let attempt = row(&*l, "d1").await.delivery.replay_id;
     assert_eq!(attempt.as_ref(), Some(&r1.replay_id));
-    let mut call = search(crate::ledger::planning::now());
+    let mut call = search(crate::ledger::stored::now());
     call.replay_id = attempt;
     l.record_operation("d1", AGORA, &call, &Delivered::Absent, None)
         .await

@@ -65,7 +65,7 @@ pub async fn out_of_perimeter_status(l: Arc<dyn Ledger>) {
 
 pub async fn operations_and_delivered_round_trip(l: Arc<dyn Ledger>) {
     accept(&*l, "1", record("d1", atexo(State::Entered, Some(1)))).await;
-    let at = crate::ledger::planning::now();
+    let at = crate::ledger::stored::now();
     let steps: Vec<(OperationRecord, Delivered)> = vec![
         (
             OperationRecord {
@@ -398,7 +398,7 @@ pub async fn returns_outbox_is_written_with_the_answer_and_claimed_once(l: Arc<d
         status: Some(201),
         outcome: "created".into(),
         numero_agora: Some(format!("AG-{n}")),
-        at: crate::ledger::planning::now(),
+        at: crate::ledger::stored::now(),
         replay_id: None,
     };
     let ret = |n: u32| PendingReturn {

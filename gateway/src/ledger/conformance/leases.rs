@@ -149,7 +149,7 @@ pub async fn fenced_writes_need_the_lease_held_and_unexpired(l: Arc<dyn Ledger>)
         status: Some(404),
         outcome: "not found".into(),
         numero_agora: None,
-        at: crate::ledger::planning::now(),
+        at: crate::ledger::stored::now(),
         replay_id: None,
     };
     let fence = || Fence {

@@ -69,7 +69,7 @@ pub async fn claim_lot_takes_claimable_dossiers_oldest_first(l: Arc<dyn Ledger>)
         record("s1", atexo(State::Validated, Some(1))),
     )
     .await;
-    let at = crate::ledger::planning::now();
+    let at = crate::ledger::stored::now();
     l.record_operation(
         "p1",
         AGORA,

@@ -22,7 +22,7 @@ pub async fn search_finds_by_identifier_and_filters(l: Arc<dyn Ledger>) {
         status: Some(201),
         outcome: "created".into(),
         numero_agora: Some("AG-000001".into()),
-        at: crate::ledger::planning::now(),
+        at: crate::ledger::stored::now(),
         replay_id: None,
     };
     let present = Delivered::Present {

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use super::PostgresLedger;
-use crate::ledger::planning::{self, db_error, now};
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{db_error, now};
 use crate::ledger::LedgerError;
 
 pub(super) async fn checkpoint(l: &PostgresLedger, key: &str) -> Result<Option<i64>, LedgerError> {
@@ -35,7 +36,7 @@ pub(super) async fn purge_payloads(
     l: &PostgresLedger,
     retention: Duration,
 ) -> Result<u64, LedgerError> {
-    let cutoff = now() - planning::capped(retention);
+    let cutoff = now() - stored::capped(retention);
     sqlx::query(sql::PURGE_PAYLOADS)
         .bind(cutoff)
         .execute(&l.pool)

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger, Tx};
-use crate::ledger::planning::{self, db_error, now, to_json};
 use crate::ledger::rows::DeadLetterColumns;
+use crate::ledger::stored;
+use crate::ledger::stored::{db_error, now, to_json};
 use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed};
 
 impl PostgresLedger {
@@ -30,7 +31,7 @@ impl PostgresLedger {
         let mut codes = Vec::with_capacity(dead.len());
         let mut reasons = Vec::with_capacity(dead.len());
         for (dossier_id, reason) in dead {
-            ids.push(planning::new_id());
+            ids.push(stored::new_id());
             dossier_ids.push(*dossier_id);
             codes.push(reason.code());
             reasons.push(to_json(&format!("dossier {dossier_id}"), reason)?);
@@ -83,7 +84,7 @@ impl PostgresLedger {
             replayed.push(Replayed {
                 dossier_id: get(r, &what, "dossier_id")?,
                 destination: get(r, &what, "destination")?,
-                replay_id: planning::new_id(),
+                replay_id: stored::new_id(),
                 replayed_at: at,
                 dead_letter_id: id,
             });

@@ -11,9 +11,11 @@ use passerelle_adapters::Violation;
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, outbox, PostgresLedger, MAX_ERROR_CHARS};
-use crate::ledger::planning::{self, clip, corrupt, db_error, now, to_json};
+use crate::ledger::planning;
 use crate::ledger::rows::DeliveryColumns;
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{clip, corrupt, db_error, now, to_json};
 use crate::ledger::{DeliveryRow, DeliveryStatus, Lease, LedgerError, OperationRecord};
 
 impl PostgresLedger {
@@ -42,7 +44,7 @@ pub(super) async fn try_lease(
     )
     .bind(dossier_id)
     .bind(holder)
-    .bind(planning::capped(ttl).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6)
+    .bind(stored::capped(ttl).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6)
     .fetch_optional(&l.pool)
     .await
     .map_err(|e| db_error("lease", e))?;
@@ -191,7 +193,7 @@ pub(super) async fn operations(
         let operation: String = get(r, &what, "operation")?;
         let status: Option<i32> = get(r, &what, "http_status")?;
         Ok(OperationRecord {
-            operation: planning::parse_operation(&what, &operation)?,
+            operation: stored::parse_operation(&what, &operation)?,
             status: status
                 .map(|s| u16::try_from(s).map_err(|_| corrupt(&what, "bad HTTP status")))
                 .transpose()?,
@@ -210,7 +212,7 @@ pub(super) async fn pending(
     quiet_for: Duration,
     limit: i64,
 ) -> Result<Vec<String>, LedgerError> {
-    let cutoff = now() - planning::capped(quiet_for);
+    let cutoff = now() - stored::capped(quiet_for);
     // Lot members and claimable backfill dossiers are the lots' to deliver.
     sqlx::query_scalar(concat!(
         "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.dossier_id = v.dossier_id \

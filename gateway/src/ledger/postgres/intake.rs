@@ -12,11 +12,12 @@ use passerelle_adapters::Violation;
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger, Tx};
-use crate::ledger::planning::{
-    self, corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json, Loaded, Plan,
-    PlanError, SourceWrite, StoredSource,
-};
+use crate::ledger::planning::{self, Loaded, Plan, PlanError, SourceWrite, StoredSource};
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{
+    corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json,
+};
 use crate::ledger::{
     Accepted, AcceptedDossier, DeliveryStatus, DossierRow, Flow, Inbound, JournalEntry,
     LedgerError, Unreadable, UnreadableRow, AGORA,
@@ -353,7 +354,7 @@ pub(super) async fn accept(
     inbound: Inbound,
     precedence: &Precedence,
 ) -> Result<Accepted, LedgerError> {
-    let message_id = planning::new_id();
+    let message_id = stored::new_id();
     let at = now();
     let mut tx = l.begin("accept").await?;
     let inserted = sqlx::query(

@@ -6,8 +6,10 @@ use passerelle_adapters::planner::Operation;
 use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger};
-use crate::ledger::planning::{self, db_error, now};
+use crate::ledger::planning;
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{db_error, now};
 use crate::ledger::{
     BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow, LotState,
 };
@@ -22,7 +24,7 @@ impl PostgresLedger {
         let versions: Vec<i64> = get(r, &what, "member_versions")?;
         Ok(LotRow {
             destination: get(r, &what, "destination")?,
-            state: planning::parse_lot_state(&what, &state)?,
+            state: stored::parse_lot_state(&what, &state)?,
             agora_lot: get(r, &what, "agora_lot")?,
             members: ids
                 .into_iter()

@@ -68,7 +68,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::planning::db_error;
+use super::stored::db_error;
 use super::{
     mask_url, Accepted, BackfillProgress, DeadLetter, DeadLetterFilter, DeadReason, DeliveryRow,
     DeliveryStatus, DossierRow, Inbound, JournalEntry, Lease, Ledger, LedgerError, LotLine, LotRow,

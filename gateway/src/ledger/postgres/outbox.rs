@@ -9,8 +9,9 @@ use super::{get, Tx};
 use crate::ledger::outbox::{
     DueReturn, PendingReturn, ReportMeta, ReturnAttempt, ReturnRow, ReturnStatus,
 };
-use crate::ledger::planning::{self, db_error};
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::db_error;
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "returns outbox";
@@ -54,7 +55,7 @@ pub(super) async fn claim(
          RETURNING return_id, dossier_id, body, attempts",
     )
     .bind(i64::from(limit))
-    .bind(planning::capped(claim).num_milliseconds() as f64 / 1000.0)
+    .bind(stored::capped(claim).num_milliseconds() as f64 / 1000.0)
     .fetch_all(pool)
     .await
     .map_err(|e| db_error(WHAT, e))?;
@@ -122,7 +123,7 @@ pub(super) async fn of_dossier(
                 etat: get(r, WHAT, "etat")?,
                 anomaly_codes: codes.0,
                 status: ReturnStatus::parse(&status)
-                    .ok_or_else(|| planning::corrupt(WHAT, "status"))?,
+                    .ok_or_else(|| stored::corrupt(WHAT, "status"))?,
                 attempts: get(r, WHAT, "attempts")?,
                 created_at: get(r, WHAT, "created_at")?,
                 sent_at: get(r, WHAT, "sent_at")?,

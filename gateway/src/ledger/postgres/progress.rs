@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 
 use super::get;
-use crate::ledger::planning::{db_error, parse_lot_state};
 use crate::ledger::progress::{count, InputProgress, LotProgress, INPUTS, LOTS};
+use crate::ledger::stored::{db_error, parse_lot_state};
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "backfill progress";

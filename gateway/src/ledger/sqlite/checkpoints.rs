@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use super::{commit, ts, SqliteLedger};
-use crate::ledger::planning::{self, db_error, now};
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{db_error, now};
 use crate::ledger::LedgerError;
 
 pub(super) async fn checkpoint(l: &SqliteLedger, key: &str) -> Result<Option<i64>, LedgerError> {
@@ -36,7 +37,7 @@ pub(super) async fn purge_payloads(
     l: &SqliteLedger,
     retention: Duration,
 ) -> Result<u64, LedgerError> {
-    let cutoff = now() - planning::capped(retention);
+    let cutoff = now() - stored::capped(retention);
     let mut tx = l.begin_write().await?;
     let purged = sqlx::query(sql::PURGE_PAYLOADS)
         .bind(ts(cutoff))

@@ -4,8 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 
 use super::{commit, get, parse_opt_ts, parse_ts, ts, SqliteLedger, Tx};
-use crate::ledger::planning::{self, db_error, now, to_json};
 use crate::ledger::rows::DeadLetterColumns;
+use crate::ledger::stored;
+use crate::ledger::stored::{db_error, now, to_json};
 use crate::ledger::{DeadLetter, DeadLetterFilter, DeadReason, LedgerError, Replayed};
 
 impl SqliteLedger {
@@ -39,7 +40,7 @@ impl SqliteLedger {
             .map(|(dossier_id, reason)| {
                 Ok(Letter {
                     dossier: dossier_id,
-                    id: planning::new_id(),
+                    id: stored::new_id(),
                     code: reason.code(),
                     reason: to_json(&format!("dossier {dossier_id}"), reason)?,
                 })
@@ -101,7 +102,7 @@ impl SqliteLedger {
             let what = format!("dead letter {id}");
             let dossier_id: String = get(r, &what, "dossier_id")?;
             let destination: String = get(r, &what, "destination")?;
-            let replay_id = planning::new_id();
+            let replay_id = stored::new_id();
             sqlx::query(
                 "UPDATE dead_letters SET replayed_at = $2, replay_id = $3 \
                  WHERE id = $1 AND replayed_at IS NULL",

@@ -11,9 +11,11 @@ use passerelle_adapters::Violation;
 use sqlx::sqlite::SqliteRow;
 
 use super::{commit, get, outbox, parse_ts, ts, SqliteLedger, IDS_PER_STATEMENT, MAX_ERROR_CHARS};
-use crate::ledger::planning::{self, clip, corrupt, db_error, now, to_json};
+use crate::ledger::planning;
 use crate::ledger::rows::DeliveryColumns;
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{clip, corrupt, db_error, now, to_json};
 use crate::ledger::{DeliveryRow, DeliveryStatus, Lease, LedgerError, OperationRecord};
 
 impl SqliteLedger {
@@ -29,7 +31,7 @@ pub(super) async fn try_lease(
     ttl: Duration,
 ) -> Result<Lease, LedgerError> {
     let at = now();
-    let expires = at + planning::capped(ttl);
+    let expires = at + stored::capped(ttl);
     let mut tx = l.begin_unfenced().await?;
     let prev: Option<(String,)> = sqlx::query_as("SELECT holder FROM leases WHERE dossier_id = $1")
         .bind(dossier_id)
@@ -216,7 +218,7 @@ pub(super) async fn operations(
         let status: Option<i32> = get(r, &what, "http_status")?;
         let at: String = get(r, &what, "at")?;
         Ok(OperationRecord {
-            operation: planning::parse_operation(&what, &operation)?,
+            operation: stored::parse_operation(&what, &operation)?,
             status: status
                 .map(|s| u16::try_from(s).map_err(|_| corrupt(&what, "bad HTTP status")))
                 .transpose()?,
@@ -235,7 +237,7 @@ pub(super) async fn pending(
     quiet_for: Duration,
     limit: i64,
 ) -> Result<Vec<String>, LedgerError> {
-    let cutoff = now() - planning::capped(quiet_for);
+    let cutoff = now() - stored::capped(quiet_for);
     // Lot members and claimable backfill dossiers are the lots' to deliver.
     sqlx::query_scalar(concat!(
         "SELECT v.dossier_id FROM deliveries v JOIN dossiers d ON d.seq = v.dossier_seq \

@@ -12,11 +12,12 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::SqliteConnection;
 
 use super::{commit, get, parse_ts, ts, SqliteLedger, Tx, IDS_PER_STATEMENT};
-use crate::ledger::planning::{
-    self, corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json, Loaded, Plan,
-    StoredSource,
-};
+use crate::ledger::planning::{self, Loaded, Plan, StoredSource};
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{
+    corrupt, db_error, from_json, now, parse_flow, parse_system_col, to_json,
+};
 use crate::ledger::{
     Accepted, AcceptedDossier, DossierRow, Inbound, InboundRecord, JournalEntry, LedgerError,
     Unreadable, UnreadableRow, AGORA,
@@ -386,7 +387,7 @@ pub(super) async fn accept(
     let mut tx = l.begin_write().await?;
     // The journal entry first, unless this payload was accepted before: one statement for
     // the common case.
-    let message_id = planning::new_id();
+    let message_id = stored::new_id();
     let at = now();
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO journal (message_id, system, flow, payload_hash, received_at, request_id, \

@@ -5,8 +5,10 @@ use passerelle_adapters::planner::Operation;
 use sqlx::SqliteConnection;
 
 use super::{commit, get, parse_ts, ts, SqliteLedger, Tx};
-use crate::ledger::planning::{self, db_error, now, to_json};
+use crate::ledger::planning;
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{db_error, now, to_json};
 use crate::ledger::{BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow};
 
 /// A lot member to settle (see [`SqliteLedger::settle_members`]).
@@ -97,7 +99,7 @@ impl SqliteLedger {
         Ok(Some(LotRow {
             lot_key: lot_key.to_string(),
             destination: get(&row, &what, "destination")?,
-            state: planning::parse_lot_state(&what, &state)?,
+            state: stored::parse_lot_state(&what, &state)?,
             agora_lot: get(&row, &what, "agora_lot")?,
             members,
             created_at: parse_ts(&what, &created_at)?,

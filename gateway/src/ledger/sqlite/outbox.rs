@@ -7,8 +7,9 @@ use super::{commit, get, parse_opt_ts, parse_ts, ts, SqliteLedger, Tx};
 use crate::ledger::outbox::{
     DueReturn, PendingReturn, ReportMeta, ReturnAttempt, ReturnRow, ReturnStatus,
 };
-use crate::ledger::planning::{self, db_error, now, to_json};
 use crate::ledger::sql;
+use crate::ledger::stored;
+use crate::ledger::stored::{db_error, now, to_json};
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "returns outbox";
@@ -67,7 +68,7 @@ pub(super) async fn claim(
             })
         })
         .collect::<Result<_, LedgerError>>()?;
-    let until = ts(at + planning::capped(claim));
+    let until = ts(at + stored::capped(claim));
     for d in &due {
         sqlx::query("UPDATE returns_outbox SET next_attempt_at = $2 WHERE return_id = $1")
             .bind(&d.return_id)
@@ -129,9 +130,9 @@ pub(super) async fn of_dossier(
                 atexo_dossier: get(r, WHAT, "atexo_dossier")?,
                 numero_agora: get(r, WHAT, "numero_agora")?,
                 etat: get(r, WHAT, "etat")?,
-                anomaly_codes: planning::from_json(WHAT, &codes)?,
+                anomaly_codes: stored::from_json(WHAT, &codes)?,
                 status: ReturnStatus::parse(&status)
-                    .ok_or_else(|| planning::corrupt(WHAT, "status"))?,
+                    .ok_or_else(|| stored::corrupt(WHAT, "status"))?,
                 attempts: get(r, WHAT, "attempts")?,
                 created_at: parse_ts(WHAT, &created)?,
                 sent_at: parse_opt_ts(WHAT, get(r, WHAT, "sent_at")?)?,
@@ -181,7 +182,7 @@ pub(super) async fn reports(l: &SqliteLedger, limit: u32) -> Result<Vec<ReportMe
             Ok(ReportMeta {
                 report_id: get(r, REPORTS, "report_id")?,
                 finished_at: parse_ts(REPORTS, &finished)?,
-                counts: planning::from_json(REPORTS, &counts)?,
+                counts: stored::from_json(REPORTS, &counts)?,
                 gzip_bytes: get(r, REPORTS, "gzip_bytes")?,
             })
         })

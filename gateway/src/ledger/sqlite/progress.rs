@@ -2,8 +2,8 @@
 //! times stored as text.
 
 use super::{get, parse_ts, SqliteLedger};
-use crate::ledger::planning::{db_error, parse_lot_state};
 use crate::ledger::progress::{count, InputProgress, LotProgress, INPUTS, LOTS};
+use crate::ledger::stored::{db_error, parse_lot_state};
 use crate::ledger::LedgerError;
 
 const WHAT: &str = "backfill progress";

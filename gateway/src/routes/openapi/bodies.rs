@@ -459,6 +459,37 @@ pub struct Readiness {
     /// The poller's outcomes (`off` when not configured). Reported, never gating.
     #[schema(value_type = Object)]
     pub pole_emploi: serde_json::Value,
+    /// Each posting system by its snake_case name (`atexo_sem`): its posts since this replica started. Reported, never gating.
+    #[schema(inline)]
+    pub systems: BTreeMap<String, PostingHealth>,
+}
+
+/// A posting system's posts since this replica started, in `/readyz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PostingHealth {
+    /// `idle` before its first post, `refusing` while its latest post was refused, `ok` otherwise.
+    #[schema(inline)]
+    pub status: PostingStatus,
+    /// Posts accepted (202) since start.
+    pub accepted: u64,
+    /// Posts refused (any 4xx or 503) since start.
+    pub refused: u64,
+    pub last_accepted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The latest refusal: when, its status and its problem type.
+    #[schema(value_type = Option<Object>)]
+    pub last_refusal: Option<serde_json::Value>,
+    /// ATEXO SEM's only: the sender of its returns (`status` `off` without `atexo_sem.returns_url`, else `idle`, `ok` or `failing`; `sent`, `failed`, `last_sent_at`, `last_failure`).
+    #[schema(value_type = Option<Object>)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returns: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PostingStatus {
+    Idle,
+    Ok,
+    Refusing,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -16,10 +16,13 @@
 //!
 //! Layout:
 //!
-//! - this file: the [`Ledger`] trait, [`connect`] and [`mask_url`]; `records.rs`: the rows,
+//! - this file: the [`Ledger`] trait, one trait per role under it ([`IntakeLedger`],
+//!   [`DeliveryLedger`], [`DeadLetterLedger`], [`LotLedger`], [`CheckpointLedger`],
+//!   [`OutboxLedger`], [`ProgressLedger`], [`SearchLedger`]), [`connect`] and [`mask_url`];
+//!   `records.rs`: the rows,
 //!   records and errors the trait speaks in;
 //! - `sqlite/` and `postgres/`, split alike by role: `mod.rs` (connection, transactions, SQL
-//!   fragments, and the `impl Ledger` that delegates), `intake.rs` (accept, journal, dossier
+//!   fragments, and the role traits' impls that delegate), `intake.rs` (accept, journal, dossier
 //!   reads, identity, unreadable messages), `deliveries.rs` (leases, operations, settling,
 //!   failures, pending, sessions), `dead_letters.rs` (dead letters and replays), `lots.rs` (the
 //!   backfill's lots), `checkpoints.rs` (checkpoints and the payload purge), `outbox.rs` and
@@ -90,12 +93,30 @@ mod sql;
 pub mod sqlite;
 mod stored;
 
-/// The ledger's operations. Each is one transaction.
+/// The ledger (*registre*): every role, one transaction per operation. The rest of the system
+/// holds an `Arc<dyn Ledger>` and calls each role's operations on it (bring the role's trait into
+/// scope, e.g. `use crate::ledger::IntakeLedger`).
 #[async_trait]
-pub trait Ledger: Send + Sync + 'static {
+pub trait Ledger:
+    IntakeLedger
+    + DeliveryLedger
+    + DeadLetterLedger
+    + LotLedger
+    + CheckpointLedger
+    + OutboxLedger
+    + ProgressLedger
+    + SearchLedger
+    + Send
+    + Sync
+    + 'static
+{
     /// Answers when the database answers (for `/readyz`).
     async fn health(&self) -> Result<(), LedgerError>;
+}
 
+/// Intake (*réception*): what a message brings in, and the dossiers and journal it shapes.
+#[async_trait]
+pub trait IntakeLedger: Send + Sync {
     /// The salt of dossier ids every replica shares: the ledger's, created from `offer` by the
     /// first start (atomically: concurrent first starts agree on one). A configured offer that
     /// differs from the ledger's is refused, and a ledger that holds dossiers never takes a
@@ -116,6 +137,28 @@ pub trait Ledger: Send + Sync + 'static {
     /// A dossier with its sources and delivery state.
     async fn dossier(&self, dossier_id: &str) -> Result<Option<DossierRow>, LedgerError>;
 
+    /// The journal entries that shaped a dossier, oldest first.
+    async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError>;
+
+    /// Several dossiers at once (those found; any order), for the backfill's lots and report.
+    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError>;
+
+    /// Keeps an unreadable message (a new row, or one more sighting of the same one).
+    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError>;
+
+    /// The unreadable messages last seen at or after `since`, the most recently seen first, at
+    /// most `limit`.
+    async fn unreadable(
+        &self,
+        system: Option<System>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<UnreadableRow>, LedgerError>;
+}
+
+/// Deliveries (*livraisons*): the leases, AGORA calls and delivery states of the reconcile worker.
+#[async_trait]
+pub trait DeliveryLedger: Send + Sync {
     /// Takes the dossier's lease for `ttl` if nobody holds it (or the holder's lease expired):
     /// one worker at a time per dossier, whatever the queue. The holder names one task, not a
     /// process: two tasks of the same dossier in one process must not both hold it.
@@ -140,37 +183,6 @@ pub trait Ledger: Send + Sync + 'static {
         ret: Option<&outbox::PendingReturn>,
     ) -> Result<(), LedgerError>;
 
-    /// Claims up to `limit` pending returns that are due, oldest first, for `claim` (no other
-    /// sender takes them meanwhile, whichever replica it runs in).
-    async fn claim_returns(
-        &self,
-        limit: u32,
-        claim: Duration,
-    ) -> Result<Vec<outbox::DueReturn>, LedgerError>;
-
-    /// Records how the post of a claimed return ended.
-    async fn settle_return(
-        &self,
-        return_id: &str,
-        attempt: &outbox::ReturnAttempt,
-    ) -> Result<(), LedgerError>;
-
-    /// A dossier's returns, oldest first.
-    async fn returns_of(&self, dossier_id: &str) -> Result<Vec<outbox::ReturnRow>, LedgerError>;
-
-    /// Keeps a backfill run's report (its JSON, gzipped); returns its id.
-    async fn store_backfill_report(
-        &self,
-        counts: &serde_json::Value,
-        gzip_json: &[u8],
-    ) -> Result<String, LedgerError>;
-
-    /// The latest `limit` backfill reports, newest first (without their content).
-    async fn backfill_reports(&self, limit: u32) -> Result<Vec<outbox::ReportMeta>, LedgerError>;
-
-    /// One backfill report's gzipped JSON.
-    async fn backfill_report(&self, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError>;
-
     /// Sets the delivery status once a reconciliation ends: `Delivered` at `desired_version`,
     /// `Incomplete` with what is missing, or `OutOfPerimeter`; resets the attempts on success.
     async fn settle_delivery(
@@ -190,6 +202,44 @@ pub trait Ledger: Send + Sync + 'static {
         error: &str,
     ) -> Result<i32, LedgerError>;
 
+    /// The AGORA calls performed for a dossier, oldest first.
+    async fn operations(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+    ) -> Result<Vec<OperationRecord>, LedgerError>;
+
+    /// Dossiers whose delivery is `Pending` and untouched for `quiet_for` (to re-enqueue a task
+    /// lost after a crash; a dossier in its retry backoff was touched by its last failure and is
+    /// left to its delayed task). Members of an open lot and claimable backfill dossiers are left
+    /// out: the backfill's lots deliver them.
+    async fn pending(
+        &self,
+        destination: &str,
+        quiet_for: Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, LedgerError>;
+
+    /// The sessions the Pôle emploi poller asks about: the distinct (`numero_formation`,
+    /// `numero_action`, `numero_session`) of the in-perimeter dossiers whose desired state is one
+    /// of `states`, leaving out those that lack one of the three numbers (the partner API wants
+    /// all three). Sorted by the three numbers, byte order, whatever the database's collation.
+    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError>;
+
+    /// The delivery toward `destination` of each named dossier that has one (those found, any
+    /// order): what [`IntakeLedger::dossiers`] gives as `delivery`, without the desired state and the
+    /// sources. The backfill's report reads a million of them; decoding every dossier's JSON to
+    /// read its status doubled the report's time.
+    async fn deliveries(
+        &self,
+        destination: &str,
+        dossier_ids: &[String],
+    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError>;
+}
+
+/// Dead letters (*lettres mortes*) and their replays.
+#[async_trait]
+pub trait DeadLetterLedger: Send + Sync {
     /// Puts the dossier in the dead letters (status `Dead`); returns the dead letter's id.
     async fn dead_letter(
         &self,
@@ -217,59 +267,19 @@ pub trait Ledger: Send + Sync + 'static {
         self.replay_counted(filter, None).await
     }
 
-    /// [`Ledger::replay_matching`], only if `filter` selects exactly `expected` dead letters (the
+    /// [`DeadLetterLedger::replay_matching`], only if `filter` selects exactly `expected` dead letters (the
     /// number an operator confirmed); otherwise `CountChanged` and nothing is replayed.
     async fn replay_counted(
         &self,
         filter: &DeadLetterFilter,
         expected: Option<usize>,
     ) -> Result<Vec<Replayed>, LedgerError>;
+}
 
-    /// The journal entries that shaped a dossier, oldest first.
-    async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError>;
-
-    /// The AGORA calls performed for a dossier, oldest first.
-    async fn operations(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-    ) -> Result<Vec<OperationRecord>, LedgerError>;
-
-    /// Dossiers whose delivery is `Pending` and untouched for `quiet_for` (to re-enqueue a task
-    /// lost after a crash; a dossier in its retry backoff was touched by its last failure and is
-    /// left to its delayed task). Members of an open lot and claimable backfill dossiers are left
-    /// out: the backfill's lots deliver them.
-    async fn pending(
-        &self,
-        destination: &str,
-        quiet_for: Duration,
-        limit: i64,
-    ) -> Result<Vec<String>, LedgerError>;
-
-    /// Deletes masked payloads older than `retention` and returns how many were deleted.
-    async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError>;
-
-    /// The sessions the Pôle emploi poller asks about: the distinct (`numero_formation`,
-    /// `numero_action`, `numero_session`) of the in-perimeter dossiers whose desired state is one
-    /// of `states`, leaving out those that lack one of the three numbers (the partner API wants
-    /// all three). Sorted by the three numbers, byte order, whatever the database's collation.
-    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError>;
-
-    // --- The backfill (*reprise d'antériorité*) ------------------------------------------------
-
-    /// Several dossiers at once (those found; any order), for the backfill's lots and report.
-    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError>;
-
-    /// The delivery toward `destination` of each named dossier that has one (those found, any
-    /// order): what [`Ledger::dossiers`] gives as `delivery`, without the desired state and the
-    /// sources. The backfill's report reads a million of them; decoding every dossier's JSON to
-    /// read its status doubled the report's time.
-    async fn deliveries(
-        &self,
-        destination: &str,
-        dossier_ids: &[String],
-    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError>;
-
+/// The backfill's lots (*lots de reprise*): claimed, submitted to AGORA, settled line by line;
+/// and the counts of the backfill's flow they draw from.
+#[async_trait]
+pub trait LotLedger: Send + Sync {
     /// Opens lot `lot_key` with up to `limit` **claimable** dossiers: flow `backfill`, in
     /// perimeter, status `Pending` toward `destination`, delivered state not `Present` (AGORA
     /// never confirmed them), in no lot, and not leased by a worker. Oldest pending first (by the
@@ -306,7 +316,58 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Counts of the backfill flow toward `destination`.
     async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError>;
+}
 
+/// Checkpoints of the backfill's inputs, and the purge of masked payloads.
+#[async_trait]
+pub trait CheckpointLedger: Send + Sync {
+    /// Deletes masked payloads older than `retention` and returns how many were deleted.
+    async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError>;
+
+    /// A named checkpoint (e.g. how many dossiers of an input file were committed).
+    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError>;
+
+    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError>;
+}
+
+/// The outbox ([`outbox`]): the returns to ATEXO SEM, and the backfill's reports.
+#[async_trait]
+pub trait OutboxLedger: Send + Sync {
+    /// Claims up to `limit` pending returns that are due, oldest first, for `claim` (no other
+    /// sender takes them meanwhile, whichever replica it runs in).
+    async fn claim_returns(
+        &self,
+        limit: u32,
+        claim: Duration,
+    ) -> Result<Vec<outbox::DueReturn>, LedgerError>;
+
+    /// Records how the post of a claimed return ended.
+    async fn settle_return(
+        &self,
+        return_id: &str,
+        attempt: &outbox::ReturnAttempt,
+    ) -> Result<(), LedgerError>;
+
+    /// A dossier's returns, oldest first.
+    async fn returns_of(&self, dossier_id: &str) -> Result<Vec<outbox::ReturnRow>, LedgerError>;
+
+    /// Keeps a backfill run's report (its JSON, gzipped); returns its id.
+    async fn store_backfill_report(
+        &self,
+        counts: &serde_json::Value,
+        gzip_json: &[u8],
+    ) -> Result<String, LedgerError>;
+
+    /// The latest `limit` backfill reports, newest first (without their content).
+    async fn backfill_reports(&self, limit: u32) -> Result<Vec<outbox::ReportMeta>, LedgerError>;
+
+    /// One backfill report's gzipped JSON.
+    async fn backfill_report(&self, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError>;
+}
+
+/// The backfill's progress ([`progress`]), as the console shows it.
+#[async_trait]
+pub trait ProgressLedger: Send + Sync {
     /// The latest `limit` backfill lots toward `destination`, newest first (done ones included),
     /// each with what became of its members.
     async fn lot_progress(
@@ -318,14 +379,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// The checkpoints of the backfill's input files, the most recently advanced first.
     async fn input_progress(&self, limit: u32)
         -> Result<Vec<progress::InputProgress>, LedgerError>;
+}
 
-    /// A named checkpoint (e.g. how many dossiers of an input file were committed).
-    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError>;
-
-    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError>;
-
-    // --- The operators' reads (see [`search`]) -------------------------------------------------
-
+/// The operators' reads ([`search`]).
+#[async_trait]
+pub trait SearchLedger: Send + Sync {
     /// One page of the dossiers `filter` selects, most recently changed first.
     async fn search(
         &self,
@@ -340,18 +398,6 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<search::HourActivity>, LedgerError>;
-
-    /// Keeps an unreadable message (a new row, or one more sighting of the same one).
-    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError>;
-
-    /// The unreadable messages last seen at or after `since`, the most recently seen first, at
-    /// most `limit`.
-    async fn unreadable(
-        &self,
-        system: Option<System>,
-        since: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<UnreadableRow>, LedgerError>;
 }
 
 /// Opens the ledger `url` names and brings its schema up to date:

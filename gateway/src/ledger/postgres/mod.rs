@@ -32,7 +32,9 @@
 //!
 //! This module holds what every role uses: the connection and its migrations, the transactions, the SQL
 //! fragments (macros, defined before the role modules so that they see them) and the
-//! `impl Ledger`, which delegates each operation to a function of its role's file:
+//! impls of the ledger's role traits (`IntakeLedger`, `DeliveryLedger`, `DeadLetterLedger`,
+//! `LotLedger`, `CheckpointLedger`, and `OutboxLedger`, `ProgressLedger`, `SearchLedger`), each
+//! delegating an operation to a function of its role's file:
 //!
 //! - `intake`: what came in: the identity salt, `accept`, the journal, the dossier reads
 //!   (`dossier`, `dossiers`) and the unreadable messages;
@@ -52,7 +54,7 @@
 //! `backfill_progress` is lots (it counts the lots' flow); `purge_payloads` is checkpoints (the
 //! journal's retention, run by a singleton like the checkpoints' writers). The few operations
 //! that only delegate elsewhere (`health`, the returns, the reports, the progress reads and the
-//! operators' search) stay in this module's `impl Ledger`.
+//! operators' search) are written in this module's impls.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -75,6 +77,10 @@ use super::{
     OperationRecord, Replayed, Unreadable, UnreadableRow,
 };
 use crate::ledger::sql;
+use crate::ledger::{
+    CheckpointLedger, DeadLetterLedger, DeliveryLedger, IntakeLedger, LotLedger, OutboxLedger,
+    ProgressLedger, SearchLedger,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -230,16 +236,19 @@ async fn commit(tx: Tx, what: &str) -> Result<(), LedgerError> {
 
 #[async_trait]
 impl Ledger for PostgresLedger {
-    async fn identity_salt(&self, offer: &super::SaltOffer) -> Result<String, LedgerError> {
-        intake::identity_salt(self, offer).await
-    }
-
     async fn health(&self) -> Result<(), LedgerError> {
         sqlx::query(sql::HEALTH)
             .execute(&self.pool)
             .await
             .map(|_| ())
             .map_err(|e| db_error("health", e))
+    }
+}
+
+#[async_trait]
+impl IntakeLedger for PostgresLedger {
+    async fn identity_salt(&self, offer: &super::SaltOffer) -> Result<String, LedgerError> {
+        intake::identity_salt(self, offer).await
     }
 
     async fn accept(
@@ -254,6 +263,30 @@ impl Ledger for PostgresLedger {
         intake::dossier(self, dossier_id).await
     }
 
+    async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
+        intake::journal(self, dossier_id).await
+    }
+
+    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError> {
+        intake::dossiers(self, dossier_ids).await
+    }
+
+    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError> {
+        intake::record_unreadable(self, u).await
+    }
+
+    async fn unreadable(
+        &self,
+        system: Option<passerelle_adapters::canonical::System>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<UnreadableRow>, LedgerError> {
+        intake::unreadable(self, system, since, limit).await
+    }
+}
+
+#[async_trait]
+impl DeliveryLedger for PostgresLedger {
     async fn try_lease(
         &self,
         dossier_id: &str,
@@ -278,6 +311,149 @@ impl Ledger for PostgresLedger {
         deliveries::record_operation(self, dossier_id, destination, op, delivered, ret).await
     }
 
+    async fn settle_delivery(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        status: DeliveryStatus,
+        desired_version: i64,
+        waiting_for: &[Violation],
+    ) -> Result<(), LedgerError> {
+        deliveries::settle_delivery(
+            self,
+            dossier_id,
+            destination,
+            status,
+            desired_version,
+            waiting_for,
+        )
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        error: &str,
+    ) -> Result<i32, LedgerError> {
+        deliveries::record_failure(self, dossier_id, destination, error).await
+    }
+
+    async fn operations(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+    ) -> Result<Vec<OperationRecord>, LedgerError> {
+        deliveries::operations(self, dossier_id, destination).await
+    }
+
+    async fn pending(
+        &self,
+        destination: &str,
+        quiet_for: Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        deliveries::pending(self, destination, quiet_for, limit).await
+    }
+
+    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError> {
+        deliveries::sessions(self, states).await
+    }
+
+    async fn deliveries(
+        &self,
+        destination: &str,
+        dossier_ids: &[String],
+    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError> {
+        deliveries::deliveries(self, destination, dossier_ids).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterLedger for PostgresLedger {
+    async fn dead_letter(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        reason: &DeadReason,
+    ) -> Result<String, LedgerError> {
+        dead_letters::dead_letter(self, dossier_id, destination, reason).await
+    }
+
+    async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<DeadLetter>, LedgerError> {
+        dead_letters::dead_letters(self, filter).await
+    }
+
+    async fn replay(&self, dead_letter_id: &str) -> Result<Replayed, LedgerError> {
+        dead_letters::replay(self, dead_letter_id).await
+    }
+
+    async fn replay_counted(
+        &self,
+        filter: &DeadLetterFilter,
+        expected: Option<usize>,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        dead_letters::replay_counted(self, filter, expected).await
+    }
+}
+
+#[async_trait]
+impl LotLedger for PostgresLedger {
+    async fn claim_lot(
+        &self,
+        destination: &str,
+        lot_key: &str,
+        limit: i64,
+    ) -> Result<Option<LotRow>, LedgerError> {
+        lots::claim_lot(self, destination, lot_key, limit).await
+    }
+
+    async fn lot(&self, lot_key: &str) -> Result<Option<LotRow>, LedgerError> {
+        lots::lot(self, lot_key).await
+    }
+
+    async fn open_lots(&self, destination: &str) -> Result<Vec<LotRow>, LedgerError> {
+        lots::open_lots(self, destination).await
+    }
+
+    async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError> {
+        lots::lot_submitted(self, lot_key, agora_lot).await
+    }
+
+    async fn settle_lot(
+        &self,
+        lot_key: &str,
+        lines: &[LotLine],
+        done: bool,
+    ) -> Result<Vec<String>, LedgerError> {
+        lots::settle_lot(self, lot_key, lines, done).await
+    }
+
+    async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError> {
+        lots::backfill_progress(self, destination).await
+    }
+}
+
+#[async_trait]
+impl CheckpointLedger for PostgresLedger {
+    async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError> {
+        checkpoints::purge_payloads(self, retention).await
+    }
+
+    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {
+        checkpoints::checkpoint(self, key).await
+    }
+
+    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError> {
+        checkpoints::set_checkpoint(self, key, value).await
+    }
+}
+
+#[async_trait]
+impl OutboxLedger for PostgresLedger {
     async fn claim_returns(
         &self,
         limit: u32,
@@ -319,138 +495,10 @@ impl Ledger for PostgresLedger {
     async fn backfill_report(&self, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
         outbox::report(&self.pool, report_id).await
     }
+}
 
-    async fn settle_delivery(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-        status: DeliveryStatus,
-        desired_version: i64,
-        waiting_for: &[Violation],
-    ) -> Result<(), LedgerError> {
-        deliveries::settle_delivery(
-            self,
-            dossier_id,
-            destination,
-            status,
-            desired_version,
-            waiting_for,
-        )
-        .await
-    }
-
-    async fn record_failure(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-        error: &str,
-    ) -> Result<i32, LedgerError> {
-        deliveries::record_failure(self, dossier_id, destination, error).await
-    }
-
-    async fn dead_letter(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-        reason: &DeadReason,
-    ) -> Result<String, LedgerError> {
-        dead_letters::dead_letter(self, dossier_id, destination, reason).await
-    }
-
-    async fn dead_letters(
-        &self,
-        filter: &DeadLetterFilter,
-    ) -> Result<Vec<DeadLetter>, LedgerError> {
-        dead_letters::dead_letters(self, filter).await
-    }
-
-    async fn replay(&self, dead_letter_id: &str) -> Result<Replayed, LedgerError> {
-        dead_letters::replay(self, dead_letter_id).await
-    }
-
-    async fn replay_counted(
-        &self,
-        filter: &DeadLetterFilter,
-        expected: Option<usize>,
-    ) -> Result<Vec<Replayed>, LedgerError> {
-        dead_letters::replay_counted(self, filter, expected).await
-    }
-
-    async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
-        intake::journal(self, dossier_id).await
-    }
-
-    async fn operations(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-    ) -> Result<Vec<OperationRecord>, LedgerError> {
-        deliveries::operations(self, dossier_id, destination).await
-    }
-
-    async fn pending(
-        &self,
-        destination: &str,
-        quiet_for: Duration,
-        limit: i64,
-    ) -> Result<Vec<String>, LedgerError> {
-        deliveries::pending(self, destination, quiet_for, limit).await
-    }
-
-    async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError> {
-        checkpoints::purge_payloads(self, retention).await
-    }
-
-    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError> {
-        deliveries::sessions(self, states).await
-    }
-
-    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError> {
-        intake::dossiers(self, dossier_ids).await
-    }
-
-    async fn deliveries(
-        &self,
-        destination: &str,
-        dossier_ids: &[String],
-    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError> {
-        deliveries::deliveries(self, destination, dossier_ids).await
-    }
-
-    async fn claim_lot(
-        &self,
-        destination: &str,
-        lot_key: &str,
-        limit: i64,
-    ) -> Result<Option<LotRow>, LedgerError> {
-        lots::claim_lot(self, destination, lot_key, limit).await
-    }
-
-    async fn lot(&self, lot_key: &str) -> Result<Option<LotRow>, LedgerError> {
-        lots::lot(self, lot_key).await
-    }
-
-    async fn open_lots(&self, destination: &str) -> Result<Vec<LotRow>, LedgerError> {
-        lots::open_lots(self, destination).await
-    }
-
-    async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError> {
-        lots::lot_submitted(self, lot_key, agora_lot).await
-    }
-
-    async fn settle_lot(
-        &self,
-        lot_key: &str,
-        lines: &[LotLine],
-        done: bool,
-    ) -> Result<Vec<String>, LedgerError> {
-        lots::settle_lot(self, lot_key, lines, done).await
-    }
-
-    async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError> {
-        lots::backfill_progress(self, destination).await
-    }
-
+#[async_trait]
+impl ProgressLedger for PostgresLedger {
     async fn lot_progress(
         &self,
         destination: &str,
@@ -465,15 +513,10 @@ impl Ledger for PostgresLedger {
     ) -> Result<Vec<super::progress::InputProgress>, LedgerError> {
         progress::inputs(&self.pool, limit).await
     }
+}
 
-    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {
-        checkpoints::checkpoint(self, key).await
-    }
-
-    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError> {
-        checkpoints::set_checkpoint(self, key, value).await
-    }
-
+#[async_trait]
+impl SearchLedger for PostgresLedger {
     async fn search(
         &self,
         filter: &super::search::SearchFilter,
@@ -491,19 +534,6 @@ impl Ledger for PostgresLedger {
         since: DateTime<Utc>,
     ) -> Result<Vec<super::search::HourActivity>, LedgerError> {
         super::search::postgres_activity(&self.pool, since).await
-    }
-
-    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError> {
-        intake::record_unreadable(self, u).await
-    }
-
-    async fn unreadable(
-        &self,
-        system: Option<passerelle_adapters::canonical::System>,
-        since: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<UnreadableRow>, LedgerError> {
-        intake::unreadable(self, system, since, limit).await
     }
 }
 

@@ -13,7 +13,9 @@
 //!
 //! This module holds what every role uses: the connection (one writer, a pool of readers) and its migrations, the transactions, the SQL
 //! fragments (macros, defined before the role modules so that they see them) and the
-//! `impl Ledger`, which delegates each operation to a function of its role's file:
+//! impls of the ledger's role traits (`IntakeLedger`, `DeliveryLedger`, `DeadLetterLedger`,
+//! `LotLedger`, `CheckpointLedger`, and `OutboxLedger`, `ProgressLedger`, `SearchLedger`), each
+//! delegating an operation to a function of its role's file:
 //!
 //! - `intake`: what came in: the identity salt, `accept`, the journal, the dossier reads
 //!   (`dossier`, `dossiers`) and the unreadable messages;
@@ -33,7 +35,7 @@
 //! `backfill_progress` is lots (it counts the lots' flow); `purge_payloads` is checkpoints (the
 //! journal's retention, run by a singleton like the checkpoints' writers). The few operations
 //! that only delegate elsewhere (`health`, the returns, the reports, the progress reads and the
-//! operators' search) stay in this module's `impl Ledger`.
+//! operators' search) are written in this module's impls.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -60,6 +62,10 @@ use super::{
     OperationRecord, Replayed, Unreadable, UnreadableRow,
 };
 use crate::ledger::sql;
+use crate::ledger::{
+    CheckpointLedger, DeadLetterLedger, DeliveryLedger, IntakeLedger, LotLedger, OutboxLedger,
+    ProgressLedger, SearchLedger,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -283,16 +289,19 @@ async fn commit(tx: Tx, what: &str) -> Result<(), LedgerError> {
 
 #[async_trait]
 impl Ledger for SqliteLedger {
-    async fn identity_salt(&self, offer: &super::SaltOffer) -> Result<String, LedgerError> {
-        intake::identity_salt(self, offer).await
-    }
-
     async fn health(&self) -> Result<(), LedgerError> {
         sqlx::query(sql::HEALTH)
             .execute(&self.pool)
             .await
             .map(|_| ())
             .map_err(|e| db_error("health", e))
+    }
+}
+
+#[async_trait]
+impl IntakeLedger for SqliteLedger {
+    async fn identity_salt(&self, offer: &super::SaltOffer) -> Result<String, LedgerError> {
+        intake::identity_salt(self, offer).await
     }
 
     async fn accept(
@@ -307,6 +316,30 @@ impl Ledger for SqliteLedger {
         intake::dossier(self, dossier_id).await
     }
 
+    async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
+        intake::journal(self, dossier_id).await
+    }
+
+    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError> {
+        intake::dossiers(self, dossier_ids).await
+    }
+
+    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError> {
+        intake::record_unreadable(self, u).await
+    }
+
+    async fn unreadable(
+        &self,
+        system: Option<passerelle_adapters::canonical::System>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<UnreadableRow>, LedgerError> {
+        intake::unreadable(self, system, since, limit).await
+    }
+}
+
+#[async_trait]
+impl DeliveryLedger for SqliteLedger {
     async fn try_lease(
         &self,
         dossier_id: &str,
@@ -331,6 +364,149 @@ impl Ledger for SqliteLedger {
         deliveries::record_operation(self, dossier_id, destination, op, delivered, ret).await
     }
 
+    async fn settle_delivery(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        status: DeliveryStatus,
+        desired_version: i64,
+        waiting_for: &[Violation],
+    ) -> Result<(), LedgerError> {
+        deliveries::settle_delivery(
+            self,
+            dossier_id,
+            destination,
+            status,
+            desired_version,
+            waiting_for,
+        )
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        error: &str,
+    ) -> Result<i32, LedgerError> {
+        deliveries::record_failure(self, dossier_id, destination, error).await
+    }
+
+    async fn operations(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+    ) -> Result<Vec<OperationRecord>, LedgerError> {
+        deliveries::operations(self, dossier_id, destination).await
+    }
+
+    async fn pending(
+        &self,
+        destination: &str,
+        quiet_for: Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        deliveries::pending(self, destination, quiet_for, limit).await
+    }
+
+    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError> {
+        deliveries::sessions(self, states).await
+    }
+
+    async fn deliveries(
+        &self,
+        destination: &str,
+        dossier_ids: &[String],
+    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError> {
+        deliveries::deliveries(self, destination, dossier_ids).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterLedger for SqliteLedger {
+    async fn dead_letter(
+        &self,
+        dossier_id: &str,
+        destination: &str,
+        reason: &DeadReason,
+    ) -> Result<String, LedgerError> {
+        dead_letters::dead_letter(self, dossier_id, destination, reason).await
+    }
+
+    async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<DeadLetter>, LedgerError> {
+        dead_letters::dead_letters(self, filter).await
+    }
+
+    async fn replay(&self, dead_letter_id: &str) -> Result<Replayed, LedgerError> {
+        dead_letters::replay(self, dead_letter_id).await
+    }
+
+    async fn replay_counted(
+        &self,
+        filter: &DeadLetterFilter,
+        expected: Option<usize>,
+    ) -> Result<Vec<Replayed>, LedgerError> {
+        dead_letters::replay_counted(self, filter, expected).await
+    }
+}
+
+#[async_trait]
+impl LotLedger for SqliteLedger {
+    async fn claim_lot(
+        &self,
+        destination: &str,
+        lot_key: &str,
+        limit: i64,
+    ) -> Result<Option<LotRow>, LedgerError> {
+        lots::claim_lot(self, destination, lot_key, limit).await
+    }
+
+    async fn lot(&self, lot_key: &str) -> Result<Option<LotRow>, LedgerError> {
+        lots::lot(self, lot_key).await
+    }
+
+    async fn open_lots(&self, destination: &str) -> Result<Vec<LotRow>, LedgerError> {
+        lots::open_lots(self, destination).await
+    }
+
+    async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError> {
+        lots::lot_submitted(self, lot_key, agora_lot).await
+    }
+
+    async fn settle_lot(
+        &self,
+        lot_key: &str,
+        lines: &[LotLine],
+        done: bool,
+    ) -> Result<Vec<String>, LedgerError> {
+        lots::settle_lot(self, lot_key, lines, done).await
+    }
+
+    async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError> {
+        lots::backfill_progress(self, destination).await
+    }
+}
+
+#[async_trait]
+impl CheckpointLedger for SqliteLedger {
+    async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError> {
+        checkpoints::purge_payloads(self, retention).await
+    }
+
+    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {
+        checkpoints::checkpoint(self, key).await
+    }
+
+    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError> {
+        checkpoints::set_checkpoint(self, key, value).await
+    }
+}
+
+#[async_trait]
+impl OutboxLedger for SqliteLedger {
     async fn claim_returns(
         &self,
         limit: u32,
@@ -372,138 +548,10 @@ impl Ledger for SqliteLedger {
     async fn backfill_report(&self, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
         outbox::report(self, report_id).await
     }
+}
 
-    async fn settle_delivery(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-        status: DeliveryStatus,
-        desired_version: i64,
-        waiting_for: &[Violation],
-    ) -> Result<(), LedgerError> {
-        deliveries::settle_delivery(
-            self,
-            dossier_id,
-            destination,
-            status,
-            desired_version,
-            waiting_for,
-        )
-        .await
-    }
-
-    async fn record_failure(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-        error: &str,
-    ) -> Result<i32, LedgerError> {
-        deliveries::record_failure(self, dossier_id, destination, error).await
-    }
-
-    async fn dead_letter(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-        reason: &DeadReason,
-    ) -> Result<String, LedgerError> {
-        dead_letters::dead_letter(self, dossier_id, destination, reason).await
-    }
-
-    async fn dead_letters(
-        &self,
-        filter: &DeadLetterFilter,
-    ) -> Result<Vec<DeadLetter>, LedgerError> {
-        dead_letters::dead_letters(self, filter).await
-    }
-
-    async fn replay(&self, dead_letter_id: &str) -> Result<Replayed, LedgerError> {
-        dead_letters::replay(self, dead_letter_id).await
-    }
-
-    async fn replay_counted(
-        &self,
-        filter: &DeadLetterFilter,
-        expected: Option<usize>,
-    ) -> Result<Vec<Replayed>, LedgerError> {
-        dead_letters::replay_counted(self, filter, expected).await
-    }
-
-    async fn journal(&self, dossier_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
-        intake::journal(self, dossier_id).await
-    }
-
-    async fn operations(
-        &self,
-        dossier_id: &str,
-        destination: &str,
-    ) -> Result<Vec<OperationRecord>, LedgerError> {
-        deliveries::operations(self, dossier_id, destination).await
-    }
-
-    async fn pending(
-        &self,
-        destination: &str,
-        quiet_for: Duration,
-        limit: i64,
-    ) -> Result<Vec<String>, LedgerError> {
-        deliveries::pending(self, destination, quiet_for, limit).await
-    }
-
-    async fn purge_payloads(&self, retention: Duration) -> Result<u64, LedgerError> {
-        checkpoints::purge_payloads(self, retention).await
-    }
-
-    async fn sessions(&self, states: &[State]) -> Result<Vec<SessionRef>, LedgerError> {
-        deliveries::sessions(self, states).await
-    }
-
-    async fn dossiers(&self, dossier_ids: &[String]) -> Result<Vec<DossierRow>, LedgerError> {
-        intake::dossiers(self, dossier_ids).await
-    }
-
-    async fn deliveries(
-        &self,
-        destination: &str,
-        dossier_ids: &[String],
-    ) -> Result<Vec<(String, DeliveryRow)>, LedgerError> {
-        deliveries::deliveries(self, destination, dossier_ids).await
-    }
-
-    async fn claim_lot(
-        &self,
-        destination: &str,
-        lot_key: &str,
-        limit: i64,
-    ) -> Result<Option<LotRow>, LedgerError> {
-        lots::claim_lot(self, destination, lot_key, limit).await
-    }
-
-    async fn lot(&self, lot_key: &str) -> Result<Option<LotRow>, LedgerError> {
-        lots::lot(self, lot_key).await
-    }
-
-    async fn open_lots(&self, destination: &str) -> Result<Vec<LotRow>, LedgerError> {
-        lots::open_lots(self, destination).await
-    }
-
-    async fn lot_submitted(&self, lot_key: &str, agora_lot: &str) -> Result<(), LedgerError> {
-        lots::lot_submitted(self, lot_key, agora_lot).await
-    }
-
-    async fn settle_lot(
-        &self,
-        lot_key: &str,
-        lines: &[LotLine],
-        done: bool,
-    ) -> Result<Vec<String>, LedgerError> {
-        lots::settle_lot(self, lot_key, lines, done).await
-    }
-
-    async fn backfill_progress(&self, destination: &str) -> Result<BackfillProgress, LedgerError> {
-        lots::backfill_progress(self, destination).await
-    }
-
+#[async_trait]
+impl ProgressLedger for SqliteLedger {
     async fn lot_progress(
         &self,
         destination: &str,
@@ -518,15 +566,10 @@ impl Ledger for SqliteLedger {
     ) -> Result<Vec<super::progress::InputProgress>, LedgerError> {
         progress::inputs(self, limit).await
     }
+}
 
-    async fn checkpoint(&self, key: &str) -> Result<Option<i64>, LedgerError> {
-        checkpoints::checkpoint(self, key).await
-    }
-
-    async fn set_checkpoint(&self, key: &str, value: i64) -> Result<(), LedgerError> {
-        checkpoints::set_checkpoint(self, key, value).await
-    }
-
+#[async_trait]
+impl SearchLedger for SqliteLedger {
     async fn search(
         &self,
         filter: &super::search::SearchFilter,
@@ -544,19 +587,6 @@ impl Ledger for SqliteLedger {
         since: DateTime<Utc>,
     ) -> Result<Vec<super::search::HourActivity>, LedgerError> {
         super::search::sqlite_activity(&self.pool, since).await
-    }
-
-    async fn record_unreadable(&self, u: &Unreadable) -> Result<(), LedgerError> {
-        intake::record_unreadable(self, u).await
-    }
-
-    async fn unreadable(
-        &self,
-        system: Option<passerelle_adapters::canonical::System>,
-        since: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<UnreadableRow>, LedgerError> {
-        intake::unreadable(self, system, since, limit).await
     }
 }
 

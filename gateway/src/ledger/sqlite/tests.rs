@@ -8,8 +8,11 @@ use passerelle_adapters::canonical::State;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use super::super::conformance::{inbound, ouiform, p, record};
-use super::{Ledger, SqliteLedger};
+use super::SqliteLedger;
 use crate::ledger::planning::DELIVERED_NOT_PRESENT;
+use crate::ledger::DeliveryLedger;
+use crate::ledger::IntakeLedger;
+use crate::ledger::LotLedger;
 
 /// A ledger written before the dossier sequence numbers keeps its journal, its operations, its
 /// lots, its sources and its deliveries readable by dossier after the migrations (4 and 5),

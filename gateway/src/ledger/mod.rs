@@ -33,8 +33,9 @@
 //! - `stored.rs`: how both store and read values (time, ids, stored texts back into their enums,
 //!   database and JSON errors without quoting a value);
 //! - `sql.rs`: the statements whose text is the same in both dialects, written once;
-//! - `rows.rs`: the rows both backends decode alike (deliveries, dead letters), one `FromRow`
-//!   struct each, generic over how a backend stores a time;
+//! - `rows.rs`: the rows both backends decode alike (dossiers, deliveries, dead letters, lots), one `FromRow`
+//!   struct each, generic over how a backend stores a time (a dossier's sources and a lot's members
+//!   are read the backend's way: aggregated into the row, or apart);
 //! - [`outbox`] (the returns to ATEXO SEM and the backfill reports), [`progress`] (the console's
 //!   view of the backfill), [`search`] (the operators' reads, both dialects in one file),
 //!   [`fence`] (writes fenced by a lease): concerns across the roles, with their own types;

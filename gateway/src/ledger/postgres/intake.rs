@@ -13,6 +13,7 @@ use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger, Tx};
 use crate::ledger::planning::{self, Loaded, Plan, PlanError, SourceWrite, StoredSource};
+use crate::ledger::rows::DossierColumns;
 use crate::ledger::sql;
 use crate::ledger::stored;
 use crate::ledger::stored::{
@@ -300,27 +301,15 @@ impl PostgresLedger {
 
     /// Decodes a row of `select_dossiers!()`.
     pub(super) fn dossier_from_row(r: &PgRow) -> Result<DossierRow, LedgerError> {
-        let dossier_id: String = get(r, "dossier", "dossier_id")?;
-        let what = format!("dossier {dossier_id}");
-        let desired: String = get(r, &what, "desired")?;
-        let flow: String = get(r, &what, "flow")?;
-        let sources: String = get(r, &what, "sources")?;
-        let destination: Option<String> = get(r, &what, "destination")?;
-        if destination.is_none() {
-            return Err(corrupt(&what, "no delivery row"));
-        }
-        Ok(DossierRow {
-            desired: from_json(&what, &desired)?,
-            desired_version: get(r, &what, "desired_version")?,
-            flow: parse_flow(&what, &flow)?,
-            in_perimeter: get(r, &what, "in_perimeter")?,
-            sources: from_json(&what, &sources)?,
-            delivery: Self::delivery_from_row(&what, r)?,
-            lot: get(r, &what, "lot")?,
-            created_at: get(r, &what, "created_at")?,
-            updated_at: get(r, &what, "updated_at")?,
-            dossier_id,
-        })
+        DossierColumns::read(
+            r,
+            &|_, t| Ok(t),
+            |what, _| {
+                let sources: String = get(r, what, "sources")?;
+                from_json(what, &sources)
+            },
+            |what| Self::delivery_from_row(what, r),
+        )
     }
 }
 

@@ -7,8 +7,8 @@ use sqlx::postgres::PgRow;
 
 use super::{commit, get, PostgresLedger};
 use crate::ledger::planning;
+use crate::ledger::rows::LotColumns;
 use crate::ledger::sql;
-use crate::ledger::stored;
 use crate::ledger::stored::{db_error, now};
 use crate::ledger::{
     BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow, LotState,
@@ -17,26 +17,17 @@ use crate::ledger::{
 impl PostgresLedger {
     /// Decodes a row of `select_lots!()`.
     pub(super) fn lot_from_row(r: &PgRow) -> Result<LotRow, LedgerError> {
-        let lot_key: String = get(r, "lot", "lot_key")?;
-        let what = format!("lot {lot_key}");
-        let state: String = get(r, &what, "state")?;
-        let ids: Vec<String> = get(r, &what, "member_ids")?;
-        let versions: Vec<i64> = get(r, &what, "member_versions")?;
-        Ok(LotRow {
-            destination: get(r, &what, "destination")?,
-            state: stored::parse_lot_state(&what, &state)?,
-            agora_lot: get(r, &what, "agora_lot")?,
-            members: ids
+        LotColumns::read(r, &|_, t| Ok(t), |what| {
+            let ids: Vec<String> = get(r, what, "member_ids")?;
+            let versions: Vec<i64> = get(r, what, "member_versions")?;
+            Ok(ids
                 .into_iter()
                 .zip(versions)
                 .map(|(dossier_id, desired_version)| LotMember {
                     dossier_id,
                     desired_version,
                 })
-                .collect(),
-            created_at: get(r, &what, "created_at")?,
-            updated_at: get(r, &what, "updated_at")?,
-            lot_key,
+                .collect())
         })
     }
 }

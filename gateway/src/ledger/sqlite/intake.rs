@@ -13,6 +13,7 @@ use sqlx::SqliteConnection;
 
 use super::{commit, get, parse_ts, ts, SqliteLedger, Tx, IDS_PER_STATEMENT};
 use crate::ledger::planning::{self, Loaded, Plan, StoredSource};
+use crate::ledger::rows::DossierColumns;
 use crate::ledger::sql;
 use crate::ledger::stored;
 use crate::ledger::stored::{
@@ -325,32 +326,12 @@ impl SqliteLedger {
         r: &SqliteRow,
         sources: &mut HashMap<String, Vec<Dossier>>,
     ) -> Result<DossierRow, LedgerError> {
-        let dossier_id: String = get(r, "dossier", "dossier_id")?;
-        let what = format!("dossier {dossier_id}");
-        let desired: Option<String> = get(r, &what, "desired")?;
-        let desired: Dossier = from_json(
-            &what,
-            &desired.ok_or_else(|| corrupt(&what, "no desired state"))?,
-        )?;
-        let destination: Option<String> = get(r, &what, "destination")?;
-        if destination.is_none() {
-            return Err(corrupt(&what, "no delivery row"));
-        }
-        let flow: String = get(r, &what, "flow")?;
-        let created_at: String = get(r, &what, "created_at")?;
-        let updated_at: String = get(r, &what, "updated_at")?;
-        Ok(DossierRow {
-            sources: sources.remove(&dossier_id).unwrap_or_default(),
-            desired,
-            desired_version: get(r, &what, "desired_version")?,
-            flow: parse_flow(&what, &flow)?,
-            in_perimeter: get(r, &what, "in_perimeter")?,
-            delivery: Self::delivery_from_row(&what, r)?,
-            lot: get(r, &what, "lot")?,
-            created_at: parse_ts(&what, &created_at)?,
-            updated_at: parse_ts(&what, &updated_at)?,
-            dossier_id,
-        })
+        DossierColumns::read(
+            r,
+            &|what, t: String| parse_ts(what, &t),
+            |_, dossier_id| Ok(sources.remove(dossier_id).unwrap_or_default()),
+            |what| Self::delivery_from_row(what, r),
+        )
     }
 }
 

@@ -6,8 +6,8 @@ use sqlx::SqliteConnection;
 
 use super::{commit, get, parse_ts, ts, SqliteLedger, Tx};
 use crate::ledger::planning;
+use crate::ledger::rows::LotColumns;
 use crate::ledger::sql;
-use crate::ledger::stored;
 use crate::ledger::stored::{db_error, now, to_json};
 use crate::ledger::{BackfillProgress, DeliveryStatus, LedgerError, LotLine, LotMember, LotRow};
 
@@ -84,27 +84,19 @@ impl SqliteLedger {
         .bind(lot_key)
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| db_error(&what, e))?
-        .iter()
-        .map(|r| {
-            Ok(LotMember {
-                dossier_id: get(r, &what, "dossier_id")?,
-                desired_version: get(r, &what, "desired_version")?,
-            })
+        .map_err(|e| db_error(&what, e))?;
+        LotColumns::read(&row, &|what, t: String| parse_ts(what, &t), |what| {
+            members
+                .iter()
+                .map(|r| {
+                    Ok(LotMember {
+                        dossier_id: get(r, what, "dossier_id")?,
+                        desired_version: get(r, what, "desired_version")?,
+                    })
+                })
+                .collect()
         })
-        .collect::<Result<Vec<_>, LedgerError>>()?;
-        let state: String = get(&row, &what, "state")?;
-        let created_at: String = get(&row, &what, "created_at")?;
-        let updated_at: String = get(&row, &what, "updated_at")?;
-        Ok(Some(LotRow {
-            lot_key: lot_key.to_string(),
-            destination: get(&row, &what, "destination")?,
-            state: stored::parse_lot_state(&what, &state)?,
-            agora_lot: get(&row, &what, "agora_lot")?,
-            members,
-            created_at: parse_ts(&what, &created_at)?,
-            updated_at: parse_ts(&what, &updated_at)?,
-        }))
+        .map(Some)
     }
 }
 

@@ -30,6 +30,7 @@
 //!   until the dossier changes, so that one warning is written, not one per poll.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +55,36 @@ use crate::intake::{self, IntakeError, Publish};
 use crate::ledger::{Flow, Inbound, InboundRecord, Ledger, Unreadable};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+
+/// The `pole_emploi` section of the settings: the partner API's client and this poller are built
+/// from it ([`crate::startup`]).
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoleEmploiSettings {
+    /// OAuth2 server; polling is off when `api_url` is empty.
+    pub auth_url: String,
+    /// Partner API base URL.
+    pub api_url: String,
+    /// OAuth2 client id (client credentials grant, `realm=/partenaire`).
+    pub client_id: String,
+    /// OAuth2 client secret.
+    #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::Secret>")]
+    pub client_secret: Option<SecretString>,
+    #[serde(default)]
+    #[schemars(with = "Option<crate::config_reference::FilePath>")]
+    pub client_secret_file: Option<PathBuf>,
+    /// OAuth2 scopes asked for, space-separated.
+    pub scope: String,
+    /// Seconds between two polls of the same session.
+    pub poll_interval_s: u64,
+    /// Sessions polled at once.
+    pub concurrency: u16,
+    /// Time allowed to open a connection, ms.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a whole call, ms.
+    pub request_timeout_ms: u64,
+}
 
 /// The desired states whose sessions are polled.
 pub const OPEN_STATES: [State; 4] = [

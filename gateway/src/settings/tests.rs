@@ -90,8 +90,10 @@ fn the_production_example_loads_and_points_at_postgresql_and_rabbitmq() {
     // Secrets only as files, none inline.
     let t = &s.auth.tokens;
     assert!(s.agora.token.is_none() && s.agora.token_file.is_some());
-    assert!(t.ouiform.is_none() && t.atexo_sem.is_none() && t.admin.is_none());
-    assert!(t.ouiform_file.is_some() && t.atexo_sem_file.is_some() && t.admin_file.is_some());
+    let (o, o_file) = t.of(System::Ouiform);
+    let (a, a_file) = t.of(System::AtexoSem);
+    assert!(o.is_none() && a.is_none() && t.admin.is_none());
+    assert!(o_file.is_some() && a_file.is_some() && t.admin_file.is_some());
     assert!(s.ouiform.hmac_secret.is_none() && s.ouiform.hmac_secret_file.is_some());
 
     // The URLs with their passwords come from the environment, over the file's.
@@ -492,4 +494,35 @@ fn keys_refused_at_zero_are_documented_more_than_zero() {
     let e = Settings::load(None, env(&[("PASSERELLE__SERVER__DECODE_BUDGET_MS", "0")]))
         .expect_err("a budget of 0");
     assert!(e.to_string().contains("more than 0"), "{e}");
+}
+
+/// `auth.tokens` takes each posting system's key from the registry (inline or `_file`) and the
+/// operators'; a misspelt one is refused, naming it and what it could have been.
+#[test]
+fn token_keys_come_from_the_registry_and_a_misspelt_one_is_refused() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("PASSERELLE__AUTH__TOKENS__ATEXO_SEM", "t-atexo"),
+            ("PASSERELLE__AUTH__TOKENS__OUIFORM_FILE", "/run/secrets/o"),
+        ]),
+    )
+    .expect("loads");
+    let (inline, file) = s.auth.tokens.of(System::AtexoSem);
+    assert_eq!(inline.as_ref().map(|t| t.expose_secret()), Some("t-atexo"));
+    assert!(file.is_none());
+    let (inline, file) = s.auth.tokens.of(System::Ouiform);
+    assert!(inline.is_none());
+    assert_eq!(file.as_deref(), Some(Path::new("/run/secrets/o")));
+    let (inline, file) = s.auth.tokens.of(System::PoleEmploi);
+    assert!(inline.is_none() && file.is_none());
+
+    let e = Settings::load(None, env(&[("PASSERELLE__AUTH__TOKENS__OUIFROM", "x")]))
+        .expect_err("a misspelt system");
+    let e = e.to_string();
+    assert!(e.contains("ouifrom"), "{e}");
+    assert!(
+        e.contains("`ouiform`") && e.contains("`atexo_sem_file`"),
+        "{e}"
+    );
 }

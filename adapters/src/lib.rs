@@ -17,6 +17,8 @@
 pub mod agora;
 pub mod atexo_sem;
 pub mod canonical;
+#[cfg(test)]
+pub mod example;
 pub mod fuzzing;
 pub mod mapping;
 pub mod merge;

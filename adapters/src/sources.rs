@@ -55,6 +55,10 @@ pub enum System {
     PoleEmploi,
     /// AGORA, the national hub of the Caisse des Dépôts.
     Agora,
+    /// A minimal system that exists only in this crate's tests: `docs/adding-a-system.md`'s
+    /// walkthrough, registered through the same path as the others ([`crate::example`]).
+    #[cfg(test)]
+    Example,
 }
 
 impl System {
@@ -189,10 +193,13 @@ pub trait Source: Send + Sync + 'static {
 }
 
 /// Every source system, in the order of the documents' columns.
-pub static SOURCES: [&dyn Source; 3] = [
+pub static SOURCES: &[&dyn Source] = &[
     &crate::atexo_sem::adapter::AtexoSem,
     &crate::ouiform::adapter::Ouiform,
     &crate::pole_emploi::adapter::PoleEmploi,
+    // `docs/adding-a-system.md`'s walkthrough, in this crate's tests only.
+    #[cfg(test)]
+    &crate::example::Example,
 ];
 
 /// The source behind a system; `None` for AGORA, the destination.
@@ -315,7 +322,7 @@ mod tests {
     #[test]
     fn file_sources_are_those_that_read_files() {
         let files: Vec<System> = file_sources().map(|s| s.system()).collect();
-        assert_eq!(files, [System::AtexoSem, System::Ouiform]);
+        assert_eq!(files, [System::AtexoSem, System::Ouiform, System::Example]);
         assert!(file_source(System::PoleEmploi).is_none());
         assert!(file_source(System::Agora).is_none());
     }

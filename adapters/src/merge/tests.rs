@@ -248,7 +248,22 @@ fn precedence_rejects_agora_and_duplicates() {
 #[test]
 fn default_precedence_is_derived_from_the_sources_ranks_unchanged() {
     use System::*;
-    let p = Precedence::default();
+    // The walkthrough's example system (tests only) ranks last everywhere: the real sources'
+    // order is what comes before it.
+    let mut p = Precedence::default();
+    for group in crate::merge::FieldGroup::ALL {
+        let list = match group {
+            crate::merge::FieldGroup::Trainee => &mut p.trainee,
+            crate::merge::FieldGroup::Offer => &mut p.offer,
+            crate::merge::FieldGroup::Session => &mut p.session,
+            crate::merge::FieldGroup::Funding => &mut p.funding,
+            crate::merge::FieldGroup::Entry => &mut p.entry,
+            crate::merge::FieldGroup::Exit => &mut p.exit,
+            crate::merge::FieldGroup::Cancellation => &mut p.cancellation,
+            crate::merge::FieldGroup::State => &mut p.state,
+        };
+        assert_eq!(list.pop(), Some(Example), "{group:?}");
+    }
     let (a, o, pe) = (AtexoSem, Ouiform, PoleEmploi);
     assert_eq!(p.trainee, [a, pe, o]);
     assert_eq!(p.offer, [a, o, pe]);

@@ -96,3 +96,28 @@ fn a_system_is_named_outside_its_own_modules_only_in_the_registries_the_walkthro
         naming.len()
     );
 }
+
+/// Issue 19's "files that fit in one's head": no source file but a test file is over 800 lines.
+#[test]
+fn no_source_file_is_over_800_lines() {
+    let mut files = Vec::new();
+    for dir in [
+        "adapters/src",
+        "gateway/src",
+        "schemas/src",
+        "tests/sandbox/src",
+        "tests/benches",
+    ] {
+        sources(&root().join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "the sources were read: {}", files.len());
+    let long: Vec<(usize, &str)> = files
+        .iter()
+        .map(|(path, _)| {
+            let text = std::fs::read_to_string(root().join(path)).expect("a source file");
+            (text.lines().count(), path.as_str())
+        })
+        .filter(|(n, _)| *n > 800)
+        .collect();
+    assert!(long.is_empty(), "over 800 lines: {long:?}");
+}

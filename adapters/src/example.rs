@@ -127,16 +127,19 @@ impl Source for Example {
         reading: &Reading<'_>,
     ) -> Option<Box<dyn Iterator<Item = Checked> + 'a>> {
         let mut body = Vec::new();
-        let outcome = match input.read_to_end(&mut body) {
-            Ok(_) => read(&body, reading),
-            Err(_) => Err(vec![Violation::new("", Rule::JsonSyntax, "unreadable")]),
+        // A file that cannot be read to its end is the document's fault, not the record's.
+        let fatal = input.read_to_end(&mut body).is_err();
+        let outcome = if fatal {
+            Err(vec![Violation::new("", Rule::JsonSyntax, "unreadable")])
+        } else {
+            read(&body, reading)
         };
         Some(Box::new(std::iter::once(Checked {
             id: outcome.as_ref().ok().map(|r| r.id.clone()),
             index: None,
             out_of_perimeter: None,
             outcome: outcome.map(|r| r.dossier),
-            fatal: false,
+            fatal,
         })))
     }
 

@@ -164,8 +164,9 @@ pub trait Source: Send + Sync + 'static {
     fn mask_payload(&self, body: &[u8]) -> Option<Vec<u8>>;
 
     /// Decodes and validates one payload whole, as the system sends it (a post, a poll's
-    /// answer): every record when all are valid, or every violation of every record (capped,
-    /// then an `xml.truncated` entry). Nothing of an invalid payload is usable.
+    /// answer): every record when all are valid, or every violation of every record (where the
+    /// system's decoder caps them, an `xml.truncated` entry says how many more). Nothing of an
+    /// invalid payload is usable.
     fn decode(&self, body: &[u8], reading: &Reading<'_>) -> Result<Vec<Record>, DocumentError>;
 
     /// Decodes and validates a file of this system's records, record by record, reading it as a

@@ -27,15 +27,18 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Load existing ATEXO SEM exports into AGORA (reprise d'antériorité) through its lots,
-    /// resumably; ends with a report. Exit 0 only when every owed dossier was accepted.
+    /// Load existing ATEXO SEM exports (or another source's files, `--system`) into AGORA
+    /// (reprise d'antériorité) through its lots, resumably; ends with a report. Exit 0 only when
+    /// every owed dossier was accepted.
     Backfill {
         /// The ATEXO SEM exports (`exportSEM` XML), read in this order; with `--system`, files of
         /// that system's format.
         #[arg(long = "input", required = true, num_args = 1..)]
         inputs: Vec<PathBuf>,
         /// Which source the inputs come from: a system of the registry whose records come as
-        /// files (a name it does not know is answered with the list).
+        /// files (a name it does not know is answered with the list). `--since` and
+        /// `perimeter.excluded_categories` classify ATEXO SEM's dossiers; another source's
+        /// records are in perimeter, as on its inbound route.
         #[arg(long, value_parser = parse_file_source, default_value = "atexo-sem")]
         system: System,
         /// Sessions starting before this date (YYYY-MM-DD) are out of perimeter

@@ -1,5 +1,5 @@
 //! The one way a source's records enter the ledger, whoever brings them (an inbound route, the
-//! Pôle emploi poller): merge them into their dossiers (`Ledger::accept`), then publish a
+//! Pôle emploi poller): merge them into their dossiers (`IntakeLedger::accept`), then publish a
 //! "reconcile this dossier" task for each dossier owed something, and return only once the broker
 //! confirmed them (design.md principle 3).
 //!

@@ -61,6 +61,19 @@ async fn readyz_reports_each_posting_systems_posts_and_the_returns() {
         "{systems}"
     );
 
+    // An anonymous post is nobody's news: it cannot make a system look as if it were failing.
+    let r = gw
+        .http
+        .post(format!("{}/v1/inbound/atexo-sem/dossiers", gw.url))
+        .header("Content-Type", "application/xml")
+        .body(fixture("atexo_sem/valid/entre.xml"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 401);
+    let systems = ready().await;
+    assert_eq!(systems["atexo_sem"]["status"], "idle", "{systems}");
+    // An orientation with OUIFORM's token but no signature is OUIFORM's.
     let r = gw
         .post_ouiform(fixture("ouiform/valid/acceptee.json"), false)
         .await;

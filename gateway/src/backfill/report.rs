@@ -101,7 +101,8 @@ impl ReportError {
 /// One input dossier's line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// ATEXO SEM's dossier id (or `#<position>` in its file when it could not be read).
+    /// The record's id in its source (ATEXO SEM's `dossier/@id`, an orientation's
+    /// `idOrientation`), or `#<position>` in its file when it could not be read.
     pub id: String,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,5 @@
 //! The outbox of returns to ATEXO SEM (contract §4). A return is written by
-//! [`Ledger::record_operation`](super::Ledger::record_operation) in the same transaction as the
+//! [`DeliveryLedger::record_operation`](super::DeliveryLedger::record_operation) in the same transaction as the
 //! AGORA answer it reports, and posted later by [`crate::returns`], which retries: a crash between
 //! AGORA's answer and the post loses no return, and each answer makes one return, whose id goes out
 //! as the `Idempotency-Key` header.
@@ -64,7 +64,7 @@ impl ReturnStatus {
     }
 }
 
-/// How a post of a return ended, for [`Ledger::settle_return`](super::Ledger::settle_return).
+/// How a post of a return ended, for [`OutboxLedger::settle_return`](super::OutboxLedger::settle_return).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReturnAttempt {
     Sent,

@@ -134,7 +134,7 @@ pub struct DeliveryRow {
     pub replay_id: Option<String>,
 }
 
-/// What [`Ledger::try_lease`] gave.
+/// What [`DeliveryLedger::try_lease`] gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
     /// Held: nobody held it.
@@ -439,7 +439,7 @@ pub enum LedgerError {
     Corrupt { what: String, detail: String },
     #[error("no such {what}")]
     NotFound { what: &'static str },
-    /// The installation's identity salt cannot be settled (see [`Ledger::identity_salt`]):
+    /// The installation's identity salt cannot be settled (see [`IntakeLedger::identity_salt`]):
     /// starting would derive dossier ids that disagree with the ledger's.
     #[error("identity salt: {0}")]
     Identity(String),
@@ -459,7 +459,7 @@ pub enum LedgerError {
     },
 }
 
-/// The salt of dossier ids a starting process brings to [`Ledger::identity_salt`].
+/// The salt of dossier ids a starting process brings to [`IntakeLedger::identity_salt`].
 #[derive(Clone)]
 pub enum SaltOffer {
     /// Given by the operator (`identity.salt_file`, or an older installation's credentials

@@ -3,8 +3,8 @@
 //! fixed-width text, PostgreSQL as `timestamptz`, so a row takes the stored time's type as `T`
 //! and the backend says how to read it (`time`).
 //!
-//! Columns are read in the order the hand mappings read them, then decoded (JSON, statuses,
-//! times) in the same order, with the same error contexts.
+//! Each row's id is read first, to name it in any error; then its columns, decoded (JSON,
+//! statuses, times) with the same error contexts as the hand mappings they replace.
 
 use chrono::{DateTime, Utc};
 use passerelle_adapters::{Dossier, Violation};

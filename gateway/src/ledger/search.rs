@@ -2,7 +2,7 @@
 //! the hourly activity the console's dashboard draws.
 //!
 //! Both dialects pick the ids of one page in SQL (their only difference: how JSON is read), then
-//! the rows are read with [`Ledger::dossiers`], the same reading as everywhere else. The
+//! the rows are read with [`IntakeLedger::dossiers`](super::IntakeLedger::dossiers), the same reading as everywhere else. The
 //! identifiers a search matches (a source's id, an AGORA number) are kept in `search_keys` by
 //! triggers (migration 20250101000020), so no write path of the ledger knows about the search.
 //!

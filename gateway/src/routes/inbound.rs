@@ -25,15 +25,18 @@ use super::{authenticate, AppState, Caller};
 use crate::intake::{self, IntakeError, Publish};
 use crate::ledger::{Accepted, Inbound};
 
-/// Records how a post to `system`'s route ended, for `/readyz` ([`crate::systems::health`]).
+/// Records how a post of `system` (its caller checked) ended, for `/readyz`
+/// ([`crate::systems::health`]). A `503` is left out: this replica could not accept, which says
+/// nothing of the system's post.
 pub(crate) fn noted(
     state: &AppState,
     system: System,
     outcome: Result<HttpResponse, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .posts
-        .record(system, outcome.as_ref().err().map(ApiError::kind));
+    match outcome.as_ref().err().map(ApiError::kind) {
+        Some((503, _)) => {}
+        refusal => state.posts.record(system, refusal),
+    }
     outcome
 }
 

@@ -90,6 +90,8 @@ pub async fn dossiers(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // A post that is not this system's (no token, another's, over its rate) is not its news.
+    require_caller(&req, &state, System::AtexoSem)?;
     let outcome = accept(req, payload, state.clone()).await;
     noted(&state, System::AtexoSem, outcome)
 }
@@ -100,7 +102,6 @@ async fn accept(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    require_caller(&req, &state, System::AtexoSem)?;
     require_content_type(&req, &["application/xml", "text/xml"], "application/xml")?;
     let body = read_body(payload, state.body_limit, Rule::XmlSyntax).await?;
     let DecodedPost {

@@ -29,9 +29,9 @@ struct Seen {
 }
 
 impl Posts {
-    /// Records how a post to `system`'s route ended: accepted (`None`), or refused with this
-    /// status and problem type. Whoever posted is counted under the route's system: a post with
-    /// another system's token is a refusal of this route.
+    /// Records how a post of `system` ended: accepted (`None`), or refused with this status and
+    /// problem type. The routes record only posts whose caller is `system` (its bearer token), so
+    /// that an anonymous post cannot make a system look as if it were failing.
     pub fn record(&self, system: System, refusal: Option<(u16, &'static str)>) {
         let mut by = self
             .by_system

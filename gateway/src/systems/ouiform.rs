@@ -145,6 +145,8 @@ pub async fn orientation(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // A post that is not this system's (no token, another's, over its rate) is not its news.
+    require_caller(&req, &state, System::Ouiform)?;
     let outcome = accept(req, payload, state.clone()).await;
     noted(&state, System::Ouiform, outcome)
 }
@@ -155,7 +157,6 @@ async fn accept(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    require_caller(&req, &state, System::Ouiform)?;
     require_content_type(&req, &["application/json"], "application/json")?;
     let body = read_body(payload, state.body_limit, Rule::JsonSyntax).await?;
     verify_signature(

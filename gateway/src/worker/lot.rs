@@ -1,7 +1,7 @@
 //! The run of one backfill lot (*lot de reprise*) through AGORA's `POST /reprises`.
 //!
 //! A lot task names a lot key. If the ledger has no such lot, the task forms one from the
-//! claimable backfill dossiers ([`Ledger::claim_lot`](crate::ledger::Ledger::claim_lot));
+//! claimable backfill dossiers ([`LotLedger::claim_lot`](crate::ledger::LotLedger::claim_lot));
 //! otherwise it resumes it where its checkpoint says:
 //!
 //! - `Claimed`, freshly: each member's line is built and the lot submitted;

@@ -472,7 +472,7 @@ pub struct PostingHealth {
     pub status: PostingStatus,
     /// Posts accepted (202) since start.
     pub accepted: u64,
-    /// Posts refused (any 4xx or 503) since start.
+    /// Posts refused with a 4xx since start, once the caller was checked to be the system (an anonymous post, or one with another system's token, is not counted; nor is a 503, this replica's).
     pub refused: u64,
     pub last_accepted_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The latest refusal: when, its status and its problem type.

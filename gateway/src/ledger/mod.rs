@@ -22,7 +22,7 @@
 //!   `records.rs`: the rows,
 //!   records and errors the trait speaks in;
 //! - `sqlite/` and `postgres/`, split alike by role: `mod.rs` (connection, transactions, SQL
-//!   fragments, and the role traits' impls that delegate), `intake.rs` (accept, journal, dossier
+//!   fragments, and `impl_roles!`, from `roles.rs`, which implements the role traits by delegating), `intake.rs` (accept, journal, dossier
 //!   reads, identity, unreadable messages), `deliveries.rs` (leases, operations, settling,
 //!   failures, pending, sessions), `dead_letters.rs` (dead letters and replays), `lots.rs` (the
 //!   backfill's lots), `checkpoints.rs` (checkpoints and the payload purge), `outbox.rs` and
@@ -86,6 +86,8 @@ mod conformance;
 pub mod fence;
 pub mod outbox;
 mod planning;
+#[macro_use]
+mod roles;
 pub mod postgres;
 pub mod progress;
 mod rows;

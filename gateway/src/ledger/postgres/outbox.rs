@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPool;
-
+use super::PostgresLedger;
 use super::{get, Tx};
 use crate::ledger::outbox::{
     DueReturn, PendingReturn, ReportMeta, ReturnAttempt, ReturnRow, ReturnStatus,
@@ -42,10 +41,11 @@ pub(super) async fn write(
 }
 
 pub(super) async fn claim(
-    pool: &PgPool,
+    l: &PostgresLedger,
     limit: u32,
     claim: Duration,
 ) -> Result<Vec<DueReturn>, LedgerError> {
+    let pool = &l.pool;
     // SKIP LOCKED: two senders claiming at once take different returns, neither waits.
     let rows = sqlx::query(
         "UPDATE returns_outbox SET next_attempt_at = clock_timestamp() + make_interval(secs => $2) \
@@ -76,10 +76,11 @@ pub(super) async fn claim(
 }
 
 pub(super) async fn settle(
-    pool: &PgPool,
+    l: &PostgresLedger,
     return_id: &str,
     attempt: &ReturnAttempt,
 ) -> Result<(), LedgerError> {
+    let pool = &l.pool;
     let (status, error, next) = match attempt {
         ReturnAttempt::Sent => (ReturnStatus::Sent, None, None),
         ReturnAttempt::Refused(e) => (ReturnStatus::Refused, Some(e.as_str()), None),
@@ -104,9 +105,10 @@ pub(super) async fn settle(
 }
 
 pub(super) async fn of_dossier(
-    pool: &PgPool,
+    l: &PostgresLedger,
     dossier_id: &str,
 ) -> Result<Vec<ReturnRow>, LedgerError> {
+    let pool = &l.pool;
     let rows = sqlx::query(sql::RETURNS_OF)
         .bind(dossier_id)
         .fetch_all(pool)
@@ -136,10 +138,11 @@ pub(super) async fn of_dossier(
 const REPORTS: &str = "backfill reports";
 
 pub(super) async fn store_report(
-    pool: &PgPool,
+    l: &PostgresLedger,
     counts: &serde_json::Value,
     gzip_json: &[u8],
 ) -> Result<String, LedgerError> {
+    let pool = &l.pool;
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO backfill_reports (report_id, finished_at, counts, gzip_json) \
@@ -154,7 +157,11 @@ pub(super) async fn store_report(
     Ok(id)
 }
 
-pub(super) async fn reports(pool: &PgPool, limit: u32) -> Result<Vec<ReportMeta>, LedgerError> {
+pub(super) async fn reports(
+    l: &PostgresLedger,
+    limit: u32,
+) -> Result<Vec<ReportMeta>, LedgerError> {
+    let pool = &l.pool;
     let rows = sqlx::query(
         "SELECT report_id, finished_at, counts, length(gzip_json)::bigint AS gzip_bytes \
          FROM backfill_reports ORDER BY finished_at DESC, report_id DESC LIMIT $1",
@@ -176,7 +183,11 @@ pub(super) async fn reports(pool: &PgPool, limit: u32) -> Result<Vec<ReportMeta>
         .collect()
 }
 
-pub(super) async fn report(pool: &PgPool, report_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+pub(super) async fn report(
+    l: &PostgresLedger,
+    report_id: &str,
+) -> Result<Option<Vec<u8>>, LedgerError> {
+    let pool = &l.pool;
     sqlx::query_scalar(sql::BACKFILL_REPORT)
         .bind(report_id)
         .fetch_optional(pool)

@@ -1,9 +1,9 @@
 //! The backfill's progress on PostgreSQL ([`crate::ledger::progress`]): the shared queries.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgPool;
 
 use super::get;
+use super::PostgresLedger;
 use crate::ledger::progress::{count, InputProgress, LotProgress, INPUTS, LOTS};
 use crate::ledger::stored::{db_error, parse_lot_state};
 use crate::ledger::LedgerError;
@@ -11,10 +11,11 @@ use crate::ledger::LedgerError;
 const WHAT: &str = "backfill progress";
 
 pub(super) async fn lots(
-    pool: &PgPool,
+    l: &PostgresLedger,
     destination: &str,
     limit: u32,
 ) -> Result<Vec<LotProgress>, LedgerError> {
+    let pool = &l.pool;
     let rows = sqlx::query(LOTS)
         .bind(destination)
         .bind(i64::from(limit))
@@ -41,7 +42,11 @@ pub(super) async fn lots(
         .collect()
 }
 
-pub(super) async fn inputs(pool: &PgPool, limit: u32) -> Result<Vec<InputProgress>, LedgerError> {
+pub(super) async fn inputs(
+    l: &PostgresLedger,
+    limit: u32,
+) -> Result<Vec<InputProgress>, LedgerError> {
+    let pool = &l.pool;
     let rows = sqlx::query(INPUTS)
         .bind(i64::from(limit))
         .fetch_all(pool)
